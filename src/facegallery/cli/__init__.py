@@ -1,0 +1,43 @@
+"""The ``facegallery`` command: thin wrappers that parse, call the API and print text or JSON.
+
+User mistakes (:class:`facegallery.errors.UserError`) print ``facegallery: error: <what>`` and exit 2.
+Each command group lives in its own module and registers itself on :data:`main`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import click
+
+from facegallery.errors import UserError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            click.echo(f"facegallery: error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("facegallery: interrupted", err=True)
+            sys.exit(130)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each (``facegallery: warning: skipping x.jpg: ...``)."""
+    click.echo(f"facegallery: warning: {message}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="facegallery")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """FaceNet-style face recognition of a library of people."""
+    warnings.showwarning = _warning_line
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
+
+
+from facegallery.cli import recognize, train  # noqa: E402,F401  (register the commands)

@@ -1,0 +1,48 @@
+"""``facegallery train``."""
+from __future__ import annotations
+
+import click
+
+from facegallery.cli import main
+from facegallery.training import TrainConfig, parse_duration, train
+
+
+@main.command("train")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Folder per identity.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write.")
+@click.option("--model", "arch", default="resface64", show_default=True, help="Architecture from the registry.")
+@click.option("--recipe", type=click.Choice(["facenet", "original"]), default="facenet", show_default=True,
+              help="'original' = the student project's recipe (random triplets, summed loss, Adam 1e-3).")
+@click.option("--steps", type=int, help="Train exactly this many steps.")
+@click.option("--budget", help="Or a time budget (45m, 1.5h): steps are fixed after 20 timed steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--miner", type=click.Choice(["batch-hard", "semi-hard", "random"]), help="Triplet mining.")
+@click.option("--p", "p", type=int, help="Identities per batch.")
+@click.option("--k", "k", type=int, help="Photos per identity per batch.")
+@click.option("--margin", type=float, help="Triplet margin (0.2).")
+@click.option("--cosface-weight", type=float, help="Weight of the CosFace term; 0 = triplet loss alone.")
+@click.option("--lr", type=float)
+@click.option("--weight-decay", type=float)
+@click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
+@click.option("--threads", type=int, default=0, help="CPU threads (0 = all).")
+@click.option("--eval-every", type=int, help="Validate every N steps.")
+@click.option("--patience", type=int, help="Stop after N validations without improvement.")
+@click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
+@click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
+def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, lr,
+              weight_decay, no_augment, bf16, threads, eval_every, patience, resume, cache) -> None:
+    """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
+    given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight, "lr": lr,
+             "weight_decay": weight_decay, "eval_every": eval_every, "patience": patience}
+    kw = {key: v for key, v in given.items() if v is not None}
+    if no_augment:
+        kw["augment"] = False
+    budget_s = parse_duration(budget) if budget else None
+    common = dict(steps=steps, budget_s=budget_s, seed=seed, bf16=bf16, threads=threads, cache=cache, **kw)
+    if recipe == "original":
+        cfg = TrainConfig.original(data, out, **({"arch": arch} if arch != "resface64" else {}), **common)
+    else:
+        cfg = TrainConfig(data=data, out=out, arch=arch, **common)
+    path = train(cfg, resume=resume, log=lambda s: click.echo(s, err=True))
+    click.echo(f"wrote {path}")

@@ -1,0 +1,186 @@
+"""Folder-per-identity trees (``ROOT/<Person Name>/<image>``), label maps, splits and P x K batches."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facegallery.errors import UserError
+from facegallery.images import PixelCache, is_candidate, load_batch, warn_skip
+
+
+@dataclass
+class FaceFolder:
+    """The photos of a folder-per-identity tree: ``paths[i]`` shows ``names[labels[i]]``."""
+
+    root: Path
+    names: list[str]
+    paths: list[Path]
+    labels: np.ndarray = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, index: np.ndarray | list[int], names: list[str] | None = None) -> "FaceFolder":
+        """The photos at ``index``; with ``names`` the labels are re-indexed onto that name list."""
+        index = np.asarray(index, dtype=np.int64)
+        paths = [self.paths[i] for i in index]
+        labels = self.labels[index]
+        if names is None:
+            return FaceFolder(self.root, list(self.names), paths, labels)
+        remap = {n: i for i, n in enumerate(names)}
+        return FaceFolder(self.root, list(names), paths,
+                          np.array([remap[self.names[l]] for l in labels], dtype=np.int64))
+
+    def only(self, names: list[str]) -> "FaceFolder":
+        """The photos of the identities in ``names``, labelled by position in ``names``."""
+        wanted = set(names)
+        idx = [i for i, l in enumerate(self.labels) if self.names[l] in wanted]
+        return self.subset(idx, names=list(names))
+
+    def fingerprint(self) -> str:
+        """A short hash of the relative paths and labels (what the data looked like, cheaply)."""
+        h = hashlib.sha1()
+        for p, l in zip(self.paths, self.labels):
+            h.update(f"{p.relative_to(self.root)}\t{self.names[l]}\n".encode())
+        return h.hexdigest()[:16]
+
+    def load_pixels(self, size: int, cache: PixelCache | None = None) -> tuple[np.ndarray, "FaceFolder"]:
+        """Decode every photo at ``size``; unreadable ones are skipped (warned) and dropped."""
+        pixels, kept = load_batch(self.paths, size, cache)
+        return pixels, self.subset(kept)
+
+
+def discover(root: str | Path, min_photos: int = 1) -> FaceFolder:
+    """Scan ``root`` for one subfolder per person. Junk files are skipped with a warning.
+
+    Raises :class:`UserError` when the folder is missing or holds no person with a photo.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    names, paths, labels = [], [], []
+    for person in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        photos = []
+        for f in sorted(person.rglob("*")):
+            if not f.is_file():
+                continue
+            if is_candidate(f):
+                photos.append(f)
+            else:
+                warn_skip(f, "not an image file")
+        if len(photos) < min_photos:
+            continue
+        label = len(names)
+        names.append(person.name)
+        paths += photos
+        labels += [label] * len(photos)
+    for f in sorted(root.iterdir()):
+        if f.is_file():
+            warn_skip(f, "a file at the top of a folder-per-person tree")
+    if not names:
+        raise UserError(f"{root}: no person folders with photos in it (expected ROOT/<Person Name>/<photo>)")
+    return FaceFolder(root, names, paths, np.array(labels, dtype=np.int64))
+
+
+def numbered_key(path: Path) -> tuple:
+    """Sort key putting ``2.jpg`` before ``10.jpg`` (the protocol's 'lowest-numbered photos')."""
+    stem = path.stem
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A validation split of a training tree: whole identities held out as impostors, plus some photos
+    of every other identity held out as genuine probes. Recorded in checkpoints so that evaluation can
+    calibrate the unknown threshold on data the model never trained on."""
+
+    impostor_names: tuple[str, ...]
+    holdout_paths: tuple[str, ...]  # relative to the tree root
+
+    def to_json(self) -> dict:
+        return {"impostor_names": list(self.impostor_names), "holdout_paths": list(self.holdout_paths)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Split":
+        return cls(tuple(d["impostor_names"]), tuple(d["holdout_paths"]))
+
+    def parts(self, folder: FaceFolder) -> tuple[FaceFolder, FaceFolder, FaceFolder]:
+        """(train, genuine holdout, impostors) of ``folder``; train and holdout share one label map."""
+        imp = set(self.impostor_names)
+        hold = set(self.holdout_paths)
+        known = [n for n in folder.names if n not in imp]
+        kf = folder.only(known)
+        rel = [str(p.relative_to(folder.root)) for p in kf.paths]
+        train_idx = [i for i, r in enumerate(rel) if r not in hold]
+        hold_idx = [i for i, r in enumerate(rel) if r in hold]
+        return kf.subset(train_idx), kf.subset(hold_idx), folder.only([n for n in folder.names if n in imp])
+
+
+def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed: int) -> Split:
+    """Draw a :class:`Split` reproducibly from ``seed``."""
+    rng = np.random.default_rng(seed)
+    if impostors >= len(folder.names):
+        raise UserError(f"cannot hold out {impostors} impostor identities from {len(folder.names)}")
+    imp = sorted(rng.choice(folder.names, size=impostors, replace=False).tolist()) if impostors else []
+    hold = []
+    for label, name in enumerate(folder.names):
+        if name in imp:
+            continue
+        idx = np.flatnonzero(folder.labels == label)
+        n = int(round(len(idx) * holdout_fraction))
+        n = min(n, len(idx) - 2)  # keep at least two photos per identity to train on
+        if n > 0:
+            hold += [str(folder.paths[i].relative_to(folder.root)) for i in rng.choice(idx, n, replace=False)]
+    return Split(tuple(imp), tuple(sorted(hold)))
+
+
+class PKSampler:
+    """Batches of P identities x K photos each (FaceNet's online-mining batches), reproducible by seed.
+
+    Identities with fewer than K photos are sampled with replacement so every batch has P*K rows.
+    """
+
+    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int):
+        self.by_label = [np.flatnonzero(labels == l) for l in range(int(labels.max()) + 1)]
+        self.usable = np.array([l for l, idx in enumerate(self.by_label) if len(idx) >= 2])
+        if len(self.usable) < 2:
+            raise UserError("P x K sampling needs at least two identities with two photos each")
+        self.p, self.k = min(p, len(self.usable)), k
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self) -> np.ndarray:
+        """Row indices of one batch, grouped by identity."""
+        ids = self.rng.choice(self.usable, size=self.p, replace=False)
+        rows = []
+        for l in ids:
+            idx = self.by_label[l]
+            rows.append(self.rng.choice(idx, size=self.k, replace=len(idx) < self.k))
+        return np.concatenate(rows)
+
+
+def random_triplet_batch(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The original recipe's triplets: a random identity, two different photos of it, and a photo of
+    another identity. Returns (n, 3) row indices (anchor, positive, negative)."""
+    by_label = [np.flatnonzero(labels == l) for l in range(int(labels.max()) + 1)]
+    usable = [l for l, idx in enumerate(by_label) if len(idx) >= 2]
+    out = np.empty((n, 3), dtype=np.int64)
+    for t in range(n):
+        a_lab = usable[rng.integers(len(usable))]
+        a, p = rng.choice(by_label[a_lab], size=2, replace=False)
+        n_lab = rng.integers(len(by_label) - 1)
+        n_lab += n_lab >= a_lab
+        while len(by_label[n_lab]) == 0:
+            n_lab = rng.integers(len(by_label))
+            if n_lab == a_lab:
+                continue
+        out[t] = (a, p, rng.choice(by_label[n_lab]))
+    return out
+
+
+def label_map_json(names: list[str]) -> str:
+    """The label map as saved beside every model: index -> name."""
+    return json.dumps(list(names))

@@ -1,0 +1,106 @@
+"""Embedders: photos (RGB uint8 face crops) in, unit vectors out.
+
+The stable contract: ``embed(images) -> float32 (N, D)`` of unit rows, with ``name``, ``input_size``
+and a ``fingerprint`` that changes whenever the outputs would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from facegallery import checkpoints
+from facegallery.errors import UserError
+from facegallery.images import resize
+from facegallery.models import create_model
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "resface64-pubfig83"
+
+
+class Embedder(Protocol):
+    """What the gallery, evaluation and the CLI rely on."""
+
+    name: str
+    input_size: int
+    fingerprint: str
+    threshold: float | None
+
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray: ...
+
+
+def _as_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return images if images.shape[1:3] == (size, size) else np.stack([resize(i, size) for i in images])
+    return np.stack([resize(np.asarray(i, dtype=np.uint8), size) for i in images]) if len(images) else \
+        np.zeros((0, size, size, 3), np.uint8)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class TorchEmbedder:
+    """A trained network from the registry plus its checkpoint config."""
+
+    def __init__(self, model: torch.nn.Module, config: dict, name: str, fingerprint: str):
+        self.model = model.eval().to(memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
+        self.config = config
+        self.name = name
+        self.input_size: int = int(model.input_size)
+        self.fingerprint = fingerprint
+        self.flip: bool = bool(config.get("tta_flip", False))
+        self.threshold: float | None = config.get("threshold")
+        self.label_map: list[str] = config.get("label_map", [])
+
+    @torch.inference_mode()
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Unit embeddings (N, D) of RGB uint8 crops of any size (resized to ``input_size``)."""
+        pixels = _as_batch(images, self.input_size)
+        out = []
+        for i in range(0, len(pixels), batch_size):
+            x = to_tensor(pixels[i:i + batch_size]).contiguous(memory_format=torch.channels_last)
+            e = self.model(x)
+            if self.flip:
+                e = torch.nn.functional.normalize(e + self.model(x.flip(3)), dim=1)
+            out.append(e.float().numpy())
+        dim = self.config.get("embedding_dim", 128)
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped inside the package."""
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / checkpoints.CONFIG).is_file()) \
+        if WEIGHTS_DIR.is_dir() else []
+
+
+def load_model(model: str | Path | None = None) -> Embedder:
+    """An embedder by shipped name (default: the best shipped model), checkpoint folder, or ``dlib``."""
+    model = DEFAULT_MODEL if model is None else model
+    path = Path(model)
+    if str(model) == "dlib":
+        from facegallery.models.dlib_backend import DlibEmbedder
+
+        return DlibEmbedder()
+    if not path.exists() and (WEIGHTS_DIR / str(model)).is_dir():
+        path = WEIGHTS_DIR / str(model)
+    if path.is_file() and path.name in (checkpoints.CONFIG, checkpoints.WEIGHTS):
+        path = path.parent
+    if not path.is_dir():
+        raise UserError(f"{model}: no such model (shipped: {', '.join(shipped_models()) or 'none'}; "
+                        "or give a checkpoint folder)")
+    config = checkpoints.read_config(path)
+    net = create_model(config["arch"], **config.get("arch_kwargs", {}))
+    try:
+        net.load_state_dict(checkpoints.load_weights(path))
+    except RuntimeError as e:
+        raise UserError(f"{path}: weights do not fit architecture {config['arch']!r} ({e})") from None
+    h = hashlib.sha1((path / checkpoints.WEIGHTS).read_bytes())
+    h.update(json.dumps({"arch": config["arch"], "tta_flip": config.get("tta_flip", False)}).encode())
+    name = config.get("name", path.name)
+    return TorchEmbedder(net, config, name=name, fingerprint=f"{name}:{h.hexdigest()[:16]}")

@@ -1,0 +1,48 @@
+"""From a photo file to the face crops the embedder sees, with where each face was.
+
+Without detection (``detect="off"``) the whole image is one face crop, as in the PubFig83 protocol.
+Detection and alignment (``auto`` / ``on``) live in :mod:`facegallery.detection`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facegallery.images import load_image
+
+DETECT_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class Face:
+    """One face of a photo: the crop to embed and where it came from."""
+
+    crop: np.ndarray                         # RGB uint8 (H, W, 3), aligned when detected
+    box: list[float]                         # [x0, y0, x1, y1] in the photo's (EXIF-upright) pixels
+    detected: bool = False                   # False: the whole image was taken as the crop
+    landmarks: list[list[float]] | None = None
+    detection_score: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def whole_image(pixels: np.ndarray) -> Face:
+    """The whole picture as one face crop."""
+    h, w = pixels.shape[:2]
+    return Face(crop=pixels, box=[0.0, 0.0, float(w), float(h)])
+
+
+def faces_in(pixels: np.ndarray, detect: str = "off") -> list[Face]:
+    """The faces of a decoded photo under a detection mode (see module docstring)."""
+    if detect == "off":
+        return [whole_image(pixels)]
+    from facegallery.detection import detect_faces
+
+    return detect_faces(pixels, mode=detect)
+
+
+def read_faces(path: str | Path, detect: str = "off") -> list[Face]:
+    """Decode ``path`` (one-line :class:`~facegallery.images.ImageReadError` if it is not a picture)
+    and return its faces."""
+    return faces_in(load_image(path), detect)

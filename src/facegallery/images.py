@@ -1,0 +1,170 @@
+"""Reading pictures safely: decode to RGB, honour EXIF rotation, skip junk, cache decoded pixels.
+
+Every photo enters the package through :func:`load_image`, so one policy decides what is an image.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facegallery.errors import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+#: Refuse pictures above this many pixels before decoding them (a 1 GB bitmap is an attack or a mistake).
+MAX_PIXELS = 40_000_000
+
+
+class ImageReadError(UserError):
+    """A file that should be a picture but cannot be decoded."""
+
+
+def is_candidate(path: Path) -> bool:
+    """True for a visible file with an image suffix; hidden files such as `.DS_Store` are junk."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a photo to an RGB uint8 array (H, W, 3), upright by its EXIF orientation.
+
+    Grayscale, palette, RGBA (composited on white), CMYK and 16-bit inputs are all converted.
+    Raises :class:`ImageReadError` with the file name for anything that is not a readable picture.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageReadError(
+                    f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return to_rgb_array(im)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+
+
+def to_rgb_array(im: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to an RGB uint8 array; transparency is composited on white."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, rgba)
+    elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        scale = 255.0 / max(a.max(), 1.0)
+        im = Image.fromarray((a * scale).astype(np.uint8))
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize an RGB array to size x size with antialiasing (the model's input)."""
+    if pixels.shape[0] == size and pixels.shape[1] == size:
+        return pixels
+    im = Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def iter_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Expand files and folders (recursively, sorted) into candidate image paths, warning on junk."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for child in sorted(p.rglob("*")):
+                if child.is_file():
+                    if is_candidate(child):
+                        yield child
+                    else:
+                        warn_skip(child, "not an image file")
+        elif p.is_file():
+            yield p
+        else:
+            raise UserError(f"{p}: no such file or folder")
+
+
+def warn_skip(path: Path, why: str) -> None:
+    """One warning line per skipped file."""
+    warnings.warn(f"skipping {path}: {why}", SkipWarning, stacklevel=2)
+
+
+class SkipWarning(UserWarning):
+    """A file in a data folder was skipped (junk, unreadable, truncated)."""
+
+
+def default_cache_dir() -> Path:
+    """The user cache directory (``FACEGALLERY_CACHE`` overrides); never inside the data tree."""
+    env = os.environ.get("FACEGALLERY_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("facegallery"))
+
+
+class PixelCache:
+    """Decoded, resized pixels on disk, keyed by the file's content hash and the target size.
+
+    A second epoch or a second evaluation reads a small .npy instead of decoding the JPEG again;
+    an edited photo has a new hash, so the cache can never serve stale pixels.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir() / "pixels"
+
+    def _entry(self, data: bytes, size: int) -> Path:
+        key = hashlib.sha1(data).hexdigest()
+        return self.root / str(size) / key[:2] / f"{key}.npy"
+
+    def load(self, path: str | os.PathLike, size: int) -> np.ndarray:
+        """Pixels of ``path`` resized to ``size`` (decoding only on a cache miss)."""
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageReadError(f"{path}: cannot read ({e.strerror})") from None
+        entry = self._entry(data, size)
+        if entry.exists():
+            try:
+                return np.load(entry, allow_pickle=False)
+            except (OSError, ValueError):
+                pass  # a torn cache entry is rebuilt below
+        pixels = resize(load_image(path), size)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, pixels, allow_pickle=False)
+            os.replace(tmp, entry)
+        except OSError as e:  # a read-only cache only costs speed
+            log.debug("pixel cache not written: %s", e)
+        return pixels
+
+
+def load_batch(paths: list[Path], size: int, cache: PixelCache | None = None,
+               skip_bad: bool = True) -> tuple[np.ndarray, list[int]]:
+    """Load many photos at one size. Returns (pixels (N,size,size,3), indices of the ones kept).
+
+    With ``skip_bad`` unreadable files are skipped with a warning; otherwise the first raises.
+    """
+    out, kept = [], []
+    for i, p in enumerate(paths):
+        try:
+            out.append(cache.load(p, size) if cache is not None else resize(load_image(p), size))
+            kept.append(i)
+        except ImageReadError as e:
+            if not skip_bad:
+                raise
+            warn_skip(Path(p), str(e).split(": ", 1)[-1])
+    pixels = np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
+    return pixels, kept

@@ -1,0 +1,79 @@
+"""An in-memory library of people built from a folder-per-person tree: embed, average, answer.
+
+This is the original method as a reusable object; the persistent, incremental version is
+:mod:`facegallery.gallery`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facegallery.answers import face_answer
+from facegallery.datasets import discover
+from facegallery.embedder import Embedder
+from facegallery.errors import UserError
+from facegallery.faces import Face, read_faces
+from facegallery.images import ImageReadError, PixelCache, iter_images, load_batch, warn_skip
+from facegallery.recognition import centroids, squared_distances, top_k
+
+
+def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None = None,
+                batch: int = 512) -> tuple[np.ndarray, list[int]]:
+    """Embed face-crop photos (whole images), skipping unreadable ones with a warning.
+    Returns (embeddings, indices of ``paths`` kept)."""
+    cache = cache or PixelCache()
+    out, kept = [], []
+    for i in range(0, len(paths), batch):
+        pixels, k = load_batch(paths[i:i + batch], embedder.input_size, cache)
+        if len(k):
+            out.append(embedder.embed(pixels))
+            kept += [i + j for j in k]
+    dim = out[0].shape[1] if out else 128
+    return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
+
+
+@dataclass
+class Library:
+    """Centroids of the people of a folder, and the threshold that says 'unknown'."""
+
+    names: list[str]
+    centroids: np.ndarray
+    threshold: float | None
+    embedder: Embedder
+
+    @classmethod
+    def from_folder(cls, root: str | Path, embedder: Embedder, threshold: float | None = None,
+                    cache: PixelCache | None = None) -> "Library":
+        """Embed every photo of ``root/<Person>/`` (as face crops) and average per person."""
+        folder = discover(root)
+        emb, kept = embed_paths(embedder, folder.paths, cache)
+        if not kept:
+            raise UserError(f"{root}: no readable photos in the library")
+        labels = folder.labels[kept]
+        present = np.unique(labels)
+        cents = centroids(emb, labels, len(folder.names))[present]
+        thr = threshold if threshold is not None else embedder.threshold
+        return cls([folder.names[i] for i in present], cents, thr, embedder)
+
+    def answer(self, faces: list[Face], top: int = 5, with_detection: bool = False) -> list[dict]:
+        """Answers for the faces of one photo (see :mod:`facegallery.answers`)."""
+        if not faces:
+            return []
+        emb = self.embedder.embed([f.crop for f in faces])
+        idx, dist = top_k(squared_distances(emb, self.centroids), top)
+        return [face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
+                for f, i, d in zip(faces, idx, dist)]
+
+    def identify(self, inputs: list[str | Path], top: int = 5, detect: str = "off") -> list[dict]:
+        """One answer object per photo of ``inputs`` (files or folders); unreadable files are skipped."""
+        results = []
+        for path in iter_images(inputs):
+            try:
+                faces = read_faces(path, detect)
+            except ImageReadError as e:
+                warn_skip(path, str(e).split(": ", 1)[-1])
+                continue
+            results.append({"path": str(path), "faces": self.answer(faces, top, detect != "off")})
+        return results

@@ -1,0 +1,367 @@
+"""The training loop: FaceNet-style metric learning with online mining, checkpoints and resume.
+
+Two recipes share the loop:
+- ``original``: the student project exactly (random triplets, summed triplet loss, Adam 1e-3,
+  batch 128 triplets, no augmentation, no schedule);
+- ``facenet``: P x K batches with online mining (batch-hard or semi-hard) plus an optional CosFace
+  term, augmentation, warm-up + cosine schedule, weight decay, validation and best-model selection.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facegallery import checkpoints
+from facegallery.calibration import Calibration, calibrate
+from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
+from facegallery.embedder import to_tensor
+from facegallery.errors import UserError
+from facegallery.images import PixelCache
+from facegallery.losses import CosFaceHead, triplet_loss
+from facegallery.mining import MINERS
+from facegallery.models import create_model
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the checkpoint."""
+
+    data: str
+    out: str
+    arch: str = "resface64"
+    recipe: str = "facenet"          # facenet | original
+    steps: int | None = None         # fixed length; or derived from ``budget_s`` after a warm-up
+    budget_s: float | None = None
+    seed: int = 0
+    miner: str = "batch-hard"        # batch-hard | semi-hard | random
+    p: int = 32
+    k: int = 4
+    margin: float = 0.2
+    reduction: str = "mean"          # mean | sum
+    cosface_weight: float = 1.0      # 0 switches the CosFace term off
+    cosface_scale: float = 30.0
+    cosface_margin: float = 0.35
+    lr: float = 2e-3
+    weight_decay: float = 5e-2
+    warmup: int = 200
+    schedule: str = "cosine"         # cosine | constant
+    augment: bool = True
+    tta_flip: bool = True
+    val_impostors: int = 8
+    val_fraction: float = 0.08
+    eval_every: int = 250
+    patience: int = 0                # evaluations without improvement before stopping; 0 = never
+    checkpoint_every: int = 100
+    bf16: bool = False
+    threads: int = 0                 # 0 = all cores
+    cache: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def original(cls, data: str, out: str, **kw) -> "TrainConfig":
+        """The student project's recipe, as faithful as the registry allows."""
+        base = dict(arch="seed-cnn", recipe="original", miner="random", reduction="sum", cosface_weight=0.0,
+                    lr=1e-3, weight_decay=0.0, warmup=0, schedule="constant", augment=False, tta_flip=False)
+        base.update(kw)
+        return cls(data=data, out=out, **base)
+
+
+def parse_duration(text: str) -> float:
+    """'45m', '90s', '1.5h' or plain seconds -> seconds."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise UserError(f"{text!r}: not a duration (use e.g. 45m, 90s, 1.5h)") from None
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flip, scale 0.9-1.1, shift +-6%, rotation +-10 degrees, brightness/contrast +-20%."""
+    n = x.shape[0]
+    u = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo  # noqa: E731
+    ang = u(-10, 10) * math.pi / 180
+    s = u(0.9, 1.1)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = torch.cos(ang) / s * flip
+    theta[:, 0, 1] = -torch.sin(ang) / s
+    theta[:, 1, 0] = torch.sin(ang) / s * flip
+    theta[:, 1, 1] = torch.cos(ang) / s
+    theta[:, 0, 2] = u(-0.06, 0.06)
+    theta[:, 1, 2] = u(-0.06, 0.06)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * u(0.8, 1.2)[:, None, None, None] + mean * u(0.8, 1.2)[:, None, None, None]
+    return x.clamp_(0, 1)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 1% (or constant)."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.schedule == "constant" or total <= cfg.warmup:
+        return cfg.lr
+    t = (step - cfg.warmup) / max(1, total - cfg.warmup)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+class Trainer:
+    """Holds the data, model, optimizer and RNGs of one run; ``run()`` trains, evaluates, saves."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print):
+        self.cfg, self.log = cfg, log
+        if cfg.recipe not in ("facenet", "original"):
+            raise UserError(f"unknown recipe {cfg.recipe!r} (facenet or original)")
+        if cfg.miner not in MINERS:
+            raise UserError(f"unknown miner {cfg.miner!r}; known: {', '.join(MINERS)}")
+        if cfg.steps is None and cfg.budget_s is None:
+            raise UserError("give --steps or --budget")
+        torch.manual_seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.model = create_model(cfg.arch, **cfg.arch_kwargs)
+        self.size = int(self.model.input_size)
+        folder = discover(cfg.data)
+        self.fingerprint = folder.fingerprint()
+        self.split = make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed) \
+            if (cfg.val_impostors or cfg.val_fraction) else Split((), ())
+        train, hold, imp = self.split.parts(folder)
+        self.names = train.names
+        cache = PixelCache(cfg.cache) if cfg.cache else PixelCache()
+        t0 = time.time()
+        self.pixels, self.train = train.load_pixels(self.size, cache)
+        self.labels = self.train.labels
+        self.val = self._val_data(hold, imp, cache)
+        log(f"data: {len(self.train)} photos of {len(self.names)} identities for training "
+            f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
+            f"{len(imp.names)} impostor identities")
+        self.head = CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) \
+            if cfg.cosface_weight > 0 else None
+        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
+        if cfg.recipe == "original":
+            self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        else:
+            decay = [p for p in params if p.ndim > 1]
+            rest = [p for p in params if p.ndim <= 1]
+            self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                         {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.sampler = PKSampler(self.labels, cfg.p, cfg.k, cfg.seed + 1)
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.step, self.total = 0, cfg.steps
+        self.best: tuple[float, dict] | None = None
+        self.history: list[dict] = []
+        self.train_seconds = 0.0
+        if resume:
+            self._resume()
+
+    # ----- data -------------------------------------------------------------------------------
+    def _val_data(self, hold: FaceFolder, imp: FaceFolder, cache: PixelCache) -> dict | None:
+        """A fixed, modest validation set: up to 20 training photos per identity as the gallery,
+        every held-out photo as a genuine probe, up to 40 photos per impostor identity."""
+        if len(hold) == 0:
+            return None
+        rng = np.random.default_rng(self.cfg.seed + 3)
+        gal = np.concatenate([rng.permutation(np.flatnonzero(self.labels == l))[:20]
+                              for l in range(len(self.names))])
+        imp_idx = np.concatenate([rng.permutation(np.flatnonzero(imp.labels == l))[:40]
+                                  for l in range(len(imp.names))]) if len(imp) else np.zeros(0, int)
+        hp, hold = hold.load_pixels(self.size, cache)
+        ip, _ = imp.subset(imp_idx).load_pixels(self.size, cache) if len(imp_idx) else \
+            (np.zeros((0, self.size, self.size, 3), np.uint8), None)
+        return {"gallery": self.pixels[gal], "gallery_labels": self.labels[gal],
+                "genuine": hp, "genuine_labels": hold.labels, "impostors": ip}
+
+    @torch.inference_mode()
+    def _embed(self, pixels: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for i in range(0, len(pixels), 256):
+            x = to_tensor(pixels[i:i + 256]).contiguous(memory_format=torch.channels_last)
+            e = self.model(x)
+            if self.cfg.tta_flip:
+                e = F.normalize(e + self.model(x.flip(3)), dim=1)
+            out.append(e.numpy())
+        self.model.train()
+        return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+    def validate(self) -> Calibration | None:
+        """Closed-set top-1 and calibrated open-set accuracy on the validation split."""
+        if self.val is None:
+            return None
+        v = self.val
+        return calibrate(self._embed(v["gallery"]), v["gallery_labels"], len(self.names),
+                         self._embed(v["genuine"]), v["genuine_labels"], self._embed(v["impostors"]))
+
+    # ----- one step ---------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.recipe == "original":
+            trip = random_triplet_batch(self.labels, self.cfg.p * self.cfg.k, self.rng)
+            rows = trip.reshape(-1)  # a0 p0 n0 a1 p1 n1 ...
+        else:
+            rows = self.sampler()
+        x = to_tensor(self.pixels[rows])
+        if self.cfg.augment:
+            x = augment_batch(x, self.aug_gen)
+        return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows])
+
+    def train_step(self) -> dict:
+        cfg = self.cfg
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, self.total or 1, cfg)
+        x, y = self._batch()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            emb = self.model(x)
+        emb = emb.float()
+        if cfg.recipe == "original":
+            e = emb.view(-1, 3, emb.shape[1])
+            a, p, n = e[:, 0], e[:, 1], e[:, 2]
+        else:
+            ia, ip, ineg = MINERS[cfg.miner](emb, y, cfg.margin)
+            a, p, n = emb[ia], emb[ip], emb[ineg]
+        t_loss = triplet_loss(a, p, n, cfg.margin, cfg.reduction)
+        loss = t_loss
+        c_loss = torch.zeros(())
+        if self.head is not None:
+            c_loss = self.head(emb, y)
+            loss = loss + cfg.cosface_weight * c_loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        with torch.no_grad():
+            spread = float(torch.cdist(emb, emb).mean())
+        return {"loss": loss.item(), "triplet": t_loss.item(), "cosface": c_loss.item(), "spread": spread}
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def config_json(self, cal: Calibration | None) -> dict:
+        cfg = self.cfg
+        return {
+            "name": Path(cfg.out).name, "arch": cfg.arch, "arch_kwargs": cfg.arch_kwargs,
+            "input_size": self.size, "embedding_dim": 128, "tta_flip": cfg.tta_flip,
+            "label_map": self.names, "data_fingerprint": self.fingerprint, "steps": self.step,
+            "total_steps": self.total, "train_seconds": round(self.train_seconds, 1),
+            "train_config": asdict(cfg), "split": self.split.to_json(), "history": self.history,
+            "threshold": cal.threshold if cal else None,
+            "validation": asdict(cal) if cal else None,
+            "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0] else None,
+            "torch": torch.__version__,
+        }
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        st: dict[str, torch.Tensor] = {}
+        for i, (pid, s) in enumerate(self.opt.state_dict()["state"].items()):
+            for k, v in s.items():
+                st[f"opt.{pid}.{k}"] = torch.as_tensor(v).clone()
+        if self.head is not None:
+            st["head.weight"] = self.head.weight.detach().clone()
+        st["rng.torch"] = torch.get_rng_state()
+        st["rng.aug"] = self.aug_gen.get_state()
+        return st
+
+    def save_last(self) -> None:
+        extra = {"rng_numpy": self.rng.bit_generator.state, "rng_sampler": self.sampler.rng.bit_generator.state,
+                 "best_score": self.best[0] if self.best else None}
+        cfg = self.config_json(None)
+        cfg["resume"] = json.loads(json.dumps(extra))
+        checkpoints.save_checkpoint(Path(self.cfg.out) / "last", self.model, cfg, train_state=self._state())
+
+    def _resume(self) -> None:
+        last = Path(self.cfg.out) / "last"
+        cfg = checkpoints.read_config(last)
+        self.model.load_state_dict(checkpoints.load_weights(last))
+        st = checkpoints.load_train_state(last) or {}
+        opt_sd = self.opt.state_dict()
+        for key, v in st.items():
+            if key.startswith("opt."):
+                _, pid, k = key.split(".", 2)
+                opt_sd["state"].setdefault(int(pid), {})[k] = v
+        self.opt.load_state_dict(opt_sd)
+        if self.head is not None and "head.weight" in st:
+            self.head.weight.data.copy_(st["head.weight"])
+        torch.set_rng_state(st["rng.torch"])
+        self.aug_gen.set_state(st["rng.aug"])
+        self.rng.bit_generator.state = cfg["resume"]["rng_numpy"]
+        self.sampler.rng.bit_generator.state = cfg["resume"]["rng_sampler"]
+        self.step, self.total = cfg["steps"], cfg["total_steps"]
+        self.history, self.train_seconds = cfg["history"], cfg["train_seconds"]
+        if (Path(self.cfg.out) / checkpoints.WEIGHTS).is_file() and cfg["resume"]["best_score"] is not None:
+            self.best = (cfg["resume"]["best_score"], checkpoints.load_weights(self.cfg.out))
+        self.log(f"resumed at step {self.step}/{self.total}")
+
+    def save_best(self, cal: Calibration | None, score: float) -> None:
+        self.best = (score, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        checkpoints.save_checkpoint(self.cfg.out, self.model, self.config_json(cal), half=True)
+
+    # ----- the loop ---------------------------------------------------------------------------
+    def run(self, progress: bool = True) -> Path:
+        """Train to the step count (fixed up front from the budget after 20 timed steps), validating
+        every ``eval_every`` steps and keeping the best model by validation score."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.model.train()
+        bar = tqdm(total=self.total, initial=self.step, disable=not progress, unit="step",
+                   dynamic_ncols=True)
+        stale = 0
+        t_start = time.time() - self.train_seconds
+        while self.total is None or self.step < self.total:
+            m = self.train_step()
+            self.train_seconds = time.time() - t_start
+            if self.total is None and self.step == 20:
+                per = self.train_seconds / 20
+                # validation costs about as much as a few dozen steps per evaluation
+                self.total = max(21, int(cfg.budget_s / (per * 1.08)))
+                bar.total = self.total
+                self.log(f"budget {cfg.budget_s:.0f}s at {per:.2f}s/step -> {self.total} steps")
+            bar.update(1)
+            bar.set_postfix(loss=f"{m['loss']:.3f}", trip=f"{m['triplet']:.3f}", lr=f"{lr_at(self.step, self.total or 1, cfg):.1e}")
+            last = self.total is not None and self.step >= self.total
+            if self.step % cfg.eval_every == 0 or last:
+                cal = self.validate()
+                score = (cal.closed_top1 + cal.accuracy) / 2 if cal else -m["loss"]
+                self.history.append({"step": self.step, "seconds": round(self.train_seconds), **m,
+                                     **({"val_top1": cal.closed_top1, "val_open": cal.accuracy,
+                                         "val_threshold": cal.threshold} if cal else {})})
+                self.log(f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}"
+                         + (f" val top1 {cal.closed_top1:.3f} open {cal.accuracy:.3f} thr {cal.threshold:.3f}" if cal else ""))
+                if self.best is None or score > self.best[0]:
+                    self.save_best(cal, score)
+                    stale = 0
+                else:
+                    stale += 1
+                    if cfg.patience and stale >= cfg.patience:
+                        self.log(f"early stop at step {self.step}: no improvement in {stale} evaluations")
+                        self.save_last()
+                        break
+            if self.step % cfg.checkpoint_every == 0 or last:
+                self.save_last()
+        bar.close()
+        # the exported model records the whole run's history and length, with its own validation
+        final_cfg = checkpoints.read_config(cfg.out)
+        checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total,
+                                  train_seconds=round(self.train_seconds, 1),
+                                  selected_step=final_cfg["steps"])
+        return Path(cfg.out)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> Path:
+    """Train and write the checkpoint folder ``cfg.out`` (best model) and ``cfg.out/last`` (resume)."""
+    return Trainer(cfg, resume=resume, log=log).run(progress=progress)
