@@ -8,16 +8,11 @@ import click
 import numpy as np
 
 from facegallery.cli import main
+from facegallery.cli.options import detect_option, model_option
 from facegallery.embedder import load_model
 from facegallery.errors import UserError
-from facegallery.faces import DETECT_MODES
 from facegallery.images import iter_images
 from facegallery.library import Library, embed_paths
-
-model_option = click.option("--model", default=None,
-                            help="Shipped model name, checkpoint folder, or 'dlib' (default: best shipped).")
-detect_option = click.option("--detect", type=click.Choice(DETECT_MODES), default="off", show_default=True,
-                             help="Face detection: 'off' treats every image as a face crop.")
 
 
 def print_answers(results: list[dict], as_json: bool) -> None:
