@@ -1,0 +1,66 @@
+"""Shared fixtures: small generated face-like trees and a tiny untrained checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facegallery import checkpoints
+from facegallery.models import create_model
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pubfig83"
+
+
+def person_image(person: int, shot: int, size: int = 100) -> np.ndarray:
+    """A synthetic 'face' whose colours and stripes depend on the person (shots vary slightly)."""
+    rng = np.random.default_rng(person * 1000 + shot)
+    base = np.random.default_rng(person).integers(30, 225, size=3)
+    yy, xx = np.mgrid[:size, :size]
+    stripes = ((xx // (6 + 3 * person) + yy // (9 + person)) % 2)[..., None] * 40
+    img = base[None, None, :] + stripes + rng.normal(0, 6, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes caches under its own temp folder, never the user's."""
+    monkeypatch.setenv("FACEGALLERY_CACHE", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def face_tree(tmp_path) -> Path:
+    """ROOT/<Person k>/<n>.jpg for 4 people x 5 photos, plus a .DS_Store and a text file as junk."""
+    root = tmp_path / "people"
+    for p in range(4):
+        d = root / f"Person {p}"
+        d.mkdir(parents=True)
+        for n in range(5):
+            Image.fromarray(person_image(p, n)).save(d / f"{n + 1}.jpg", quality=95)
+    (root / "Person 0" / ".DS_Store").write_bytes(b"\x00\x01junk")
+    (root / "Person 1" / "notes.txt").write_text("not a photo")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained resface64 checkpoint (deterministic weights), with a threshold."""
+    torch.manual_seed(0)
+    model = create_model("resface64")
+    model.eval()
+    folder = tmp_path_factory.mktemp("tiny_model")
+    checkpoints.save_checkpoint(folder, model, {
+        "name": "tiny", "arch": "resface64", "arch_kwargs": {}, "input_size": 64, "embedding_dim": 128,
+        "tta_flip": False, "label_map": [], "threshold": 0.5})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pubfig() -> Path:
+    """The real data, or skip when this machine does not have it."""
+    if not (SHARED / "train").is_dir():
+        pytest.skip("PubFig83 not available")
+    return SHARED
