@@ -1,0 +1,84 @@
+"""``facegallery evaluate``: the PubFig83 protocol for one model -> metrics.json, guesses.csv, figures."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import click
+
+from facegallery.cli import main
+from facegallery.cli.options import model_option
+from facegallery.embedder import load_model
+from facegallery.errors import UserError
+from facegallery.evaluation import evaluate, guesses, write_guesses
+
+#: Data root (holding train/ and test/) when neither --data nor FACEGALLERY_DATA is given.
+DEFAULT_DATA = Path("..") / "shared" / "data" / "pubfig83"
+
+
+def _pct(x: float | None) -> str:
+    return "   n/a" if x is None else f"{100 * x:5.1f}%"
+
+
+def headline(m: dict) -> str:
+    """The figures that matter, as a small table."""
+    cs, cal, ni = m["closed_set"], m["calibration"], m["new_identities"]
+    lines = [f"model {m['model']['name']} ({m['model']['fingerprint']})",
+             f"closed set ({cs['probes']} known test photos)    top-1 {_pct(cs['top1'])}   top-6 {_pct(cs['top6'])}"]
+    for key in ("open_set", "open_set_all"):
+        o = m[key]
+        lines.append(f"open set {o['known_probes']} known + {o['unknown_probes']} unknown   "
+                     f"best {_pct(o['best_accuracy'])} at {o['best_threshold']:.3f} (hindsight)   "
+                     f"calibrated {_pct(o['calibrated_accuracy'])} at {o['calibrated_threshold']:.3f}   "
+                     f"gap {100 * o['gap']:.1f} pts")
+    lines.append(f"calibration: {cal['method']} ({cal['genuine_probes']} genuine, {cal['impostor_probes']} "
+                 f"impostor probes; validation accuracy {_pct(cal['validation_accuracy'])})")
+    lines.append(f"new identities ({ni['identities']} people enrolled, no retraining), top-1 all / known / new:")
+    for n in (1, 5, 10):
+        k = f"top1_{n}shot"
+        lines.append(f"  {n:2d}-shot  {_pct(ni[k])} / {_pct(ni[k + '_known'])} / {_pct(ni[k + '_new'])}")
+    v = m["verification"]
+    if v:
+        lines.append(f"verification ({v['genuine_pairs']} genuine pairs)   ROC AUC {v['auc']:.4f}   "
+                     f"EER {_pct(v['eer'])}   TAR@FAR=0.1% {_pct(v['tar_at_far_0.001'])}")
+    return "\n".join(lines)
+
+
+@main.command("evaluate")
+@model_option
+@click.option("--data", type=click.Path(file_okay=False),
+              help="Root holding train/ and test/ [default: $FACEGALLERY_DATA or ../shared/data/pubfig83].")
+@click.option("--train", type=click.Path(file_okay=False), help="Training tree; its people are the known ones.")
+@click.option("--test", type=click.Path(file_okay=False), help="Test tree: known people plus people never trained on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for metrics.json, guesses.csv, figures.")
+@click.option("--plots", is_flag=True, help="Also draw the figures (t-SNE maps, k-means SSE, threshold sweep).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the calibration split when the checkpoint records none, and of the figures.")
+@click.option("--detect", type=click.Choice(["off"]), default="off", show_default=True,
+              help="The protocol embeds the test crops as they are.")
+def evaluate_cmd(model, data, train, test, out, plots, seed, detect) -> None:
+    """Closed-set, open-set (swept and calibrated), new-identity and verification figures of a model."""
+    t0 = time.perf_counter()
+    root = Path(data or os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA)
+    train, test = Path(train or root / "train"), Path(test or root / "test")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    embedder = load_model(model)
+    metrics, embedded = evaluate(embedder, train, test, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_guesses(guesses(embedded, metrics["calibration"]["threshold"]), out / "guesses.csv")
+    if plots:
+        from facegallery.plots import write_all
+
+        t1 = time.perf_counter()
+        figures = write_all(embedded, metrics, out, seed)
+        metrics["timing"]["plots_s"] = round(time.perf_counter() - t1, 2)
+        metrics["figures"] = [p.name for p in figures]
+    metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    click.echo(headline(metrics))
+    click.echo(f"wrote {out / 'metrics.json'}, {out / 'guesses.csv'}"
+               + (f" and {len(figures)} figures" if plots else "") + f" in {metrics['timing']['total_s']:.0f}s")

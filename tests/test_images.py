@@ -1,0 +1,80 @@
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegallery.images import (ImageReadError, PixelCache, SkipWarning, iter_images, load_batch,
+                                load_image)
+
+
+def _save(path, mode, **kw):
+    im = Image.fromarray(np.full((20, 30, 3), (200, 40, 10), np.uint8)).convert(mode)
+    im.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("P", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg"),
+                                         ("RGB", ".jpg"), ("I;16", ".png")])
+def test_modes_decode_to_rgb(tmp_path, mode, suffix):
+    arr = load_image(_save(tmp_path / f"x{suffix}", mode))
+    assert arr.dtype == np.uint8 and arr.shape == (20, 30, 3)
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    im = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    im.save(tmp_path / "a.png")
+    assert (load_image(tmp_path / "a.png") == 255).all()
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    im = Image.fromarray(np.zeros((10, 40, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    im.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").shape == (40, 10, 3)
+
+
+def test_truncated_and_non_images_raise_one_line(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 100).save(buf, "JPEG")
+    (tmp_path / "t.jpg").write_bytes(buf.getvalue()[:200])
+    (tmp_path / "n.jpg").write_text("hello")
+    for name in ("t.jpg", "n.jpg", "missing.jpg"):
+        with pytest.raises(ImageReadError) as e:
+            load_image(tmp_path / name)
+        assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path):
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
+    with pytest.raises(ImageReadError, match="above the limit"):
+        load_image(tmp_path / "big.png", max_pixels=5000)
+
+
+def test_cache_hits_skip_decoding_and_key_on_content(tmp_path, monkeypatch):
+    p = tmp_path / "a.png"
+    Image.fromarray(np.full((50, 50, 3), 77, np.uint8)).save(p)
+    cache = PixelCache(tmp_path / "cache")
+    first = cache.load(p, 32)
+    monkeypatch.setattr("facegallery.images.load_image", lambda *a, **k: pytest.fail("decoded again"))
+    assert (cache.load(p, 32) == first).all()
+    monkeypatch.undo()
+    Image.fromarray(np.full((50, 50, 3), 9, np.uint8)).save(p)  # new content, new key
+    assert cache.load(p, 32).max() == 9
+
+
+def test_junk_is_skipped_with_one_warning_each(tmp_path):
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "notes.txt").write_text("x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.jpg")
+    (tmp_path / "bad.jpg").write_text("not a jpeg")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        paths = list(iter_images([tmp_path]))
+        pixels, kept = load_batch(paths, 16)
+    assert [p.name for p in paths] == ["bad.jpg", "ok.jpg"]
+    assert kept == [1] and pixels.shape == (1, 16, 16, 3)
+    skipped = sorted(str(x.message).split(":")[0] for x in w if issubclass(x.category, SkipWarning))
+    assert len(skipped) == 3

@@ -1,0 +1,39 @@
+import torch
+
+from facegallery.losses import CosFaceHead, triplet_loss
+
+
+def test_triplet_loss_values_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0]])   # d_ap = 2, 0
+    n = torch.tensor([[-1.0, 0.0], [0.0, 1.0]])  # d_an = 4, 2
+    # max(0, 2 - 4 + 0.2) = 0 ; max(0, 0 - 2 + 0.2) = 0
+    assert float(triplet_loss(a, p, n, 0.2, "sum")) == 0.0
+    n2 = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # d_an = 2, 0
+    # 2 - 2 + 0.2 = 0.2 ; 0 - 0 + 0.2 = 0.2
+    assert abs(float(triplet_loss(a, p, n2, 0.2, "sum")) - 0.4) < 1e-6
+    assert abs(float(triplet_loss(a, p, n2, 0.2, "mean")) - 0.2) < 1e-6
+
+
+def test_collapsed_embeddings_give_margin_per_triplet():
+    e = torch.ones(128, 4) / 2
+    assert abs(float(triplet_loss(e, e, e, 0.2, "sum")) - 128 * 0.2) < 1e-4
+
+
+def test_triplet_loss_gradient_pushes_negative_away():
+    a = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[0.8, 0.6]])
+    n = torch.tensor([[0.9, 0.1]], requires_grad=True)  # violates the margin
+    triplet_loss(a, p, n, 0.2).backward()
+    stepped = n.detach() - 0.1 * n.grad
+    assert float(((stepped - a) ** 2).sum()) > float(((n.detach() - a) ** 2).sum())
+
+
+def test_cosface_margin_raises_loss_for_the_true_class():
+    torch.manual_seed(0)
+    head = CosFaceHead(8, 3, scale=10.0, margin=0.0)
+    emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    plain = float(head(emb, y))
+    head.margin = 0.35
+    assert float(head(emb, y)) > plain

@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facegallery import checkpoints
+from facegallery.embedder import load_model
+from facegallery.errors import UserError
+from facegallery.training import TrainConfig, Trainer, parse_duration, train
+
+
+def _cfg(tree, out, **kw):
+    base = dict(data=str(tree), out=str(out), steps=6, p=3, k=2, eval_every=3, checkpoint_every=3,
+                val_impostors=1, val_fraction=0.2, warmup=2, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_writes_a_loadable_checkpoint_with_label_map_and_threshold(face_tree, tmp_path):
+    out = train(_cfg(face_tree, tmp_path / "m"), progress=False, log=lambda s: None)
+    cfg = checkpoints.read_config(out)
+    assert cfg["arch"] == "resface64" and len(cfg["label_map"]) == 3  # one person held out as impostor
+    assert cfg["split"]["impostor_names"][0] not in cfg["label_map"]
+    assert cfg["threshold"] is not None and cfg["data_fingerprint"]
+    assert [h["step"] for h in cfg["history"]] == [3, 6]
+    emb = load_model(out).embed(np.zeros((2, 100, 100, 3), np.uint8))
+    assert emb.shape == (2, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+
+def test_resume_continues_exactly(face_tree, tmp_path):
+    straight = train(_cfg(face_tree, tmp_path / "a"), progress=False, log=lambda s: None)
+    t = Trainer(_cfg(face_tree, tmp_path / "b"), log=lambda s: None)
+    for _ in range(3):
+        t.train_step()
+    t.save_last()  # as if interrupted after step 3
+    resumed = Trainer(_cfg(face_tree, tmp_path / "b"), resume=True, log=lambda s: None)
+    assert resumed.step == 3
+    resumed.run(progress=False)
+    a = checkpoints.load_weights(straight / "last")
+    b = checkpoints.load_weights(tmp_path / "b" / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_same_seed_same_model(face_tree, tmp_path):
+    a = train(_cfg(face_tree, tmp_path / "a", steps=3), progress=False, log=lambda s: None)
+    b = train(_cfg(face_tree, tmp_path / "b", steps=3), progress=False, log=lambda s: None)
+    wa, wb = checkpoints.load_weights(a / "last"), checkpoints.load_weights(b / "last")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_original_recipe_runs_on_seed_cnn(face_tree, tmp_path):
+    cfg = TrainConfig.original(str(face_tree), str(tmp_path / "s"), steps=2, p=2, k=2, eval_every=2,
+                               val_impostors=1, val_fraction=0.2, threads=1)
+    t = Trainer(cfg, log=lambda s: None)
+    m = t.train_step()
+    assert m["cosface"] == 0.0 and m["triplet"] >= 0
+    assert t.size == 128 and isinstance(t.opt, torch.optim.Adam)
+
+
+def test_bad_settings_are_user_errors(face_tree, tmp_path):
+    with pytest.raises(UserError):
+        Trainer(_cfg(face_tree, tmp_path / "x", miner="nope"))
+    with pytest.raises(UserError):
+        Trainer(_cfg(face_tree, tmp_path / "x", steps=None))
+    with pytest.raises(UserError):
+        parse_duration("forever")
+    assert parse_duration("45m") == 2700 and parse_duration("1.5h") == 5400
