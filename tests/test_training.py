@@ -68,3 +68,10 @@ def test_bad_settings_are_user_errors(face_tree, tmp_path):
     with pytest.raises(UserError):
         parse_duration("forever")
     assert parse_duration("45m") == 2700 and parse_duration("1.5h") == 5400
+
+
+def test_time_budget_fixes_the_step_count_and_records_it(face_tree, tmp_path):
+    cfg = _cfg(face_tree, tmp_path / "t", steps=None, budget_s=3.0, eval_every=1000, checkpoint_every=1000)
+    out = train(cfg, progress=False, log=lambda s: None)
+    saved = checkpoints.read_config(out)
+    assert saved["total_steps"] >= 31 and saved["steps"] == saved["total_steps"]

@@ -49,6 +49,7 @@ class TrainConfig:
     k: int = 4
     margin: float = 0.2
     reduction: str = "mean"          # mean | sum
+    triplet_weight: float = 1.0      # 0 switches the triplet term off (CosFace alone, for ablation)
     cosface_weight: float = 1.0      # 0 switches the CosFace term off
     cosface_scale: float = 30.0
     cosface_margin: float = 0.35
@@ -236,7 +237,7 @@ class Trainer:
             ia, ip, ineg = MINERS[cfg.miner](emb, y, cfg.margin)
             a, p, n = emb[ia], emb[ip], emb[ineg]
         t_loss = triplet_loss(a, p, n, cfg.margin, cfg.reduction)
-        loss = t_loss
+        loss = cfg.triplet_weight * t_loss
         c_loss = torch.zeros(())
         if self.head is not None:
             c_loss = self.head(emb, y)
@@ -311,7 +312,7 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self, progress: bool = True) -> Path:
-        """Train to the step count (fixed up front from the budget after 20 timed steps), validating
+        """Train to the step count (fixed from the budget by timing steps 10-30), validating
         every ``eval_every`` steps and keeping the best model by validation score."""
         from tqdm import tqdm
 
@@ -319,15 +320,17 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=self.total, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True)
-        stale = 0
+        stale, t10 = 0, 0.0
         t_start = time.time() - self.train_seconds
         while self.total is None or self.step < self.total:
             m = self.train_step()
             self.train_seconds = time.time() - t_start
-            if self.total is None and self.step == 20:
-                per = self.train_seconds / 20
+            if self.total is None and self.step == 10:
+                t10 = self.train_seconds  # the first steps are slow (allocator warm-up): time 10..30
+            if self.total is None and self.step == 30:
+                per = (self.train_seconds - t10) / 20
                 # validation costs about as much as a few dozen steps per evaluation
-                self.total = max(21, int(cfg.budget_s / (per * 1.08)))
+                self.total = max(31, int((cfg.budget_s - t10) / (per * 1.08)))
                 bar.total = self.total
                 self.log(f"budget {cfg.budget_s:.0f}s at {per:.2f}s/step -> {self.total} steps")
             bar.update(1)

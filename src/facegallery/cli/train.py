@@ -14,13 +14,14 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--recipe", type=click.Choice(["facenet", "original"]), default="facenet", show_default=True,
               help="'original' = the student project's recipe (random triplets, summed loss, Adam 1e-3).")
 @click.option("--steps", type=int, help="Train exactly this many steps.")
-@click.option("--budget", help="Or a time budget (45m, 1.5h): steps are fixed after 20 timed steps.")
+@click.option("--budget", help="Or a time budget (45m, 1.5h): the step count is fixed by timing steps 10-30.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard", "random"]), help="Triplet mining.")
 @click.option("--p", "p", type=int, help="Identities per batch.")
 @click.option("--k", "k", type=int, help="Photos per identity per batch.")
 @click.option("--margin", type=float, help="Triplet margin (0.2).")
 @click.option("--cosface-weight", type=float, help="Weight of the CosFace term; 0 = triplet loss alone.")
+@click.option("--triplet-weight", type=float, help="Weight of the triplet term; 0 = CosFace alone.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
@@ -30,10 +31,11 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--patience", type=int, help="Stop after N validations without improvement.")
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
-def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, lr,
+def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight, lr,
               weight_decay, no_augment, bf16, threads, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
-    given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight, "lr": lr,
+    given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
+             "triplet_weight": triplet_weight, "lr": lr,
              "weight_decay": weight_decay, "eval_every": eval_every, "patience": patience}
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:

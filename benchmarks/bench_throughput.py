@@ -1,0 +1,67 @@
+"""Embedding throughput (images/s) on a fixed number of CPU threads, inference, batch 256.
+
+    .venv/bin/python benchmarks/bench_throughput.py --threads 1 --models resface64-pubfig83 seed-cnn dlib
+
+Times only the embedder on decoded, resized pixels (decoding is cached separately by PixelCache).
+'seed-cnn' means an untrained seed-cnn (speed does not depend on the weights).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from facegallery import checkpoints
+from facegallery.embedder import load_model
+from facegallery.models import create_model
+
+
+def _embedder(name: str):
+    if name in ("seed-cnn", "resface64"):  # untrained architecture: same speed as trained
+        folder = tempfile.mkdtemp()
+        checkpoints.save_checkpoint(folder, create_model(name), {"arch": name})
+        return load_model(folder)
+    return load_model(name)
+
+
+def measure(name: str, batch: int, repeats: int, flip: bool | None) -> tuple[float, int]:
+    """Median images/s over ``repeats`` batches after one warm-up batch."""
+    e = _embedder(name)
+    if flip is not None and hasattr(e, "flip"):
+        e.flip = flip
+    size = 150 if name == "dlib" else e.input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    e.embed(pixels, batch_size=batch)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        e.embed(pixels, batch_size=batch)
+        times.append(time.perf_counter() - t)
+    return batch / float(np.median(times)), e.input_size
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["resface64-pubfig83", "seed-cnn"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{args.threads} thread(s), batch {args.batch}, {time.strftime('%Y-%m-%d')}")
+    print("| model | input | flip TTA | images/s |")
+    print("|---|---|---|---|")
+    for name in args.models:
+        variants = [None] if name in ("dlib", "seed-cnn") else [False, True]
+        for flip in variants:
+            rate, size = measure(name, args.batch, args.repeats, flip)
+            print(f"| {name} | {size} | {'-' if flip is None else ('on' if flip else 'off')} | {rate:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
