@@ -45,6 +45,17 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def load_size(net_size: int, crop: float) -> int:
+    """The side photos are resized to so that their central ``crop`` fraction is ``net_size``."""
+    return int(round(net_size / crop))
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size window of an (N, C, H, W) batch."""
+    top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
+    return x[:, :, top:top + size, left:left + size]
+
+
 class TorchEmbedder:
     """A trained network from the registry plus its checkpoint config."""
 
@@ -52,7 +63,9 @@ class TorchEmbedder:
         self.model = model.eval().to(memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
         self.config = config
         self.name = name
-        self.input_size: int = int(model.input_size)
+        self.net_size = int(model.input_size)
+        # photos are resized to input_size, then the central crop fraction is fed to the network
+        self.input_size: int = load_size(self.net_size, float(config.get("crop", 1.0)))
         self.fingerprint = fingerprint
         self.flip: bool = bool(config.get("tta_flip", False))
         self.threshold: float | None = config.get("threshold")
@@ -64,7 +77,8 @@ class TorchEmbedder:
         pixels = _as_batch(images, self.input_size)
         out = []
         for i in range(0, len(pixels), batch_size):
-            x = to_tensor(pixels[i:i + batch_size]).contiguous(memory_format=torch.channels_last)
+            x = center_crop(to_tensor(pixels[i:i + batch_size]), self.net_size)
+            x = x.contiguous(memory_format=torch.channels_last)
             e = self.model(x)
             if self.flip:
                 e = torch.nn.functional.normalize(e + self.model(x.flip(3)), dim=1)
@@ -101,6 +115,7 @@ def load_model(model: str | Path | None = None) -> Embedder:
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit architecture {config['arch']!r} ({e})") from None
     h = hashlib.sha1((path / checkpoints.WEIGHTS).read_bytes())
-    h.update(json.dumps({"arch": config["arch"], "tta_flip": config.get("tta_flip", False)}).encode())
+    h.update(json.dumps({"arch": config["arch"], "tta_flip": config.get("tta_flip", False),
+                          "crop": config.get("crop", 1.0)}).encode())
     name = config.get("name", path.name)
     return TorchEmbedder(net, config, name=name, fingerprint=f"{name}:{h.hexdigest()[:16]}")

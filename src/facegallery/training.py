@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from facegallery import checkpoints
 from facegallery.calibration import Calibration, calibrate
 from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
-from facegallery.embedder import to_tensor
+from facegallery.embedder import center_crop, load_size, to_tensor
 from facegallery.errors import UserError
 from facegallery.images import PixelCache
 from facegallery.losses import CosFaceHead, triplet_loss
@@ -58,6 +58,7 @@ class TrainConfig:
     warmup: int = 200
     schedule: str = "cosine"         # cosine | constant
     augment: bool = True
+    crop: float = 1.0                # central fraction of each photo fed to the network
     tta_flip: bool = True
     val_impostors: int = 8
     val_fraction: float = 0.08
@@ -136,7 +137,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.model = create_model(cfg.arch, **cfg.arch_kwargs)
-        self.size = int(self.model.input_size)
+        self.net_size = int(self.model.input_size)
+        self.size = load_size(self.net_size, cfg.crop)  # photos load at this side, then are cropped
         folder = discover(cfg.data)
         self.fingerprint = folder.fingerprint()
         self.split = make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed) \
@@ -194,7 +196,7 @@ class Trainer:
         self.model.eval()
         out = []
         for i in range(0, len(pixels), 256):
-            x = to_tensor(pixels[i:i + 256]).contiguous(memory_format=torch.channels_last)
+            x = center_crop(to_tensor(pixels[i:i + 256]), self.net_size).contiguous(memory_format=torch.channels_last)
             e = self.model(x)
             if self.cfg.tta_flip:
                 e = F.normalize(e + self.model(x.flip(3)), dim=1)
@@ -220,6 +222,7 @@ class Trainer:
         x = to_tensor(self.pixels[rows])
         if self.cfg.augment:
             x = augment_batch(x, self.aug_gen)
+        x = center_crop(x, self.net_size)
         return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows])
 
     def train_step(self) -> dict:
@@ -255,7 +258,7 @@ class Trainer:
         cfg = self.cfg
         return {
             "name": Path(cfg.out).name, "arch": cfg.arch, "arch_kwargs": cfg.arch_kwargs,
-            "input_size": self.size, "embedding_dim": 128, "tta_flip": cfg.tta_flip,
+            "input_size": self.net_size, "crop": cfg.crop, "embedding_dim": 128, "tta_flip": cfg.tta_flip,
             "label_map": self.names, "data_fingerprint": self.fingerprint, "steps": self.step,
             "total_steps": self.total, "train_seconds": round(self.train_seconds, 1),
             "train_config": asdict(cfg), "split": self.split.to_json(), "history": self.history,

@@ -25,6 +25,7 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
+@click.option("--crop", type=float, help="Central fraction of each photo fed to the network (1.0 = all).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
 @click.option("--threads", type=int, default=0, help="CPU threads (0 = all).")
 @click.option("--eval-every", type=int, help="Validate every N steps.")
@@ -32,11 +33,11 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight, lr,
-              weight_decay, no_augment, bf16, threads, eval_every, patience, resume, cache) -> None:
+              weight_decay, no_augment, crop, bf16, threads, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "lr": lr,
-             "weight_decay": weight_decay, "eval_every": eval_every, "patience": patience}
+             "weight_decay": weight_decay, "crop": crop, "eval_every": eval_every, "patience": patience}
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:
         kw["augment"] = False
