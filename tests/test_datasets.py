@@ -49,3 +49,11 @@ def test_random_triplets_follow_the_original_recipe():
 def test_numbered_key_orders_numbers_numerically(tmp_path):
     names = ["10.jpg", "2.jpg", "1.jpg", "b.jpg"]
     assert [n for n in sorted(names, key=lambda n: numbered_key(tmp_path / n))] == ["1.jpg", "2.jpg", "10.jpg", "b.jpg"]
+
+
+def test_last_holdout_takes_each_identitys_highest_numbered_photos(face_tree):
+    f = discover(face_tree)
+    split = make_split(f, 0, 0.4, seed=0, holdout="last")
+    assert sorted(split.holdout_paths) == sorted(f"Person {p}/{n}.jpg" for p in range(4) for n in (4, 5))
+    with pytest.raises(UserError):
+        make_split(f, 0, 0.4, seed=0, holdout="sideways")

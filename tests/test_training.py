@@ -75,3 +75,14 @@ def test_time_budget_fixes_the_step_count_and_records_it(face_tree, tmp_path):
     out = train(cfg, progress=False, log=lambda s: None)
     saved = checkpoints.read_config(out)
     assert saved["total_steps"] >= 31 and saved["steps"] == saved["total_steps"]
+
+
+def test_augmentation_is_seeded_and_keeps_range():
+    from facegallery.training import augment_batch
+
+    x = torch.rand(16, 3, 32, 32)
+    for strong in (False, True):
+        a = augment_batch(x.clone(), torch.Generator().manual_seed(1), strong)
+        b = augment_batch(x.clone(), torch.Generator().manual_seed(1), strong)
+        assert torch.equal(a, b) and a.shape == x.shape
+        assert float(a.min()) >= 0 and float(a.max()) <= 1 and not torch.allclose(a, x)

@@ -120,8 +120,14 @@ class Split:
         return kf.subset(train_idx), kf.subset(hold_idx), folder.only([n for n in folder.names if n in imp])
 
 
-def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed: int) -> Split:
-    """Draw a :class:`Split` reproducibly from ``seed``."""
+def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed: int,
+               holdout: str = "last") -> Split:
+    """Draw a :class:`Split` reproducibly from ``seed``.
+
+    ``holdout="last"`` holds out each identity's highest-numbered photos (:func:`numbered_key`), as
+    PubFig83's test set does: its photos are the highest-numbered of each person, taken later than
+    the training ones, so a random holdout (``"random"``) would share events and near-duplicates with
+    the training photos and overrate the model."""
     rng = np.random.default_rng(seed)
     if impostors >= len(folder.names):
         raise UserError(f"cannot hold out {impostors} impostor identities from {len(folder.names)}")
@@ -134,7 +140,13 @@ def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed
         n = int(round(len(idx) * holdout_fraction))
         n = min(n, len(idx) - 2)  # keep at least two photos per identity to train on
         if n > 0:
-            hold += [str(folder.paths[i].relative_to(folder.root)) for i in rng.choice(idx, n, replace=False)]
+            if holdout == "last":
+                chosen = sorted(idx, key=lambda i: numbered_key(folder.paths[i]))[-n:]
+            elif holdout == "random":
+                chosen = rng.choice(idx, n, replace=False)
+            else:
+                raise UserError(f"unknown holdout {holdout!r} (last or random)")
+            hold += [str(folder.paths[i].relative_to(folder.root)) for i in chosen]
     return Split(tuple(imp), tuple(sorted(hold)))
 
 

@@ -58,10 +58,12 @@ class TrainConfig:
     warmup: int = 200
     schedule: str = "cosine"         # cosine | constant
     augment: bool = True
+    strong_augment: bool = False
+    holdout: str = "last"            # which photos validate: each identity's last-numbered, or random
     crop: float = 1.0                # central fraction of each photo fed to the network
     tta_flip: bool = True
     val_impostors: int = 8
-    val_fraction: float = 0.08
+    val_fraction: float = 0.1
     eval_every: int = 250
     patience: int = 0                # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 100
@@ -91,12 +93,16 @@ def parse_duration(text: str) -> float:
         raise UserError(f"{text!r}: not a duration (use e.g. 45m, 90s, 1.5h)") from None
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random flip, scale 0.9-1.1, shift +-6%, rotation +-10 degrees, brightness/contrast +-20%."""
+def augment_batch(x: torch.Tensor, gen: torch.Generator, strong: bool = False) -> torch.Tensor:
+    """Random flip, scale 0.9-1.1, shift +-6%, rotation +-10 degrees, brightness/contrast +-20%.
+
+    ``strong`` widens scale to 0.8-1.2 and adds per-channel colour gains (+-10%), grey (10%) and
+    random erasing of one rectangle (50%, 2-20% of the area): photos of a person taken at other
+    times differ in exactly these ways (lighting, colour, occlusion by glasses, hands, hair)."""
     n = x.shape[0]
     u = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo  # noqa: E731
     ang = u(-10, 10) * math.pi / 180
-    s = u(0.9, 1.1)
+    s = u(0.8, 1.2) if strong else u(0.9, 1.1)
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = torch.cos(ang) / s * flip
@@ -109,6 +115,19 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     mean = x.mean((1, 2, 3), keepdim=True)
     x = (x - mean) * u(0.8, 1.2)[:, None, None, None] + mean * u(0.8, 1.2)[:, None, None, None]
+    if strong:
+        x = x * (torch.rand(n, 3, 1, 1, generator=gen) * 0.2 + 0.9)
+        grey = torch.rand(n, generator=gen) < 0.1
+        x[grey] = x[grey].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+        h, w = x.shape[2:]
+        area, aspect = u(0.02, 0.2), torch.exp(u(math.log(0.3), math.log(3.3)))
+        eh = (torch.sqrt(area * aspect) * h).clamp(1, h).long()
+        ew = (torch.sqrt(area / aspect) * w).clamp(1, w).long()
+        erase = torch.rand(n, generator=gen) < 0.5
+        for i in torch.nonzero(erase).flatten().tolist():
+            top = int(torch.randint(0, h - int(eh[i]) + 1, (1,), generator=gen))
+            left = int(torch.randint(0, w - int(ew[i]) + 1, (1,), generator=gen))
+            x[i, :, top:top + eh[i], left:left + ew[i]] = torch.rand(3, 1, 1, generator=gen)
     return x.clamp_(0, 1)
 
 
@@ -141,7 +160,7 @@ class Trainer:
         self.size = load_size(self.net_size, cfg.crop)  # photos load at this side, then are cropped
         folder = discover(cfg.data)
         self.fingerprint = folder.fingerprint()
-        self.split = make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed) \
+        self.split = make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed, cfg.holdout) \
             if (cfg.val_impostors or cfg.val_fraction) else Split((), ())
         train, hold, imp = self.split.parts(folder)
         self.names = train.names
@@ -221,7 +240,7 @@ class Trainer:
             rows = self.sampler()
         x = to_tensor(self.pixels[rows])
         if self.cfg.augment:
-            x = augment_batch(x, self.aug_gen)
+            x = augment_batch(x, self.aug_gen, self.cfg.strong_augment)
         x = center_crop(x, self.net_size)
         return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows])
 

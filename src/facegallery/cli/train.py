@@ -25,6 +25,7 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
+@click.option("--strong-augment", is_flag=True, help="Add colour, grey, wider scale and random erasing.")
 @click.option("--crop", type=float, help="Central fraction of each photo fed to the network (1.0 = all).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
 @click.option("--threads", type=int, default=0, help="CPU threads (0 = all).")
@@ -33,7 +34,7 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight, lr,
-              weight_decay, no_augment, crop, bf16, threads, eval_every, patience, resume, cache) -> None:
+              weight_decay, no_augment, strong_augment, crop, bf16, threads, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "lr": lr,
@@ -41,6 +42,8 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:
         kw["augment"] = False
+    if strong_augment:
+        kw["strong_augment"] = True
     budget_s = parse_duration(budget) if budget else None
     common = dict(steps=steps, budget_s=budget_s, seed=seed, bf16=bf16, threads=threads, cache=cache, **kw)
     if recipe == "original":
