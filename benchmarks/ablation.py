@@ -1,6 +1,7 @@
 """Ablation of the resface64 recipe: each ingredient switched off or swapped, same steps and seed.
 
-    .venv/bin/python benchmarks/ablation.py --steps 800 --data ../shared/data/pubfig83
+    .venv/bin/python benchmarks/ablation.py --steps 800 --data ../shared/data/pubfig83 \
+        --base="--crop 0.75 --strong-augment"
 
 Trains each variant with `facegallery train --steps N` (runs/ablation/<variant>), then reports the
 validation figures recorded in the checkpoint (held out of the train folder: used for model selection)
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 VARIANTS = {
-    "full (batch-hard + CosFace + aug)": [],
+    "full recipe": [],
     "semi-hard instead of batch-hard": ["--miner", "semi-hard"],
     "random negatives (no mining)": ["--miner", "random"],
     "no CosFace (triplet alone)": ["--cosface-weight", "0"],
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/pubfig83"))
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--only", nargs="*", help="Variant names (prefixes) to run.")
+    ap.add_argument("--base", default="", help="Flags of the recipe every variant starts from.")
     args = ap.parse_args()
     rows = []
     for i, (name, extra) in enumerate(VARIANTS.items()):
@@ -56,16 +59,15 @@ def main() -> None:
         out = args.out / f"v{i}"
         if not (out / "config.json").is_file() or json.loads((out / "config.json").read_text())["total_steps"] != args.steps:
             cmd = [str(Path(sys.executable).parent / "facegallery"), "train", "--data", str(args.data / "train"),
-                   "--out", str(out), "--steps", str(args.steps), "--eval-every", str(args.steps // 4), *extra]
+                   "--out", str(out), "--steps", str(args.steps), "--eval-every", str(args.steps // 4), *shlex.split(args.base), *extra]
             print("$", " ".join(cmd), flush=True)
-            subprocess.run(["flock", "/tmp/facegallery-heavy.lock", *cmd], check=True,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         cfg = json.loads((out / "config.json").read_text())
         v = cfg["validation"]
         rows.append((name, v["closed_top1"], v["accuracy"], test_top1(out, args.data), cfg["train_seconds"]))
         print(f"| {name} | {rows[-1][1]:.3f} | {rows[-1][2]:.3f} | {rows[-1][3]:.3f} | {rows[-1][4]:.0f} |",
               flush=True)
-    print(f"\n{args.steps} steps each, seed 0")
+    print(f"\n{args.steps} steps each, seed 0, base recipe: {args.base or 'defaults'}")
     print("| variant | val top-1 | val open-set (calibrated) | test closed top-1 | train s |")
     print("|---|---|---|---|---|")
     for r in rows:
