@@ -334,7 +334,7 @@ class Trainer:
 
     # ----- the loop ---------------------------------------------------------------------------
     def run(self, progress: bool = True) -> Path:
-        """Train to the step count (fixed from the budget by timing steps 10-30), validating
+        """Train to the step count (fixed from the budget by timing early steps), validating
         every ``eval_every`` steps and keeping the best model by validation score."""
         from tqdm import tqdm
 
@@ -342,17 +342,20 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=self.total, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True)
-        stale, t10 = 0, 0.0
+        stale, t0, s0 = 0, 0.0, 0
         t_start = time.time() - self.train_seconds
         while self.total is None or self.step < self.total:
             m = self.train_step()
             self.train_seconds = time.time() - t_start
+            if self.total is None and self.step == 2:
+                t0, s0 = self.train_seconds, 2  # the first steps are slow (allocator warm-up)
             if self.total is None and self.step == 10:
-                t10 = self.train_seconds  # the first steps are slow (allocator warm-up): time 10..30
-            if self.total is None and self.step == 30:
-                per = (self.train_seconds - t10) / 20
+                t0, s0 = self.train_seconds, 10
+            # time steps 10-30, or fewer for a slow network once 5% of the budget is spent
+            if self.total is None and (self.step == 30 or (self.step >= 4 and self.train_seconds >= 0.05 * cfg.budget_s)):
+                per = (self.train_seconds - t0) / (self.step - s0)
                 # validation costs about as much as a few dozen steps per evaluation
-                self.total = max(31, int((cfg.budget_s - t10) / (per * 1.08)))
+                self.total = max(self.step + 1, int((cfg.budget_s - t0) / (per * 1.08)) + s0)
                 bar.total = self.total
                 self.log(f"budget {cfg.budget_s:.0f}s at {per:.2f}s/step -> {self.total} steps")
             bar.update(1)
