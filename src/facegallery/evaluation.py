@@ -159,7 +159,7 @@ def calibration_split(train: FaceFolder, config: dict | None, seed: int) -> tupl
         if len(hold) and len(imp):
             return split, "checkpoint-split", "held out of training by the checkpoint's recorded split"
     impostors = min(8, max(1, len(train.names) // 4))
-    why = "the checkpoint records no split" if not recorded else "the checkpoint's split does not fit this train folder"
+    why = "the checkpoint's split does not fit this train folder" if recorded else "the checkpoint records no split"
     return (make_split(train, impostors=impostors, holdout_fraction=0.1, seed=seed), "drawn-split",
             f"{why}; drawn with seed {seed}: the model may have seen these photos in training")
 
@@ -174,7 +174,8 @@ def calibrate_threshold(train: Embedded, split: Split) -> dict:
         return train.emb[[row[p] for p in f.paths]]
 
     cal = calibrate(emb(part), part.labels, len(part.names), emb(hold), hold.labels, emb(imp))
-    return {"threshold": cal.threshold, "validation_accuracy": cal.accuracy,
+    # the weighted sum can land a rounding error above 1
+    return {"threshold": cal.threshold, "validation_accuracy": min(cal.accuracy, 1.0),
             "validation_closed_top1": cal.closed_top1, "genuine_probes": cal.genuine,
             "impostor_probes": cal.impostors, "impostor_names": list(imp.names)}
 
@@ -251,7 +252,8 @@ def run_protocol(data: EvalData, config: dict | None, seed: int) -> dict:
         "open_set": {**open_set(cents, known.emb, kl, unknown.emb[draw], cal["threshold"]),
                      "draw_seed": DRAW_SEED},
         "open_set_all": open_set(cents, known.emb, kl, unknown.emb, cal["threshold"]),
-        "new_identities": {**new_identities(cents, known.emb, kl, unknown), "identities": len(unknown.folder.names)},
+        "new_identities": {**new_identities(cents, known.emb, kl, unknown),
+                           "identities": len(unknown.folder.names)},
         "verification": verification(known.emb, kl),
     }
 

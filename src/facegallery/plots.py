@@ -172,9 +172,9 @@ def plot_sweep(metrics: dict, path: Path) -> None:
     ax.set_xlabel("unknown threshold (squared distance to the nearest centroid)")
     ax.set_ylabel("open-set accuracy (known identities + 'unknown')")
     ax.set_title("Open-set accuracy against the threshold")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="lower left", fontsize=9)
     fig.savefig(path, dpi=110)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -9,9 +10,10 @@ import numpy as np
 
 from facegallery.cli import main
 from facegallery.cli.options import detect_option, model_option
+from facegallery.detection import draw_faces
 from facegallery.embedder import load_model
 from facegallery.errors import UserError
-from facegallery.images import iter_images
+from facegallery.images import iter_images, load_image
 from facegallery.library import Library, embed_paths
 
 
@@ -54,18 +56,40 @@ def embed_cmd(model, out, inputs) -> None:
     click.echo(f"wrote {len(kept)} embeddings of dimension {emb.shape[1]} to {out}")
 
 
+def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> None:
+    """Print the answers and, with ``annotate``, write each photo with its boxes and names drawn
+    (``OUT_DIR/<path relative to the inputs' common folder>.png``)."""
+    print_answers(results, as_json)
+    if not annotate or not results:
+        return
+    paths = [Path(r["path"]).resolve() for r in results]
+    common = Path(os.path.commonpath([p.parent for p in paths]))
+    for r, p in zip(results, paths):
+        out = Path(annotate) / p.relative_to(common).with_suffix(".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        draw_faces(load_image(p), r["faces"]).save(out)
+
+
 @main.command("identify")
 @click.option("--library", type=click.Path(file_okay=False), help="Folder with one subfolder per person.")
+@click.option("--gallery", type=click.Path(dir_okay=False), help="Gallery file made by `facegallery enroll`.")
 @model_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Candidates per face.")
 @click.option("--threshold", type=float, help="Unknown above this squared distance (default: calibrated).")
 @detect_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array (stable shape).")
+@click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with boxes and names here.")
 @click.argument("inputs", nargs=-1, required=True)
-def identify_cmd(library, model, top_k, threshold, detect, as_json, inputs) -> None:
+def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, annotate, inputs) -> None:
     """Say who is in each photo, or 'unknown'."""
-    if not library:
-        raise UserError("give --library DIR (one subfolder per person)")
+    if bool(library) == bool(gallery):
+        raise UserError("give exactly one of --library DIR (one subfolder per person) or --gallery G.db")
+    if gallery:
+        from facegallery.gallery import Gallery
+
+        with Gallery.open(gallery, model=model) as g:
+            show_answers(g.answer_photos(list(inputs), top_k, detect, threshold), as_json, annotate)
+        return
     embedder = load_model(model)
     lib = Library.from_folder(library, embedder, threshold)
-    print_answers(lib.identify(list(inputs), top_k, detect), as_json)
+    show_answers(lib.identify(list(inputs), top_k, detect), as_json, annotate)

@@ -1,0 +1,146 @@
+"""Gallery commands: ``enroll``, ``people``, ``remove``, ``rename``, ``export``, ``import``, ``threshold``,
+``reembed`` (``identify --gallery`` lives with ``identify`` in :mod:`facegallery.cli.recognize`)."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from facegallery.cli import main
+from facegallery.cli.options import detect_option, model_option
+from facegallery.errors import UserError
+from facegallery.gallery import Gallery
+from facegallery.images import iter_images
+
+gallery_option = click.option("--gallery", "gallery", required=True, type=click.Path(dir_okay=False),
+                              help="Gallery file (SQLite).")
+
+
+def _open(path: str, model: str | None = None, create: bool = False) -> Gallery:
+    return Gallery.open(path, model=model, create=create)
+
+
+@main.command("enroll")
+@gallery_option
+@click.option("--create", is_flag=True, help="Create the gallery file if it does not exist.")
+@click.option("--name", help="Enrol IMG... as this one person (otherwise DIR has one subfolder per person).")
+@model_option
+@detect_option
+@click.argument("inputs", nargs=-1, required=True)
+def enroll_cmd(gallery, create, name, model, detect, inputs) -> None:
+    """Add people: DIR with one subfolder per person, or --name NAME IMG... (photos or folders).
+
+    Photos already stored for that person are skipped, so running it again only adds what is new.
+    """
+    if name is None and len(inputs) != 1:
+        raise UserError("give one folder with a subfolder per person, or --name NAME with photos")
+    paths = list(iter_images(inputs)) if name is not None else None
+    if paths is not None and not paths:
+        raise UserError(f"no photos of {name!r} in {' '.join(inputs)}")
+    with _open(gallery, model, create) as g:
+        results = g.enroll_folder(inputs[0], detect, progress=True) if name is None else \
+            [g.enroll(name, paths, detect, progress=True)]
+        for r in results:
+            click.echo(f"{r.name}: {r.added} added, {r.duplicates} already there"
+                       + (f", {r.rejected} rejected" if r.rejected else ""))
+        added = sum(r.added for r in results)
+        if not added and all(r.rejected for r in results):
+            raise UserError(f"nothing enrolled into {gallery}: no usable photo (see warnings)")
+        click.echo(f"{gallery}: {added} photos added; {len(g.people())} people enrolled")
+
+
+@main.command("people")
+@gallery_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {name, photos}.")
+def people_cmd(gallery, as_json) -> None:
+    """List the enrolled people with their photo counts."""
+    with _open(gallery) as g:
+        people = g.people()
+    if as_json:
+        click.echo(json.dumps([{"name": p.name, "photos": p.photos} for p in people], indent=2))
+        return
+    for p in people:
+        click.echo(f"{p.name}\t{p.photos}")
+
+
+@main.command("remove")
+@gallery_option
+@click.option("--photo", type=click.Path(dir_okay=False), help="Remove only this photo of the person.")
+@click.argument("name")
+def remove_cmd(gallery, photo, name) -> None:
+    """Remove a person (or one of their photos) from the gallery."""
+    with _open(gallery) as g:
+        n = g.remove(name, photo)
+        left = next((p.photos for p in g.people() if p.name == name), None)
+    click.echo(f"removed {n} photo(s) of {name}" + ("" if photo is None else f"; {left} left"))
+
+
+@main.command("rename")
+@gallery_option
+@click.argument("old")
+@click.argument("new")
+def rename_cmd(gallery, old, new) -> None:
+    """Rename a person."""
+    with _open(gallery) as g:
+        g.rename(old, new)
+    click.echo(f"renamed {old} to {new}")
+
+
+@main.command("export")
+@gallery_option
+@click.argument("out", type=click.Path(dir_okay=False))
+def export_cmd(gallery, out) -> None:
+    """Write the gallery to a portable .npz file (no pickle)."""
+    with _open(gallery) as g:
+        g.export_to(out)
+        n = len(g.people())
+    click.echo(f"exported {n} people to {out}")
+
+
+@main.command("import")
+@gallery_option
+@click.option("--create", is_flag=True, help="Create the gallery file if it does not exist.")
+@click.argument("source", type=click.Path(dir_okay=False))
+def import_cmd(gallery, create, source) -> None:
+    """Merge an exported file into the gallery (photos already there are skipped)."""
+    with _open(gallery, create=create) as g:
+        results = g.import_from(source)
+    click.echo(f"imported {sum(r.added for r in results)} photos of {len(results)} people "
+               f"({sum(r.duplicates for r in results)} already there)")
+
+
+@main.command("threshold")
+@gallery_option
+@model_option
+@click.option("--far", type=float, help="Set the unknown threshold for this target false-accept rate.")
+@click.option("--eer", is_flag=True, help="Set it at the equal-error point.")
+@click.option("--set", "raw", type=float, help="Set this raw squared-distance threshold.")
+@click.option("--json", "as_json", is_flag=True)
+def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
+    """Show (or change) the gallery's calibrated unknown threshold and score."""
+    with _open(gallery, model) as g:
+        cal = g.set_threshold(far, raw, eer) if (far is not None or raw is not None or eer) else g.calibration()
+        people = len(g.people())
+    if as_json:
+        click.echo(json.dumps(cal.to_json(), indent=2))
+        return
+    source = "the gallery's own photos" if cal.source == "gallery" else \
+        "the model's threshold (gallery too small to calibrate)"
+    click.echo(f"{gallery}: {people} people; calibrated from {source}; method {cal.method}")
+    for what, f in (("identify (photo vs person)", cal.identify), ("verify (photo vs photo)", cal.verify)):
+        rates = "" if f.far is None else f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} " \
+                                         f"({f.impostors} impostor, {f.genuine} genuine distances)"
+        click.echo(f"  {what}: threshold {f.threshold:.4f}{rates}; score 0.5 at {f.midpoint:.4f}, "
+                   f"slope {f.slope:.2f}")
+
+
+@main.command("reembed")
+@gallery_option
+@click.option("--model", required=True, help="The new model: shipped name or checkpoint folder.")
+@click.option("--drop-missing", is_flag=True, help="Drop photos whose source file is gone or changed.")
+def reembed_cmd(gallery, model, drop_missing) -> None:
+    """Re-embed every stored photo from its source file with a new model."""
+    with _open(gallery) as g:
+        report = g.reembed(model, drop_missing, progress=True)
+    click.echo(f"re-embedded {report.reembedded} photos with {model}"
+               + (f"; dropped {len(report.dropped)}" if report.dropped else ""))

@@ -1,0 +1,715 @@
+"""The library of people as a persistent product: enrol, identify, verify, manage, export.
+
+A :class:`Gallery` joins the SQLite :mod:`~facegallery.gallery.store`, the search
+:mod:`~facegallery.gallery.index` and the per-gallery :mod:`~facegallery.gallery.threshold`. Photos are
+decoded and embedded first and written after, one transaction per person, so an interrupted enrolment
+leaves every person either whole or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from facegallery.answers import face_answer
+from facegallery.datasets import discover
+from facegallery.embedder import Embedder, load_model
+from facegallery.errors import UserError
+from facegallery.faces import Face, faces_in, read_faces
+from facegallery.gallery import threshold as th
+from facegallery.gallery import index as ix
+from facegallery.gallery.index import ExactIndex, IVFIndex
+from facegallery.gallery.store import Person, Store, check_name, sha256_of
+from facegallery.images import ImageReadError, iter_images, load_image, warn_skip
+
+ImageLike = str | os.PathLike | np.ndarray
+EXPORT_FORMAT = 1
+#: Photos decoded and embedded together while enrolling or identifying many.
+BATCH = 256
+
+
+class Candidate(NamedTuple):
+    name: str
+    distance: float
+
+
+@dataclass
+class Identification:
+    """Who one face is: ``name`` None means unknown (nearest distance above the threshold)."""
+
+    name: str | None
+    distance: float
+    score: float                     # P(genuine | distance), see facegallery.gallery.threshold
+    candidates: list[Candidate]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "distance": self.distance, "score": self.score,
+                "candidates": [c._asdict() for c in self.candidates]}
+
+
+@dataclass
+class Verification:
+    """Are two photos the same person?"""
+
+    same: bool
+    distance: float
+    score: float
+    threshold: float
+
+
+@dataclass
+class EnrollResult:
+    """What one person's enrolment did: photos added, already there (same bytes), or rejected."""
+
+    name: str
+    added: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.duplicates + self.rejected
+
+
+@dataclass
+class ReembedReport:
+    reembedded: int
+    dropped: list[str] = field(default_factory=list)
+
+
+def _model_ref(model: str | os.PathLike | Embedder) -> str:
+    """How to find the model again later: an absolute checkpoint path, or its (shipped) name."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model.name
+    return str(Path(model).resolve()) if Path(model).exists() else str(model)
+
+
+class Gallery:
+    """A persistent library of people (see module docstring). Open with :meth:`open`."""
+
+    def __init__(self, store: Store, model: str | os.PathLike | Embedder | None):
+        self.store = store
+        self.path = store.path
+        self._model_arg = model
+        self._embedder: Embedder | None = None
+        self._index: ExactIndex | IVFIndex | None = None
+        self._index_gen = -1
+        self._index_saved = False
+        self._data_version = store.data_version()
+        self._cal: th.Calibration | None = None
+
+    # ----- opening and closing --------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike, model: str | os.PathLike | Embedder | None = None,
+             create: bool = False) -> "Gallery":
+        """Open the gallery at ``path`` (created empty when missing only with ``create``).
+
+        ``model``: shipped name, checkpoint folder or embedder; None uses the gallery's own model
+        (loaded when first needed). A model other than the one that made the stored embeddings is
+        refused; ``reembed`` converts the gallery.
+        """
+        g = cls(Store.open(path, create=create), model)
+        if model is not None:
+            try:
+                g.embedder  # load and check now, so a mismatch is reported before any work
+            except BaseException:
+                g.close()
+                raise
+        return g
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Persist a large search index beside the file (see :meth:`_index_file`) and close."""
+        if isinstance(self._index, IVFIndex) and not self._index_saved \
+                and self._index_gen == self.store.generation():
+            self._save_index()
+        self.store.close()
+
+    # ----- the model ------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder, loaded on first use and checked against the stored embeddings' model."""
+        if self._embedder is None:
+            self._embedder = self._check_model(self._load(self._model_arg))
+        return self._embedder
+
+    def _load(self, model: str | os.PathLike | Embedder | None) -> Embedder:
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            return model
+        if model is None and self.store.meta("model_ref"):
+            ref = self.store.meta("model_ref")
+            try:
+                return load_model(ref)
+            except UserError as e:
+                raise UserError(f"{self.path}: cannot load its model {ref!r} ({e}); pass --model") from None
+        return load_model(model)
+
+    def _check_model(self, embedder: Embedder) -> Embedder:
+        stored = self.store.meta("model_fingerprint")
+        if stored and stored != embedder.fingerprint and self.store.count("photos"):
+            raise UserError(
+                f"{self.path}: its embeddings come from model {self.store.meta('model_name')} ({stored}), not "
+                f"{embedder.name} ({embedder.fingerprint}); convert them with "
+                f"`facegallery reembed --gallery {self.path} --model {_model_ref(self._model_arg or embedder)}`")
+        return embedder
+
+    def _record_model(self, embedder: Embedder, dim: int) -> None:
+        """Inside a write: make ``embedder`` the gallery's model if it has none (or no photos)."""
+        if self.store.meta("model_fingerprint") != embedder.fingerprint:
+            self.store.set_meta("model_name", embedder.name)
+            self.store.set_meta("model_ref", _model_ref(self._model_arg if self._model_arg is not None
+                                                        else embedder))
+            self.store.set_meta("model_fingerprint", embedder.fingerprint)
+        if self.store.dimension != dim:
+            self.store.set_meta("dimension", str(dim))
+
+    # ----- reading photos -------------------------------------------------------------------------
+    def _faces(self, images: Sequence[ImageLike], detect: str, with_hash: bool, known: set[str] | None = None,
+               ) -> Iterator[tuple[ImageLike, str | None, list[Face] | None]]:
+        """(image, content sha256 or None, faces or None) per image, in order: None for an unreadable
+        image (warned) or one whose hash is in ``known`` (not decoded at all). Decoding runs on a thread
+        pool using all cores; detection (when on) runs here, one photo at a time."""
+        known = known or set()
+
+        def decode(item: ImageLike) -> tuple[ImageLike, str | None, np.ndarray | str | None]:
+            """(item, hash, pixels or None if known), or (item, None, why) when it cannot be read."""
+            if isinstance(item, np.ndarray):
+                sha = sha256_of(item) if with_hash else None
+                return item, sha, None if sha in known else np.asarray(item, np.uint8)
+            try:
+                sha = sha256_of(Path(item).read_bytes()) if with_hash else None
+                return item, sha, None if sha in known else load_image(item)
+            except OSError as e:
+                return item, None, f"cannot read ({e.strerror})"
+            except ImageReadError as e:
+                return item, None, str(e).split(": ", 1)[-1]
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for s in range(0, len(images), BATCH):
+                for item, sha, pixels in pool.map(decode, images[s:s + BATCH]):
+                    if isinstance(pixels, str):
+                        warn_skip(Path(item), pixels)
+                    yield item, sha, faces_in(pixels, detect) if isinstance(pixels, np.ndarray) else None
+
+    # ----- enrolment ------------------------------------------------------------------------------
+    def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], detect: str = "off",
+               metadata: dict | None = None, progress: bool = False) -> EnrollResult:
+        """Add photos (paths, or RGB uint8 arrays) of one person, creating the person if new.
+
+        Idempotent: a photo whose bytes are already stored for this person is skipped. Photos that
+        cannot be read, or show no face or several faces (with detection), are skipped with a warning.
+        Everything is embedded first and written in one transaction.
+        """
+        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+            images = [images]
+        return self.enroll_many([(name, list(images))], detect, {name: metadata} if metadata else None,
+                                progress)[0]
+
+    def enroll_folder(self, root: str | os.PathLike, detect: str = "off",
+                      progress: bool = False) -> list[EnrollResult]:
+        """Enrol ``root/<Person Name>/<photos>``: one person per subfolder (junk files skipped)."""
+        folder = discover(root)
+        by_person: dict[int, list[Path]] = {}
+        for p, label in zip(folder.paths, folder.labels):
+            by_person.setdefault(int(label), []).append(p)
+        return self.enroll_many([(folder.names[i], by_person[i]) for i in sorted(by_person)], detect,
+                                progress=progress)
+
+    def enroll_many(self, people: Sequence[tuple[str, Sequence[ImageLike]]], detect: str = "off",
+                    metadata: dict[str, dict] | None = None, progress: bool = False) -> list[EnrollResult]:
+        """Enrol several people; photos of many people are decoded and embedded in shared batches,
+        and each person is written in its own transaction as soon as their photos are embedded."""
+        from tqdm import tqdm
+
+        merged: dict[str, list[ImageLike]] = {}
+        for name, images in people:  # a name given twice is one person
+            merged.setdefault(check_name(name), []).extend(images)
+        embedder = self.embedder
+        results: list[EnrollResult] = []
+        bar = tqdm(total=sum(len(imgs) for imgs in merged.values()), unit="photo", disable=not progress,
+                   dynamic_ncols=True, desc="enrol")
+        chunk: list[tuple[str, Sequence[ImageLike]]] = []
+        pending = 0
+        for i, person in enumerate(merged.items()):
+            chunk.append(person)
+            pending += len(person[1])
+            if pending >= BATCH or i == len(merged) - 1:
+                results += self._enroll_chunk(chunk, detect, metadata or {}, embedder, bar)
+                chunk, pending = [], 0
+        bar.close()
+        return results
+
+    def _enroll_chunk(self, people: list[tuple[str, Sequence[ImageLike]]], detect: str,
+                      metadata: dict[str, dict], embedder: Embedder, bar: Any) -> list[EnrollResult]:
+        results, crops, owners = [], [], []
+        for name, images in people:
+            res = EnrollResult(name)
+            ident = self.store.identity_id(name)
+            known = self.store.photo_hashes(ident) if ident is not None else set()
+            rows = []
+            for item, sha, faces in self._faces(list(images), detect, with_hash=True, known=known):
+                bar.update(1)
+                where = Path(item) if not isinstance(item, np.ndarray) else Path("<array>")
+                if sha in known:
+                    res.duplicates += 1
+                elif faces is None:
+                    res.rejected += 1
+                elif len(faces) != 1:
+                    warn_skip(where, "no face found" if not faces else
+                              f"{len(faces)} faces found; enrol photos showing only this person")
+                    res.rejected += 1
+                else:
+                    known.add(sha)
+                    source = None if isinstance(item, np.ndarray) else str(Path(item).resolve())
+                    rows.append((source, sha, detect))
+                    crops.append(faces[0].crop)
+            owners.append(rows)
+            results.append(res)
+        emb = embedder.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        start = 0
+        for (name, _), rows, res in zip(people, owners, results):
+            vectors = emb[start:start + len(rows)]
+            start += len(rows)
+            if rows:
+                self._write_person(name, rows, vectors, metadata.get(name), embedder)
+                res.added = len(rows)
+        return results
+
+    def _write_person(self, name: str, rows: list[tuple[str | None, str, str]], vectors: np.ndarray,
+                      metadata: dict | None, embedder: Embedder) -> None:
+        """One person's new photos in one transaction (identity, photos, embeddings, centroid)."""
+        before = self.store.generation()
+        with self.store.transaction():
+            self._record_model(embedder, vectors.shape[1])
+            ident = self.store.identity_id(name)
+            if ident is None:
+                ident = self.store.add_identity(name, metadata)
+            elif metadata:
+                self.store.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), ident))
+            self.store.add_photos(ident, rows, vectors)
+            self.store.update_centroid(ident)
+        self._after_write(before, [ident])
+
+    def enroll_embeddings(self, names: Sequence[str], embeddings: np.ndarray,
+                          embedder: Embedder | None = None) -> int:
+        """Bulk path: precomputed embeddings of new people (rows sharing a name are one person's photos),
+        written in one transaction. ``embedder`` names the model that made them (default: the gallery's).
+        Returns the number of people added."""
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(names):
+            raise UserError(f"enroll_embeddings: {len(names)} names for embeddings of shape {embeddings.shape}")
+        model = self._check_model(embedder) if embedder is not None else self.embedder
+        dim = self.store.dimension
+        if dim is not None and self.store.count("photos") and dim != embeddings.shape[1]:
+            raise UserError(f"{self.path}: stores {dim}-d embeddings, not {embeddings.shape[1]}-d")
+        with self.store.transaction():
+            self._record_model(model, embeddings.shape[1])
+            added = self.store.bulk_insert(list(names), embeddings)
+        self._index = None  # rebuilt at the next search
+        return added
+
+    # ----- managing -------------------------------------------------------------------------------
+    def people(self) -> list[Person]:
+        """Everyone enrolled, sorted by name, with photo counts."""
+        return self.store.people()
+
+    def remove(self, name: str, photo: ImageLike | None = None) -> int:
+        """Remove a person, or only one of their photos (by path, or by content if the file still exists).
+        Returns the number of photos removed."""
+        ident = self.store.require_identity(name)
+        before = self.store.generation()
+        with self.store.transaction():
+            if photo is None:
+                removed = len(self.store.photos(ident))
+                self.store.conn.execute("DELETE FROM identities WHERE id=?", (ident,))
+            else:
+                keys = [str(Path(photo).resolve())] if not isinstance(photo, np.ndarray) else []
+                if isinstance(photo, np.ndarray):
+                    keys.append(sha256_of(photo))
+                elif Path(photo).is_file():
+                    keys.append(sha256_of(Path(photo).read_bytes()))
+                hit = [p.id for p in self.store.photos(ident) if p.source in keys or p.sha256 in keys]
+                if not hit:
+                    raise UserError(f"{photo}: not a stored photo of {name!r}")
+                self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(i,) for i in hit])
+                self.store.update_centroid(ident)
+                removed = len(hit)
+        self._after_write(before, [ident])
+        return removed
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a person (the new name must be free)."""
+        check_name(new)
+        ident = self.store.require_identity(old)
+        if self.store.identity_id(new) is not None:
+            raise UserError(f"{new!r}: already enrolled in {self.path}")
+        with self.store.transaction(bump=False):
+            self.store.conn.execute("UPDATE identities SET name=? WHERE id=?", (new, ident))
+
+    # ----- search ---------------------------------------------------------------------------------
+    def _index_file(self, generation: int) -> Path:
+        """Side file of the IVF index, named by the gallery generation it reflects (stale ones are ignored
+        and removed): reading it back is far faster than retraining at a million people."""
+        return self.path.with_name(f"{self.path.name}.index-{generation}")
+
+    def _save_index(self) -> None:
+        assert isinstance(self._index, IVFIndex)
+        target = self._index_file(self._index_gen)
+        try:
+            self._index.save(target)
+            self._index_saved = True
+        except (OSError, RuntimeError) as e:  # a read-only folder only costs speed next time
+            warnings.warn(f"search index not saved beside {self.path}: {e}")
+            return
+        for old in self.path.parent.glob(f"{self.path.name}.index-*"):
+            if old != target:
+                old.unlink(missing_ok=True)
+
+    def _load_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, centroids) streamed from the store into one preallocated array (no second copy)."""
+        n, dim = self.store.count("centroids"), self.store.dimension or 0
+        ids, vectors = np.empty(n, np.int64), np.empty((n, dim), np.float32)
+        cur = self.store.conn.execute("SELECT identity, vector FROM centroids ORDER BY identity")
+        i = 0
+        while rows := cur.fetchmany(65536):
+            ids[i:i + len(rows)] = [r[0] for r in rows]
+            vectors[i:i + len(rows)] = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dim)
+            i += len(rows)
+        return ids, vectors
+
+    def _refresh(self) -> ExactIndex | IVFIndex:
+        """The search index for the current gallery, reloaded only when another process has written."""
+        version = self.store.data_version()
+        gen = self.store.generation()
+        grown = False
+        if self._index is not None and (version == self._data_version or gen == self._index_gen):
+            self._data_version = version
+            grown = len(self._index) > (ix.EXACT_MAX if isinstance(self._index, ExactIndex)
+                                        else ix.RETRAIN_GROWTH * self._index.trained_on)
+            if not grown:
+                return self._index
+        self._data_version = version
+        side = self._index_file(gen)
+        if side.is_file() and not grown and self.store.count("centroids") > ix.EXACT_MAX:
+            self._index, self._index_saved = IVFIndex.load(side), True
+        else:
+            ids, vectors = self._load_centroids()
+            self._index = ix.build_index(ids, vectors)
+            self._index_saved = False
+        self._index_gen = gen
+        return self._index
+
+    def _after_write(self, before: int, changed: list[int]) -> None:
+        """Bring the in-memory index up to date with our own write (or drop it if others wrote too)."""
+        self._cal = None
+        if self._index is None:
+            return
+        if before != self._index_gen:
+            self._index = None
+            return
+        rows = self.store.conn.execute(
+            f"SELECT identity, vector FROM centroids WHERE identity IN ({','.join('?' * len(changed))})",
+            changed).fetchall()
+        self._index.remove(np.array(changed, np.int64))
+        if rows:
+            self._index.upsert(np.array([r[0] for r in rows], np.int64),
+                               np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
+        self._index_gen = self.store.generation()
+        self._index_saved = False
+
+    def search(self, embeddings: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """(identity ids, squared distances) of the k nearest centroids per row; -1/inf pad."""
+        return self._refresh().search(np.atleast_2d(embeddings), k)
+
+    # ----- threshold ------------------------------------------------------------------------------
+    def _settings(self) -> tuple[float | None, float | None]:
+        """(target FAR or None for equal-error, raw threshold or None) from meta."""
+        mode = self.store.meta("threshold_mode", "far")
+        far = float(self.store.meta("target_far", str(th.DEFAULT_FAR)))
+        raw = self.store.meta("threshold_raw")
+        return (None if mode == "eer" else far), (float(raw) if mode == "raw" and raw else None)
+
+    def calibration(self) -> th.Calibration:
+        """The current calibration, cached in memory and in meta until the gallery changes."""
+        gen = self.store.generation()
+        far, raw = self._settings()
+        method = "raw" if raw is not None else ("eer" if far is None else f"far={far:g}")
+        key = (gen, method, raw)
+        if self._cal is not None and (self._cal.generation, self._cal.method, self._raw_of(self._cal)) == key:
+            return self._cal
+        cached = self.store.meta("calibration")
+        cal = th.Calibration.from_json(json.loads(cached)) if cached else None
+        if cal is None or (cal.generation, cal.method, self._raw_of(cal)) != key:
+            cal = self._calibrate(far, raw)
+            cal.generation = gen
+            try:
+                with self.store.transaction(bump=False):
+                    self.store.set_meta("calibration", json.dumps(cal.to_json()))
+            except sqlite3.OperationalError:
+                pass  # read-only gallery: recomputed next time
+        self._cal = cal
+        return cal
+
+    @staticmethod
+    def _raw_of(cal: th.Calibration) -> float | None:
+        return cal.identify.threshold if cal.method == "raw" else None
+
+    def _calibrate(self, far: float | None, raw: float | None) -> th.Calibration:
+        """Calibrate on whole people drawn at random (seeded) up to ``th.MAX_SAMPLES`` photos."""
+        people = self.store.conn.execute(
+            "SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall() \
+            if self.store.count("centroids") <= th.MAX_SAMPLES else None
+        if people is None:  # large: sample people first, then read only theirs
+            all_ids = np.array([r[0] for r in self.store.conn.execute("SELECT identity FROM centroids")])
+            pick = np.random.default_rng(0).permutation(all_ids)[:th.MAX_SAMPLES // 2].tolist()
+            people = []
+            for s in range(0, len(pick), 900):
+                chunk = pick[s:s + 900]
+                people += self.store.conn.execute(
+                    f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall()
+        total = self.store.count("centroids")
+        cent = {r[0]: (r[1], np.frombuffer(r[2], np.float32)) for r in people}
+        order = np.random.default_rng(0).permutation(sorted(cent))
+        chosen, photos = [], 0
+        for ident in order:
+            if photos >= th.MAX_SAMPLES:
+                break
+            chosen.append(int(ident))
+            photos += cent[ident][0]
+        labels, emb = self.store.embeddings(chosen) if chosen else (np.zeros(0, np.int64), np.zeros((0, 0)))
+        model_thr = self._model_threshold()
+        if not len(emb):
+            return th.calibrate(emb, labels, emb, np.zeros(0), self.search, total, model_thr, far, raw)
+        own_c = np.stack([cent[int(l)][1] for l in labels])
+        own_n = np.array([cent[int(l)][0] for l in labels])
+        return th.calibrate(emb, labels, own_c, own_n, self.search, total, model_thr, far, raw)
+
+    def _model_threshold(self) -> float | None:
+        """The model's own calibrated threshold, for galleries too small to calibrate."""
+        try:
+            return self.embedder.threshold
+        except UserError:
+            return None
+
+    def set_threshold(self, far: float | None = None, raw: float | None = None, eer: bool = False
+                      ) -> th.Calibration:
+        """Choose how the unknown threshold is set: a target false-accept rate, the equal-error point,
+        or a raw squared distance. Stored in the gallery; returns the resulting calibration."""
+        if sum(x is not None and x is not False for x in (far, raw, eer or None)) != 1:
+            raise UserError("give exactly one of a target FAR, a raw threshold, or equal-error")
+        if far is not None and not 0 < far < 1:
+            raise UserError(f"{far}: a target false-accept rate must be between 0 and 1")
+        if raw is not None and not 0 <= raw <= 4:
+            raise UserError(f"{raw}: a squared distance between unit vectors lies in [0, 4]")
+        with self.store.transaction(bump=False):
+            self.store.set_meta("threshold_mode", "eer" if eer else ("raw" if raw is not None else "far"))
+            if far is not None:
+                self.store.set_meta("target_far", repr(far))
+            if raw is not None:
+                self.store.set_meta("threshold_raw", repr(raw))
+        self._cal = None
+        return self.calibration()
+
+    # ----- identify and verify --------------------------------------------------------------------
+    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
+                            threshold: float | None = None) -> list[Identification]:
+        """Identify precomputed embeddings (one per face) against the gallery."""
+        if not self.store.count("centroids"):
+            raise UserError(f"{self.path}: no one is enrolled yet")
+        ids, dist = self.search(embeddings, top_k)
+        names = self.store.names_of(ids)
+        cal = self.calibration().identify
+        thr = cal.threshold if threshold is None else threshold
+        scores = cal.score(dist[:, 0])
+        out = []
+        for row_ids, row_d, score in zip(ids, dist, scores):
+            cands = [Candidate(names[int(i)], round(float(d), 6)) for i, d in zip(row_ids, row_d) if i >= 0]
+            nearest = cands[0]
+            out.append(Identification(nearest.name if nearest.distance <= thr else None, nearest.distance,
+                                      round(float(score), 6), cands))
+        return out
+
+    def identify(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5,
+                 threshold: float | None = None) -> Identification | list[Identification]:
+        """Who is in a face crop (path or RGB array), or in each of a batch (list, or (N, H, W, 3))."""
+        single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+        batch = [images] if single else list(images)
+        res = self.identify_embeddings(self._embed_crops(batch), top_k, threshold)
+        return res[0] if single else res
+
+    def _embed_crops(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Embeddings of whole-image face crops; an unreadable one is an error (the caller chose it)."""
+        crops = [np.asarray(i, np.uint8) if isinstance(i, np.ndarray) else read_faces(i)[0].crop for i in images]
+        return self.embedder.embed(crops)
+
+    def verify(self, a: ImageLike, b: ImageLike) -> Verification:
+        """Whether two face crops show the same person, with the calibrated photo-vs-photo threshold."""
+        ea, eb = self._embed_crops([a, b])
+        d = float(((ea - eb) ** 2).sum())
+        fit = self.calibration().verify
+        return Verification(d <= fit.threshold, round(d, 6), round(float(fit.score(d)), 6), fit.threshold)
+
+    def answer_photos(self, inputs: Sequence[str | os.PathLike], top_k: int = 5, detect: str = "off",
+                      threshold: float | None = None, progress: bool = False) -> list[dict]:
+        """The shared answer shape (:mod:`facegallery.answers`) plus ``score`` per face, for photo files
+        and folders; unreadable files are skipped with a warning."""
+        from tqdm import tqdm
+
+        paths = list(iter_images(inputs))
+        thr = self.calibration().identify.threshold if threshold is None else threshold
+        results = []
+        bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify")
+        for s in range(0, len(paths), BATCH):
+            decoded = [(p, faces) for p, _, faces in self._faces(paths[s:s + BATCH], detect, with_hash=False)
+                       if faces is not None]
+            flat = [f for _, faces in decoded for f in faces]
+            found = self.identify_embeddings(self.embedder.embed([f.crop for f in flat]), top_k, thr) \
+                if flat else []
+            it = iter(found)
+            for path, faces in decoded:
+                answers = []
+                for face in faces:
+                    r = next(it)
+                    answers.append(face_answer(face, [c.name for c in r.candidates], np.arange(len(r.candidates)),
+                                               np.array([c.distance for c in r.candidates]), thr, r.score,
+                                               with_detection=detect != "off"))
+                results.append({"path": str(path), "faces": answers})
+            bar.update(min(BATCH, len(paths) - s))
+        bar.close()
+        return results
+
+    # ----- export, import, re-embed ---------------------------------------------------------------
+    def export_to(self, out: str | os.PathLike) -> Path:
+        """Write a portable ``.npz`` (numeric arrays plus one JSON string; no pickle): embeddings,
+        the person of each, and the people, photos and model as JSON. Refuses to overwrite."""
+        out = Path(out)
+        if out.exists():
+            raise UserError(f"{out}: already exists (choose another name)")
+        people = self.store.people()
+        pos = {p.id: i for i, p in enumerate(people)}
+        photos = self.store.photos()
+        labels, emb = self.store.embeddings()
+        info = {"format": EXPORT_FORMAT, "model_name": self.store.meta("model_name"),
+                "model_ref": self.store.meta("model_ref"), "model_fingerprint": self.store.meta("model_fingerprint"),
+                "dimension": self.store.dimension,
+                "threshold": {k: self.store.meta(k) for k in ("threshold_mode", "target_far", "threshold_raw")},
+                "people": [{"name": p.name, "metadata": p.metadata, "created": p.created} for p in people],
+                "photos": [{"source": p.source, "sha256": p.sha256, "detect": p.detect} for p in photos]}
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, embeddings=emb.astype(np.float32), person=np.array([pos[int(l)] for l in labels], np.int64),
+                     info=np.array(json.dumps(info)))
+        os.replace(tmp, out)
+        return out
+
+    def import_from(self, path: str | os.PathLike) -> list[EnrollResult]:
+        """Merge an export into this gallery in one transaction (people by name; photos already stored
+        are skipped, so importing twice changes nothing). The models must match, unless this gallery
+        has no photos yet, in which case it adopts the export's model."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                emb, person, info = z["embeddings"], z["person"], json.loads(str(z["info"]))
+            people, photos = info["people"], info["photos"]
+            ok = emb.ndim == 2 and len(emb) == len(person) == len(photos) and \
+                (len(person) == 0 or 0 <= person.min() <= person.max() < len(people))
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"{path}: not a facegallery export ({e.__class__.__name__})") from None
+        if not ok or info.get("format") != EXPORT_FORMAT:
+            raise UserError(f"{path}: not a facegallery export (inconsistent arrays or format)")
+        for p in people:
+            check_name(p["name"])
+        mine = self.store.meta("model_fingerprint")
+        if self.store.count("photos") and mine != info["model_fingerprint"]:
+            raise UserError(f"{path}: made with model {info['model_name']} ({info['model_fingerprint']}), this "
+                            f"gallery uses {self.store.meta('model_name')} ({mine}); import into a new gallery "
+                            "and `facegallery reembed` it")
+        results = [EnrollResult(p["name"]) for p in people]
+        before = self.store.generation()
+        changed = []
+        with self.store.transaction():
+            for key in ("model_name", "model_ref", "model_fingerprint"):
+                self.store.set_meta(key, info[key])
+            self.store.set_meta("dimension", str(emb.shape[1]))
+            for i, p in enumerate(people):
+                rows = np.flatnonzero(person == i)
+                ident = self.store.identity_id(p["name"])
+                if ident is None:
+                    ident = self.store.add_identity(p["name"], p["metadata"])
+                known = self.store.photo_hashes(ident)
+                new = [r for r in rows if photos[r]["sha256"] not in known]
+                results[i].duplicates = len(rows) - len(new)
+                results[i].added = len(new)
+                if new:
+                    self.store.add_photos(ident, [(photos[r]["source"], photos[r]["sha256"], photos[r]["detect"])
+                                                  for r in new], emb[new])
+                    self.store.update_centroid(ident)
+                    changed.append(ident)
+        self._after_write(before, changed or [-1])
+        self._embedder = None
+        return results
+
+    def reembed(self, model: str | os.PathLike | Embedder, drop_missing: bool = False,
+                progress: bool = False) -> ReembedReport:
+        """Re-embed every stored photo from its source file with ``model`` and make it the gallery's model,
+        in one transaction. Photos whose source is gone or changed (or that were enrolled from arrays)
+        are reported; unless ``drop_missing`` nothing is changed then."""
+        from tqdm import tqdm
+
+        new = self._load(model)
+        photos = self.store.photos()
+        usable, missing = [], []
+        for p in photos:
+            if p.source is None or not Path(p.source).is_file():
+                missing.append((p, "source gone" if p.source else "enrolled from an array"))
+            elif sha256_of(Path(p.source).read_bytes()) != p.sha256:
+                missing.append((p, "source changed since enrolment"))
+            else:
+                usable.append(p)
+        crops, kept = [], []
+        bar = tqdm(total=len(usable), unit="photo", disable=not progress, dynamic_ncols=True, desc="reembed")
+        for detect in sorted({p.detect for p in usable}):
+            group = [p for p in usable if p.detect == detect]
+            for p, (_, _, faces) in zip(group, self._faces([p.source for p in group], detect, with_hash=False)):
+                bar.update(1)
+                if faces is None or len(faces) != 1:
+                    missing.append((p, "unreadable now" if faces is None else f"{len(faces)} faces now"))
+                else:
+                    crops.append(faces[0].crop)
+                    kept.append(p)
+        bar.close()
+        for p, why in missing:
+            warnings.warn(f"cannot re-embed {p.source or '<array>'} ({why})")
+        if missing and not drop_missing:
+            raise UserError(f"{self.path}: {len(missing)} photo(s) cannot be re-embedded (see warnings); "
+                            "nothing changed. Restore them, or pass --drop-missing to drop them")
+        emb = new.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        self._model_arg = model
+        with self.store.transaction():
+            self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(p.id,) for p, _ in missing])
+            self.store.replace_embeddings([p.id for p in kept], emb)
+            for key, value in (("model_name", new.name), ("model_ref", _model_ref(model)),
+                               ("model_fingerprint", new.fingerprint)):
+                self.store.set_meta(key, value)
+            if len(emb):
+                self.store.set_meta("dimension", str(emb.shape[1]))
+            for ident in {p.identity for p in photos}:
+                self.store.update_centroid(ident)
+        self._embedder, self._index, self._cal = new, None, None
+        return ReembedReport(len(kept), [p.source or "<array>" for p, _ in missing])

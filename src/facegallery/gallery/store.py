@@ -1,0 +1,367 @@
+"""The gallery on disk: one SQLite file (WAL journal, foreign keys, full sync).
+
+Tables: ``identities`` (unique name, metadata JSON, created), ``photos`` (identity, source path, content
+sha256, detect mode; unique per identity + hash), ``embeddings`` (one float32 BLOB per photo),
+``centroids`` (mean embedding per identity, rewritten in the same transaction as every change) and
+``meta`` (schema version, model name/reference/fingerprint, dimension, threshold settings, calibration
+cache, and a ``generation`` counter bumped by every write to photos or embeddings, so caches such as
+the search index and the calibration can tell they are stale).
+
+Every change runs in one ``BEGIN IMMEDIATE`` transaction: it is committed whole or not at all, so a crash
+or Ctrl-C never leaves half a person, and a committed write survives the process (``synchronous=FULL``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from facegallery.errors import UserError
+
+SCHEMA_VERSION = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+MAX_NAME = 200
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE identities (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    metadata TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE photos (
+    id INTEGER PRIMARY KEY,
+    identity INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    source TEXT,
+    sha256 TEXT NOT NULL,
+    detect TEXT NOT NULL DEFAULT 'off',
+    added REAL NOT NULL,
+    UNIQUE (identity, sha256)
+);
+CREATE TABLE embeddings (
+    photo INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
+    dim INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE centroids (
+    identity INTEGER PRIMARY KEY REFERENCES identities(id) ON DELETE CASCADE,
+    count INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+"""
+
+
+def check_name(name: str) -> str:
+    """A person's name, or a one-line error: names become folder names and table keys, so empty names,
+    path separators, non-printable characters, '.'/'..' and surrounding spaces are refused."""
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{name!r}: a person's name cannot be empty")
+    if name != name.strip():
+        raise UserError(f"{name!r}: a person's name cannot start or end with spaces")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise UserError(f"{name!r}: a person's name cannot contain a path separator or be '.'/'..'")
+    if not name.isprintable():  # control and format characters, line/paragraph separators, odd spaces
+        raise UserError(f"{name!r}: a person's name cannot contain control characters")
+    if len(name) > MAX_NAME:
+        raise UserError(f"{name[:40]!r}...: a person's name is limited to {MAX_NAME} characters")
+    return name
+
+
+def sha256_of(data: bytes | np.ndarray) -> str:
+    """Content hash of a photo file's bytes, or of an array's shape, dtype and bytes."""
+    if isinstance(data, np.ndarray):
+        h = hashlib.sha256(f"{data.shape}{data.dtype}".encode())
+        h.update(np.ascontiguousarray(data).tobytes())
+        return h.hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def _blob(v: np.ndarray) -> bytes:
+    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
+
+def _rows(blobs: list[bytes], dim: int) -> np.ndarray:
+    """Float32 BLOBs -> (N, dim) array in one copy."""
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+
+
+@dataclass
+class Person:
+    """One enrolled identity as listed by :meth:`Store.people`."""
+
+    id: int
+    name: str
+    photos: int
+    created: float
+    metadata: dict | None
+
+
+@dataclass
+class Photo:
+    """One stored photo (its embedding lives in ``embeddings``)."""
+
+    id: int
+    identity: int
+    source: str | None
+    sha256: str
+    detect: str
+
+
+class Store:
+    """Typed access to a gallery file. Open with :meth:`open`; writes go through :meth:`transaction`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    # ----- opening --------------------------------------------------------------------------------
+    @staticmethod
+    def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL after big transactions
+        return conn
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, create: bool = False) -> "Store":
+        """Open ``path``; a missing file is an error unless ``create``. Files that are not galleries
+        (not SQLite, no ``meta`` table, newer schema) are refused with one line, never modified."""
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise UserError(f"{path}: no such gallery (create it with --create, "
+                                "or Gallery.open(path, create=True))")
+            cls._create(path)
+        elif not path.is_file():
+            raise UserError(f"{path}: not a gallery file (it is a folder)")
+        with open(path, "rb") as f:
+            if f.read(16) != SQLITE_HEADER:
+                raise UserError(f"{path}: not a facegallery gallery (not an SQLite file)")
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
+        try:  # look before configuring: WAL mode would rewrite the header of someone else's file
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() \
+                if "meta" in tables else None
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise UserError(f"{path}: corrupt gallery file ({e})") from None
+        if not {"meta", "identities", "photos", "embeddings", "centroids"} <= tables:
+            conn.close()
+            raise UserError(f"{path}: not a facegallery gallery (missing tables)")
+        version = int(row[0]) if row else None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise UserError(f"{path}: gallery schema version {version}, this facegallery reads "
+                            f"{SCHEMA_VERSION}")
+        cls._configure(conn)
+        return cls(conn, path)
+
+    @classmethod
+    def _create(cls, path: Path) -> None:
+        """Write an empty gallery beside ``path`` and move it into place, so a crash during creation
+        never leaves a half-initialised file under the real name."""
+        if not path.parent.is_dir():
+            raise UserError(f"{path}: folder {path.parent} does not exist")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.executescript(_SCHEMA)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                             [("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())),
+                              ("generation", "0")])
+        finally:
+            conn.close()
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file and close."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass  # another connection is reading; its own close will checkpoint
+        self.conn.close()
+
+    # ----- transactions and meta ------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, bump: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (committed whole, or rolled back on any exception, Ctrl-C included).
+        With ``bump`` (any change to photos, embeddings or centroids) it bumps ``generation``."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if bump:
+                self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or with None delete) a meta entry; call inside :meth:`transaction`."""
+        if value is None:
+            self.conn.execute("DELETE FROM meta WHERE key=?", (key,))
+        else:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    def generation(self) -> int:
+        """Bumped by every committed change to photos/embeddings/centroids, by any process."""
+        return int(self.meta("generation", "0"))
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (SQLite's cheap 'has anyone else written?')."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # ----- reading --------------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int | None:
+        d = self.meta("dimension")
+        return int(d) if d is not None else None
+
+    def identity_id(self, name: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def require_identity(self, name: str) -> int:
+        """The id of ``name``, or a one-line error."""
+        ident = self.identity_id(name)
+        if ident is None:
+            raise UserError(f"{name!r}: no such person in {self.path}")
+        return ident
+
+    def people(self) -> list[Person]:
+        """Everyone enrolled, by name, with photo counts."""
+        rows = self.conn.execute(
+            "SELECT i.id, i.name, COUNT(p.id), i.created, i.metadata FROM identities i "
+            "LEFT JOIN photos p ON p.identity = i.id GROUP BY i.id ORDER BY i.name")
+        return [Person(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None) for r in rows]
+
+    def count(self, table: str) -> int:
+        assert table in ("identities", "photos", "centroids")
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def names_of(self, ids: np.ndarray | list[int]) -> dict[int, str]:
+        """Names of identity ids (looked up on demand, so a million names need not sit in memory)."""
+        uniq = sorted({int(i) for i in np.asarray(ids).ravel() if i >= 0})
+        out: dict[int, str] = {}
+        for s in range(0, len(uniq), 900):
+            chunk = uniq[s:s + 900]
+            q = f"SELECT id, name FROM identities WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update(self.conn.execute(q, chunk).fetchall())
+        return out
+
+    def photos(self, identity: int | None = None) -> list[Photo]:
+        q = "SELECT id, identity, source, sha256, detect FROM photos"
+        rows = self.conn.execute(q + " WHERE identity=? ORDER BY id", (identity,)) if identity is not None \
+            else self.conn.execute(q + " ORDER BY id")
+        return [Photo(*r) for r in rows]
+
+    def photo_hashes(self, identity: int) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT sha256 FROM photos WHERE identity=?", (identity,))}
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(identity ids int64, photo counts int64, centroids float32 (N, D)) ordered by id."""
+        rows = self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        counts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, counts, _rows([r[2] for r in rows], self.dimension or 0)
+
+    def embeddings(self, identities: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(identity id per photo, embeddings (P, D)) of all photos or those of ``identities``."""
+        q = "SELECT p.identity, e.vector FROM photos p JOIN embeddings e ON e.photo = p.id"
+        if identities is None:
+            rows = self.conn.execute(q + " ORDER BY p.id").fetchall()
+        else:
+            rows = []
+            for s in range(0, len(identities), 900):
+                chunk = list(identities[s:s + 900])
+                rows += self.conn.execute(q + f" WHERE p.identity IN ({','.join('?' * len(chunk))}) "
+                                          "ORDER BY p.id", chunk).fetchall()
+        labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return labels, _rows([r[1] for r in rows], self.dimension or 0)
+
+    # ----- writing (inside a transaction) ---------------------------------------------------------
+    def add_identity(self, name: str, metadata: dict | None = None) -> int:
+        cur = self.conn.execute("INSERT INTO identities (name, metadata, created) VALUES (?, ?, ?)",
+                                (check_name(name), json.dumps(metadata) if metadata else None, time.time()))
+        return int(cur.lastrowid)
+
+    def add_photos(self, identity: int, photos: list[tuple[str | None, str, str]], vectors: np.ndarray) -> None:
+        """Insert photos ``(source, sha256, detect)`` with their embedding rows."""
+        now = time.time()
+        for (source, sha, detect), v in zip(photos, vectors):
+            cur = self.conn.execute("INSERT INTO photos (identity, source, sha256, detect, added) "
+                                    "VALUES (?, ?, ?, ?, ?)", (identity, source, sha, detect, now))
+            self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), _blob(v)))
+
+    def update_centroid(self, identity: int) -> None:
+        """Recompute one identity's centroid exactly from its stored embeddings (no drift)."""
+        _, emb = self.embeddings([identity])
+        if len(emb):
+            c = emb.astype(np.float64).mean(0).astype(np.float32)
+            self.conn.execute("INSERT OR REPLACE INTO centroids VALUES (?, ?, ?)", (identity, len(emb), _blob(c)))
+        else:
+            self.conn.execute("DELETE FROM centroids WHERE identity=?", (identity,))
+
+    def replace_embeddings(self, photo_ids: list[int], vectors: np.ndarray) -> None:
+        self.conn.executemany("UPDATE embeddings SET dim=?, vector=? WHERE photo=?",
+                              [(len(v), _blob(v), int(p)) for p, v in zip(photo_ids, vectors)])
+
+    def bulk_insert(self, names: list[str], vectors: np.ndarray) -> int:
+        """Many precomputed embeddings at once (rows sharing a name are one person's photos), in the
+        caller's transaction, with ``executemany`` and ids assigned here. Names must all be new.
+        Returns the number of identities added."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        uniq, inverse = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
+        for n in uniq:
+            check_name(str(n))
+        first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM identities").fetchone()[0]) + 1
+        now = time.time()
+        try:
+            self.conn.executemany("INSERT INTO identities (id, name, metadata, created) VALUES (?, ?, NULL, ?)",
+                                  ((first + i, str(n), now) for i, n in enumerate(uniq)))
+        except sqlite3.IntegrityError:
+            taken = [str(n) for n in uniq if self.identity_id(str(n)) is not None][:3]
+            raise UserError(f"already enrolled in {self.path}: {', '.join(taken)} (bulk enrolment adds "
+                            "new people only)") from None
+        dim = vectors.shape[1]
+        raw = vectors.tobytes()
+        blobs = [raw[i * dim * 4:(i + 1) * dim * 4] for i in range(len(vectors))]
+        hashes = [hashlib.sha256(b).hexdigest() for b in blobs]
+        seen: set[tuple[int, str]] = set()
+        keep = [i for i, key in enumerate(zip(inverse.tolist(), hashes)) if not (key in seen or seen.add(key))]
+        if len(keep) < len(blobs):  # the same vector twice for one person is one photo
+            blobs, hashes = [blobs[i] for i in keep], [hashes[i] for i in keep]
+            vectors, inverse = vectors[keep], inverse[keep]
+        first_photo = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM photos").fetchone()[0]) + 1
+        self.conn.executemany(
+            "INSERT INTO photos (id, identity, source, sha256, detect, added) VALUES (?, ?, NULL, ?, 'off', ?)",
+            ((first_photo + i, first + int(l), h, now) for i, (l, h) in enumerate(zip(inverse, hashes))))
+        self.conn.executemany("INSERT INTO embeddings VALUES (?, ?, ?)",
+                              ((first_photo + i, dim, b) for i, b in enumerate(blobs)))
+        counts = np.bincount(inverse, minlength=len(uniq))
+        if (counts == 1).all():  # one row per person: the centroid is that row
+            cents = np.empty_like(vectors)
+            cents[inverse] = vectors
+        else:
+            sums = np.zeros((len(uniq), dim), np.float64)
+            np.add.at(sums, inverse, vectors)
+            cents = (sums / counts[:, None]).astype(np.float32)
+        self.conn.executemany("INSERT INTO centroids VALUES (?, ?, ?)",
+                              ((first + i, int(counts[i]), cents[i].tobytes()) for i in range(len(uniq))))
+        return len(uniq)

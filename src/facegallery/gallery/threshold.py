@@ -1,0 +1,192 @@
+"""The unknown threshold and the score, calibrated per gallery from its own enrolled photos.
+
+Method (identification, a photo against centroids):
+- genuine distances: leave-one-out, each photo of a person with >= 2 photos against that person's
+  centroid computed without it (what a new photo of an enrolled person looks like);
+- impostor distances: each photo against the nearest centroid of the *other* people (what a person who
+  is not enrolled looks like: the nearest stranger);
+- threshold: for a target false-accept rate (FAR, default 1%) the largest distance at which at most that
+  fraction of impostor distances is accepted (``distance <= threshold``), or the equal-error point where
+  FAR = FRR, or a raw value the user sets; the expected FAR and FRR at the threshold are the empirical
+  rates on these distances (coarse when there are fewer than 1/FAR impostors: reported with the counts).
+- score = P(genuine | distance) with equal priors, from a class-balanced logistic fit
+  ``score = 1 / (1 + exp(slope * (distance - midpoint)))`` on the genuine vs impostor distances: 0.5 at the
+  equal-likelihood point, the same meaning for every model because it is fitted on that model's own
+  distances. Verification (photo against photo) gets its own threshold and fit from genuine pairs (two
+  photos of a person) and impostor pairs (photos of two people).
+
+A gallery too small to calibrate (fewer than :data:`MIN_PEOPLE` people or :data:`MIN_SAMPLES` genuine
+or impostor distances) falls back to the model's own calibrated threshold, with the score's midpoint at
+that threshold and the slope :data:`FALLBACK_SLOPE`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+
+MIN_PEOPLE = 2
+MIN_SAMPLES = 10
+DEFAULT_FAR = 0.01
+#: Distances sampled at most per kind (a million-person gallery calibrates in seconds).
+MAX_SAMPLES = 20_000
+#: Score slope used without calibration data (per unit of squared distance): the score falls from
+#: 0.9 to 0.1 over +-0.15 around the threshold, about the genuine/impostor overlap of a trained model.
+FALLBACK_SLOPE = 15.0
+#: Distance used as threshold and score midpoint when neither gallery nor model is calibrated.
+UNCALIBRATED_THRESHOLD = 1.0
+
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Fit:
+    """A threshold with its expected error rates and the score's logistic parameters."""
+
+    threshold: float
+    far: float | None          # expected false-accept rate at ``threshold`` (None: not measurable)
+    frr: float | None          # expected false-reject rate
+    midpoint: float            # distance where score = 0.5
+    slope: float
+    genuine: int               # distances it was fitted on
+    impostors: int
+
+    def score(self, distance: np.ndarray | float) -> np.ndarray:
+        """P(genuine | distance) with equal priors, in [0, 1]."""
+        z = np.clip(self.slope * (np.asarray(distance, dtype=np.float64) - self.midpoint), -60, 60)
+        return 1.0 / (1.0 + np.exp(z))
+
+
+@dataclass
+class Calibration:
+    """The gallery's unknown threshold (photo vs centroid) and verification threshold (photo vs photo)."""
+
+    source: str                # 'gallery' (its own photos) or 'model' (fallback)
+    method: str                # 'far=0.01', 'eer' or 'raw'
+    identify: Fit
+    verify: Fit
+    generation: int = -1       # the gallery generation it was computed for
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Calibration":
+        return cls(d["source"], d["method"], Fit(**d["identify"]), Fit(**d["verify"]), d.get("generation", -1))
+
+
+def logistic_fit(genuine: np.ndarray, impostor: np.ndarray, ridge: float = 1e-6) -> tuple[float, float]:
+    """(midpoint, slope) of P(genuine | d) = 1 / (1 + exp(slope (d - midpoint))), by Newton's method on
+    the class-balanced log-loss with a small ridge on the slope (separable data stays finite)."""
+    d = np.concatenate([genuine, impostor]).astype(np.float64)
+    y = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
+    w = np.concatenate([np.full(len(genuine), 0.5 / len(genuine)), np.full(len(impostor), 0.5 / len(impostor))])
+    mu, sd = d.mean(), d.std() or 1.0
+    x = np.stack([np.ones_like(d), (d - mu) / sd], 1)
+    beta = np.zeros(2)
+    reg = np.diag([0.0, ridge])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -60, 60)))
+        grad = x.T @ (w * (p - y)) + reg @ beta
+        hess = (x * (w * p * (1 - p))[:, None]).T @ x + reg + 1e-12 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    a, b = beta  # logit = a + b (d - mu) / sd, with b < 0 when genuine distances are smaller
+    slope = -b / sd
+    midpoint = mu - a * sd / b if b != 0 else mu
+    return float(midpoint), float(slope)
+
+
+def error_rates(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(FAR, FRR) at ``threshold``: impostors accepted (<=), genuine rejected (>)."""
+    return float((impostor <= threshold).mean()), float((genuine > threshold).mean())
+
+
+def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, far: float | None) -> float:
+    """The largest threshold with empirical FAR <= ``far``; with ``far=None`` the equal-error point."""
+    imp = np.sort(impostor.astype(np.float64))
+    if far is not None:
+        allowed = int(np.floor(far * len(imp) + 1e-9))  # impostors that may be accepted
+        if allowed >= len(imp):
+            return float(imp[-1])
+        return float(np.nextafter(imp[allowed], -np.inf))
+    cands = np.unique(np.concatenate([genuine, impostor]).astype(np.float64))
+    far_at = np.searchsorted(imp, cands, side="right") / len(imp)
+    frr_at = 1.0 - np.searchsorted(np.sort(genuine), cands, side="right") / len(genuine)
+    return float(cands[int(np.argmin(np.abs(far_at - frr_at)))])
+
+
+def fit(genuine: np.ndarray, impostor: np.ndarray, far: float | None = DEFAULT_FAR,
+        raw: float | None = None) -> Fit:
+    """Threshold (raw, else for ``far``, else equal-error with ``far=None``), error rates and score."""
+    threshold = raw if raw is not None else choose_threshold(genuine, impostor, far)
+    fa, fr = error_rates(genuine, impostor, threshold)
+    mid, slope = logistic_fit(genuine, impostor)
+    return Fit(float(threshold), fa, fr, mid, slope, len(genuine), len(impostor))
+
+
+def fallback(model_threshold: float | None, raw: float | None = None) -> Fit:
+    """No calibration data: the model's threshold (or the user's raw one)."""
+    base = model_threshold if model_threshold is not None else UNCALIBRATED_THRESHOLD
+    return Fit(float(raw if raw is not None else base), None, None, float(base), FALLBACK_SLOPE, 0, 0)
+
+
+def identification_distances(emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray,
+                             own_count: np.ndarray, search: Search) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) photo-vs-centroid distances as described in the module docstring.
+
+    Row i is a photo of person ``labels[i]``, whose centroid (of ``own_count[i]`` photos, this one
+    included) is ``own_centroid[i]``; ``search(q, k) -> (person ids, distances)`` searches all centroids.
+    """
+    labels = np.asarray(labels)
+    multi = own_count >= 2
+    n = own_count[multi].astype(np.float64)[:, None]
+    loo = (own_centroid[multi] * n - emb[multi]) / (n - 1)
+    genuine = ((emb[multi] - loo) ** 2).sum(1)
+    impostor = np.empty(len(emb))
+    for s in range(0, len(emb), 1024):
+        ids, dist = search(emb[s:s + 1024], 2)
+        own = ids[:, 0] == labels[s:s + 1024]
+        impostor[s:s + 1024] = np.where(own, dist[:, 1], dist[:, 0])
+    return genuine.astype(np.float64), impostor[np.isfinite(impostor)]
+
+
+def pair_distances(emb: np.ndarray, labels: np.ndarray, max_samples: int = MAX_SAMPLES,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) photo-vs-photo distances: pairs of one person's photos, pairs of two people's."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    groups = [g for g in np.split(order, bounds) if len(g) >= 2]
+    pairs = [(g[i], g[j]) for g in groups for i in range(len(g)) for j in range(i + 1, len(g))]
+    if len(pairs) > max_samples:
+        pairs = [pairs[i] for i in rng.choice(len(pairs), max_samples, replace=False)]
+    genuine = np.array([((emb[a] - emb[b]) ** 2).sum() for a, b in pairs], dtype=np.float64)
+    if len(np.unique(labels)) < 2:
+        return genuine, np.zeros(0)
+    m = min(max_samples, len(emb) * (len(emb) - 1) // 2)
+    a, b = rng.integers(len(emb), size=(2, 4 * m))
+    keep = labels[a] != labels[b]
+    a, b = a[keep][:m], b[keep][:m]
+    impostor = ((emb[a] - emb[b]) ** 2).sum(1).astype(np.float64)
+    return genuine, impostor
+
+
+def calibrate(emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray, own_count: np.ndarray,
+              search: Search, people: int, model_threshold: float | None, far: float | None = DEFAULT_FAR,
+              raw: float | None = None) -> Calibration:
+    """The gallery's :class:`Calibration` (see module docstring) from a sample of its photos (arguments
+    as in :func:`identification_distances`; ``people`` enrolled in all). ``far=None`` means equal-error.
+    A raw threshold applies to identification only; verification keeps its ``far`` threshold."""
+    method = "raw" if raw is not None else ("eer" if far is None else f"far={far:g}")
+    if people >= MIN_PEOPLE and (own_count >= 2).sum() >= MIN_SAMPLES:
+        gen, imp = identification_distances(emb, labels, own_centroid, own_count, search)
+        pgen, pimp = pair_distances(emb, labels)
+        if min(len(gen), len(imp), len(pgen), len(pimp)) >= MIN_SAMPLES:
+            return Calibration("gallery", method, fit(gen, imp, far, raw), fit(pgen, pimp, far))
+    return Calibration("model", method, fallback(model_threshold, raw), fallback(model_threshold))

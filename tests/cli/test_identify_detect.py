@@ -1,0 +1,79 @@
+"""`facegallery identify` on ordinary photos: --detect modes, the answer per face, --annotate."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from facegallery.cli import main
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """group.jpg: the astronaut's face twice on a plain 640x480 background; crop.jpg: a small face-crop
+    sized image without a face; wall.jpg: a 400x300 photo without a face."""
+    astronaut = pytest.importorskip("skimage.data").astronaut()
+    face = Image.fromarray(astronaut[60:190, 155:285])
+    group = Image.new("RGB", (640, 480), (70, 90, 120))
+    group.paste(face.resize((200, 200)), (40, 60))
+    group.paste(face.resize((120, 120)), (420, 300))
+    d = tmp_path / "photos"
+    d.mkdir()
+    group.save(d / "group.jpg", quality=95)
+    Image.fromarray(np.full((100, 100, 3), 200, np.uint8)).save(d / "crop.jpg")
+    Image.fromarray(np.full((300, 400, 3), 30, np.uint8)).save(d / "wall.jpg")
+    return d
+
+
+def test_auto_is_the_default_and_answers_every_face(face_tree, tiny_model_dir, photos):
+    pytest.importorskip("dlib")
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--json", photos)
+    assert r.exit_code == 0, r.output
+    out = {p["path"].split("/")[-1]: p["faces"] for p in json.loads(r.stdout)}
+    group = out["group.jpg"]
+    assert len(group) == 2 and all(f["detected"] for f in group)
+    big, small = group
+    assert 40 < big["box"][0] < big["box"][2] < 240 and 420 < small["box"][0] < small["box"][2] < 540
+    for f in group:
+        assert len(f["landmarks"]) == 5 and f["detection_score"] > 0 and f["candidates"]
+        assert all(f["box"][0] < x < f["box"][2] and f["box"][1] < y < f["box"][3] for x, y in f["landmarks"])
+    (crop,) = out["crop.jpg"]
+    assert crop["detected"] is False and crop["box"] == [0.0, 0.0, 100.0, 100.0] and crop["landmarks"] is None
+    assert out["wall.jpg"] == []  # a photo with no face: an empty list, not an error
+
+
+def test_detect_off_takes_every_image_as_one_crop(face_tree, tiny_model_dir, photos):
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--json", photos)
+    out = json.loads(r.stdout)
+    assert [len(p["faces"]) for p in out] == [1, 1, 1]
+    assert all("detected" not in p["faces"][0] for p in out)
+    assert out[1]["faces"][0]["box"] == [0.0, 0.0, 640.0, 480.0]
+
+
+def test_text_output_says_when_no_face_is_found(face_tree, tiny_model_dir, photos):
+    pytest.importorskip("dlib")
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "on", photos / "wall.jpg")
+    assert r.exit_code == 0 and r.stdout.strip() == f"{photos / 'wall.jpg'}: no face found"
+
+
+def test_annotate_draws_boxes_and_names(face_tree, tiny_model_dir, photos, tmp_path):
+    pytest.importorskip("dlib")
+    out_dir = tmp_path / "annotated"
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--annotate", out_dir, "--json", photos)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out_dir.iterdir()) == ["crop.png", "group.png", "wall.png"]
+    original = np.asarray(Image.open(photos / "group.jpg").convert("RGB")).astype(int)
+    drawn = np.asarray(Image.open(out_dir / "group.png")).astype(int)
+    assert drawn.shape == original.shape
+    changed = np.abs(drawn - original).max(2) > 60
+    for f in json.loads(r.stdout)[1]["faces"]:
+        x0, y0, x1, y1 = (int(round(v)) for v in f["box"])
+        assert changed[y0:y1, x0 - 1:x0 + 2].any(1).mean() > 0.9  # the box's left edge is drawn
+    assert changed[400:, :300].mean() == 0  # nothing drawn away from the faces
+    wall = np.asarray(Image.open(out_dir / "wall.png")).astype(int)
+    assert np.abs(wall - 30).max() <= 2  # no face, nothing drawn

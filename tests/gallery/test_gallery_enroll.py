@@ -1,0 +1,172 @@
+"""Enrolment, management, identification and export of a gallery of generated faces."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegallery.errors import UserError
+from facegallery.gallery import Gallery
+from facegallery.images import SkipWarning
+
+
+def _people(db):
+    with Gallery.open(db) as g:
+        return {p.name: p.photos for p in g.people()}
+
+
+def test_enrol_folder_then_again_is_idempotent(enrolled, face_tree):
+    assert _people(enrolled) == {f"Person {i}": 5 for i in range(4)}
+    with Gallery.open(enrolled) as g:
+        gen = g.store.generation()
+        again = g.enroll_folder(face_tree)
+        assert [(r.added, r.duplicates) for r in again] == [(0, 5)] * 4
+        assert g.store.generation() == gen  # nothing written
+        # the same bytes under another file name are still the same photo
+        r = g.enroll("Person 0", [face_tree / "Person 0" / "1.jpg", face_tree / "Person 0" / "1.jpg"])
+        assert (r.added, r.duplicates) == (0, 2)
+    assert _people(enrolled)["Person 0"] == 5
+
+
+def test_enrol_is_incremental_and_keeps_centroid_exact(enrolled, face_tree, tmp_path):
+    extra = tmp_path / "new.jpg"
+    Image.open(face_tree / "Person 1" / "1.jpg").rotate(10).save(extra)
+    with Gallery.open(enrolled) as g:
+        r = g.enroll("Person 1", [extra])
+        assert (r.added, r.skipped) == (1, 0)
+        ident = g.store.identity_id("Person 1")
+        _, emb = g.store.embeddings([ident])
+        ids, counts, cents = g.store.centroids()
+        row = list(ids).index(ident)
+        assert counts[row] == 6 and np.allclose(cents[row], emb.mean(0), atol=1e-6)
+
+
+def test_identify_knows_enrolled_people(enrolled, face_tree):
+    with Gallery.open(enrolled) as g:
+        res = g.identify([face_tree / f"Person {i}" / "3.jpg" for i in range(4)], top_k=2)
+        assert [r.name for r in res] == [f"Person {i}" for i in range(4)]
+        for r in res:
+            assert 0 <= r.score <= 1 and r.distance == r.candidates[0].distance and len(r.candidates) == 2
+        single = g.identify(np.asarray(Image.open(face_tree / "Person 2" / "1.jpg")))
+        assert single.name == "Person 2"
+        assert g.identify(face_tree / "Person 2" / "1.jpg", threshold=0.0).name is None
+
+
+def test_verify_same_and_different(enrolled, face_tree):
+    with Gallery.open(enrolled) as g:
+        same = g.verify(face_tree / "Person 3" / "1.jpg", face_tree / "Person 3" / "2.jpg")
+        diff = g.verify(face_tree / "Person 3" / "1.jpg", face_tree / "Person 0" / "2.jpg")
+    assert same.same and not diff.same
+    assert same.distance < diff.distance and same.score > 0.5 > diff.score
+
+
+def test_remove_rename_people(enrolled, face_tree):
+    with Gallery.open(enrolled) as g:
+        assert g.remove("Person 0", face_tree / "Person 0" / "2.jpg") == 1
+        with pytest.raises(UserError, match="not a stored photo"):
+            g.remove("Person 0", face_tree / "Person 0" / "2.jpg")
+        g.rename("Person 1", "Ada")
+        with pytest.raises(UserError, match="already enrolled"):
+            g.rename("Ada", "Person 2")
+        with pytest.raises(UserError, match="no such person"):
+            g.remove("Nobody")
+        assert g.remove("Person 3") == 5
+        assert g.identify(face_tree / "Person 1" / "1.jpg").name == "Ada"
+        assert g.identify(face_tree / "Person 3" / "1.jpg").candidates[0].name != "Person 3"
+    assert _people(enrolled) == {"Person 0": 4, "Ada": 5, "Person 2": 5}
+
+
+def test_bad_inputs_are_refused_and_lose_nothing(enrolled, face_tree, tmp_path):
+    before = _people(enrolled)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a photo")
+    (tmp_path / "empty").mkdir()
+    with Gallery.open(enrolled) as g:
+        with pytest.warns(SkipWarning, match="bad.jpg"):
+            r = g.enroll("New", [bad])
+        assert (r.added, r.rejected) == (0, 1)
+        for name in ("", "a/b", "x\x00"):
+            with pytest.raises(UserError):
+                g.enroll(name, [face_tree / "Person 0" / "1.jpg"])
+        with pytest.raises(UserError, match="no person folders"):
+            g.enroll_folder(tmp_path / "empty")
+    assert _people(enrolled) == before
+
+
+def test_model_mismatch_is_refused_then_reembed_converts(enrolled, other_model_dir, face_tree, tiny_model_dir):
+    with pytest.raises(UserError, match="reembed") as e:
+        Gallery.open(enrolled, model=other_model_dir)
+    assert "\n" not in str(e.value)
+    with Gallery.open(enrolled) as g:
+        old = g.store.embeddings()[1]
+        report = g.reembed(other_model_dir)
+        assert report.reembedded == 20 and report.dropped == []
+        assert not np.allclose(g.store.embeddings()[1], old)
+        assert g.identify(face_tree / "Person 2" / "2.jpg").name == "Person 2"
+    with Gallery.open(enrolled, model=other_model_dir) as g:  # now the new model is the gallery's
+        assert g.embedder.name == "other"
+    with pytest.raises(UserError, match="reembed"):
+        Gallery.open(enrolled, model=tiny_model_dir)
+
+
+def test_reembed_reports_missing_sources_and_changes_nothing(enrolled, other_model_dir, face_tree):
+    (face_tree / "Person 1" / "3.jpg").unlink()
+    with Gallery.open(enrolled) as g:
+        fp = g.store.meta("model_fingerprint")
+        with pytest.warns(UserWarning, match="3.jpg"), pytest.raises(UserError, match="drop-missing"):
+            g.reembed(other_model_dir)
+        assert g.store.meta("model_fingerprint") == fp and g.store.count("photos") == 20
+        with pytest.warns(UserWarning):
+            report = g.reembed(other_model_dir, drop_missing=True)
+        assert report.reembedded == 19 and report.dropped[0].endswith("Person 1/3.jpg")
+    assert _people(enrolled)["Person 1"] == 4
+
+
+def test_enrol_arrays_and_metadata(tmp_path, tiny_model_dir, face_tree):
+    pics = np.stack([np.asarray(Image.open(face_tree / "Person 2" / f"{i}.jpg")) for i in (1, 2, 3)])
+    with Gallery.open(tmp_path / "a.db", model=tiny_model_dir, create=True) as g:
+        r = g.enroll("Zoë", pics, metadata={"team": "blue"})
+        assert r.added == 3 and g.enroll("Zoë", pics[0]).duplicates == 1
+        assert g.people()[0].metadata == {"team": "blue"}
+
+
+def test_export_import_round_trip(enrolled, tmp_path, face_tree):
+    out = tmp_path / "g.npz"
+    with Gallery.open(enrolled) as g:
+        g.export_to(out)
+        with pytest.raises(UserError, match="already exists"):
+            g.export_to(out)
+        centroids = g.store.centroids()[2]
+    with np.load(out, allow_pickle=False) as z:  # plain arrays only
+        assert set(z.files) == {"embeddings", "person", "info"} and z["embeddings"].dtype == np.float32
+    with Gallery.open(tmp_path / "copy.db", create=True) as g:
+        res = g.import_from(out)
+        assert sum(r.added for r in res) == 20
+        assert np.allclose(g.store.centroids()[2], centroids)
+        assert sum(r.added for r in g.import_from(out)) == 0  # idempotent
+        assert g.identify(face_tree / "Person 3" / "4.jpg").name == "Person 3"  # uses the adopted model
+    assert _people(tmp_path / "copy.db") == _people(enrolled)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 nope")
+    with Gallery.open(enrolled) as g, pytest.raises(UserError, match="not a facegallery export"):
+        g.import_from(junk)
+
+
+def test_import_from_other_model_is_refused(enrolled, tmp_path, other_model_dir, face_tree):
+    other = tmp_path / "other.db"
+    with Gallery.open(other, model=other_model_dir, create=True) as g:
+        g.enroll("X", [face_tree / "Person 0" / "1.jpg"])
+        g.export_to(tmp_path / "other.npz")
+    with Gallery.open(enrolled) as g, pytest.raises(UserError, match="reembed"):
+        g.import_from(tmp_path / "other.npz")
+    assert "X" not in _people(enrolled)
+
+
+def test_interrupted_enrolment_leaves_person_absent(enrolled, face_tree, monkeypatch):
+    from facegallery.gallery.store import Store
+
+    def boom(self, ident):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Store, "update_centroid", boom)
+    with Gallery.open(enrolled) as g:
+        with pytest.raises(KeyboardInterrupt):
+            g.enroll("Late", [face_tree / "Person 0" / "1.jpg"])
+        assert g.store.identity_id("Late") is None and g.store.count("photos") == 20

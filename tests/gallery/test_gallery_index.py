@@ -1,0 +1,81 @@
+"""Search: the FAISS index agrees with exact search, and the gallery keeps it current."""
+import numpy as np
+import pytest
+
+from facegallery.gallery import Gallery
+from facegallery.gallery import index as ix
+from facegallery.recognition import squared_distances, top_k
+
+
+def _data(n=3000, dim=32, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((n, dim)).astype(np.float32)
+    g *= rng.uniform(0.8, 0.95, (n, 1)).astype(np.float32) / np.linalg.norm(g, axis=1, keepdims=True)
+    src = rng.choice(n, min(n, 200), replace=False)
+    q = g[src] / np.linalg.norm(g[src], axis=1, keepdims=True) + 0.05 * rng.standard_normal((len(src), dim))
+    return g, (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_index_matches_recognition_top_k():
+    g, q = _data(500)
+    ids = np.arange(500) * 10 + 7
+    got_ids, got_d = ix.ExactIndex(ids, g).search(q, 5)
+    want_i, want_d = top_k(squared_distances(q, g), 5)
+    assert (got_ids == ids[want_i]).all() and np.allclose(got_d, want_d, atol=1e-5)
+
+
+def test_ivf_agrees_with_exact_and_gives_true_distances():
+    g, q = _data()
+    ids = np.arange(len(g), dtype=np.int64) + 1
+    exact, ivf = ix.ExactIndex(ids, g), ix.IVFIndex.build(ids, g)
+    (ei, ed), (ai, ad) = exact.search(q, 5), ivf.search(q, 5)
+    assert (ai[:, 0] == ei[:, 0]).mean() >= 0.99
+    same = ai[:, 0] == ei[:, 0]
+    assert np.allclose(ad[same, 0], ed[same, 0], atol=1e-4)  # L2 on raw (non-unit) centroids
+
+
+@pytest.mark.parametrize("kind", [ix.ExactIndex, ix.IVFIndex.build])
+def test_upsert_and_remove(kind):
+    g, q = _data(2000)
+    ids = np.arange(2000, dtype=np.int64)
+    index = kind(ids, g)
+    index.remove(np.array([5]))
+    assert 5 not in index.search(g[5:6] / np.linalg.norm(g[5]), 3)[0]
+    index.upsert(np.array([5, 9]), np.stack([g[9], g[5]]))  # swap two rows
+    assert index.search(g[5:6], 1)[0][0, 0] == 9 and len(index) == 2000
+
+
+def test_padding_when_fewer_than_k():
+    ids, d = ix.ExactIndex(np.array([3]), np.ones((1, 4), np.float32) / 2).search(np.ones((2, 4), np.float32) / 2, 3)
+    assert ids.tolist() == [[3, -1, -1]] * 2 and np.isinf(d[:, 1:]).all()
+
+
+def test_gallery_switches_to_ivf_and_persists_it(tmp_path, monkeypatch, fake_model):
+    monkeypatch.setattr(ix, "EXACT_MAX", 500)
+    g, q = _data(2000)
+    db = tmp_path / "g.db"
+    with Gallery.open(db, model=fake_model, create=True) as gal:
+        gal.enroll_embeddings([f"n{i:04d}" for i in range(2000)], g)
+        ids, _ = gal.search(q, 1)
+        assert gal._index.kind == "ivf"
+        gen = gal.store.generation()
+    side = tmp_path / f"g.db.index-{gen}"
+    assert side.is_file()
+    with Gallery.open(db, model=fake_model) as gal:
+        again, _ = gal.search(q, 1)
+        assert gal._index.kind == "ivf" and (again == ids).all()
+        new = _data(1, seed=5)[0]
+        gal.enroll_embeddings(["zz-new"], new)  # a new person: index rebuilt, old side file stale
+        assert gal.identify_embeddings(new / np.linalg.norm(new), 1)[0].candidates[0].name == "zz-new"
+    assert not side.exists() and len(list(tmp_path.glob("g.db.index-*"))) == 1
+
+
+def test_other_process_writes_are_seen(tmp_path, fake_model):
+    g, _ = _data(50)
+    db = tmp_path / "g.db"
+    with Gallery.open(db, model=fake_model, create=True) as a:
+        a.enroll_embeddings([f"n{i}" for i in range(49)], g[:49])
+        assert a.search(g[49:50], 1)[0][0, 0] != 50
+        with Gallery.open(db, model=fake_model) as b:
+            b.enroll_embeddings(["late"], g[49:50])
+        assert a.identify_embeddings(g[49:50] / np.linalg.norm(g[49]), 1)[0].name == "late"

@@ -1,0 +1,87 @@
+"""The SQLite store: opening rules, name rules, transactions, bulk insert."""
+import sqlite3
+
+import numpy as np
+import pytest
+
+from facegallery.errors import UserError
+from facegallery.gallery.store import SQLITE_HEADER, Store, check_name
+
+
+def test_unknown_path_is_an_error_unless_created(tmp_path):
+    with pytest.raises(UserError, match="no such gallery"):
+        Store.open(tmp_path / "g.db")
+    assert not (tmp_path / "g.db").exists()
+    s = Store.open(tmp_path / "g.db", create=True)
+    assert s.generation() == 0 and s.count("identities") == 0
+    s.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["g.db"]  # no temporary left behind
+    Store.open(tmp_path / "g.db").close()
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a database" * 10, SQLITE_HEADER + b"\x07garbage" * 500, None])
+def test_files_that_are_not_galleries_are_refused_untouched(tmp_path, content):
+    path = tmp_path / "g.db"
+    if content is None:  # a real SQLite file of someone else's
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (x)")
+        conn.commit()
+        conn.close()
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    for create in (False, True):
+        with pytest.raises(UserError, match="not a facegallery gallery|corrupt gallery") as e:
+            Store.open(path, create=create)
+        assert "\n" not in str(e.value)
+    assert path.read_bytes() == before
+
+
+def test_newer_schema_is_refused(tmp_path):
+    s = Store.open(tmp_path / "g.db", create=True)
+    with s.transaction(bump=False):
+        s.set_meta("schema_version", "99")
+    s.close()
+    with pytest.raises(UserError, match="schema version 99"):
+        Store.open(tmp_path / "g.db")
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a/b", "a\\b", "..", "tab\there", "new\nline", " lead", "x" * 201])
+def test_bad_names_are_refused(name):
+    with pytest.raises(UserError):
+        check_name(name)
+
+
+def test_good_names_pass():
+    for name in ["Ada Lovelace", "Zoë Saldaña", "O'Brien", "李小龙", "a.b"]:
+        assert check_name(name) == name
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    s = Store.open(tmp_path / "g.db", create=True)
+    with pytest.raises(KeyboardInterrupt):
+        with s.transaction():
+            s.add_identity("Ada")
+            raise KeyboardInterrupt
+    assert s.count("identities") == 0 and s.generation() == 0
+    s.close()
+
+
+def test_bulk_insert_centroids_and_dedup(tmp_path):
+    s = Store.open(tmp_path / "g.db", create=True)
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((5, 8)).astype(np.float32)
+    with s.transaction():
+        s.set_meta("dimension", "8")
+        added = s.bulk_insert(["a", "b", "a", "c", "a"], np.concatenate([v[:4], v[:1]]))
+    assert added == 3
+    assert {p.name: p.photos for p in s.people()} == {"a": 2, "b": 1, "c": 1}  # v[0] twice for a is one photo
+    ids, counts, cents = s.centroids()
+    by_name = {n: i for i, n in s.names_of(ids).items()}
+    row = list(ids).index(by_name["a"])
+    assert counts[row] == 2 and np.allclose(cents[row], (v[0] + v[2]) / 2)
+    with pytest.raises(UserError, match="already enrolled"):
+        with s.transaction():
+            s.bulk_insert(["b"], v[:1])
+    assert s.count("photos") == 4
+    s.close()

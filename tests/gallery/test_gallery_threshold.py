@@ -1,0 +1,88 @@
+"""Calibration of the unknown threshold and the score on synthetic embeddings with known distributions."""
+import numpy as np
+import pytest
+
+from facegallery.gallery import Gallery
+from facegallery.gallery import index as ix
+from facegallery.gallery import threshold as th
+
+
+def _photos(rng, mu, photos, noise):
+    e = mu.repeat(photos, 0) + noise / np.sqrt(mu.shape[1]) * rng.standard_normal((len(mu) * photos, mu.shape[1]))
+    return (e / np.linalg.norm(e, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _people(rng, n_people, photos, dim=24, noise=0.8):
+    """Unit photo embeddings around random person directions, the labels, and the directions."""
+    mu = rng.standard_normal((n_people, dim))
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    return _photos(rng, mu, photos, noise), np.arange(n_people).repeat(photos), mu
+
+
+def _calibrate(emb, labels, far):
+    cents = np.stack([emb[labels == i].mean(0) for i in range(labels.max() + 1)])
+    counts = np.bincount(labels)
+    index = ix.ExactIndex(np.arange(len(cents)), cents)
+    cal = th.calibrate(emb, labels, cents[labels], counts[labels], index.search, len(cents), 0.5, far)
+    return cal, index
+
+
+@pytest.mark.parametrize("far", [0.01, 0.05])
+def test_far_and_frr_on_fresh_photos_are_close_to_expected(far):
+    rng = np.random.default_rng(0)
+    emb, labels, mu = _people(rng, 300, 8)
+    cal, index = _calibrate(emb, labels, far)
+    assert cal.source == "gallery" and cal.method == f"far={far:g}"
+    fit = cal.identify
+    assert fit.far <= far and fit.genuine == 2400 and fit.impostors == 2400
+    strangers, _, _ = _people(rng, 300, 8)                    # people never enrolled
+    realized_far = float((index.search(strangers, 1)[1][:, 0] <= fit.threshold).mean())
+    assert abs(realized_far - far) < max(0.5 * far, 0.01)
+    ids, d = index.search(_photos(rng, mu, 4, 0.8), 1)       # new photos of enrolled people
+    realized_frr = float((d[:, 0] > fit.threshold).mean())
+    assert 0.02 < fit.frr < 0.9 and abs(realized_frr - fit.frr) < 0.05
+
+
+def test_equal_error_and_raw():
+    rng = np.random.default_rng(1)
+    emb, labels, _ = _people(rng, 100, 6, noise=0.9)
+    eer, _ = _calibrate(emb, labels, None)
+    assert eer.method == "eer" and abs(eer.identify.far - eer.identify.frr) < 0.02
+    cents = np.stack([emb[labels == i].mean(0) for i in range(100)])
+    raw = th.calibrate(emb, labels, cents[labels], np.full(len(emb), 6), ix.ExactIndex(np.arange(100), cents).search,
+                       100, 0.5, 0.01, raw=0.3)
+    assert raw.identify.threshold == 0.3 and raw.verify.threshold != 0.3
+
+
+def test_logistic_score_midpoint_is_equal_likelihood_point():
+    rng = np.random.default_rng(2)
+    gen, imp = rng.normal(0.5, 0.1, 20000), rng.normal(1.0, 0.1, 20000)
+    f = th.fit(gen, imp)
+    # equal variances: log-likelihood ratio is linear, zero at 0.75, slope (1.0 - 0.5) / 0.1^2 = 50
+    assert abs(f.midpoint - 0.75) < 0.01 and abs(f.slope - 50) < 5
+    assert f.score(f.midpoint) == pytest.approx(0.5) and f.score(0.3) > 0.99 and f.score(1.2) < 0.01
+
+
+def test_separable_data_gives_finite_slope():
+    f = th.fit(np.array([0.1, 0.12, 0.15] * 5), np.array([1.0, 1.1, 1.3] * 5))
+    assert np.isfinite(f.slope) and 0.15 < f.midpoint < 1.0
+
+
+def test_small_gallery_falls_back_to_model_threshold(tmp_path, tiny_model_dir, face_tree):
+    with Gallery.open(tmp_path / "g.db", model=tiny_model_dir, create=True) as g:
+        g.enroll("Solo", [face_tree / "Person 0" / f"{i}.jpg" for i in range(1, 4)])
+        cal = g.calibration()
+        assert cal.source == "model" and cal.identify.threshold == 0.5  # the checkpoint's threshold
+        assert cal.identify.score(0.5) == pytest.approx(0.5)
+
+
+def test_settings_are_stored_in_the_gallery(enrolled):
+    with Gallery.open(enrolled) as g:
+        assert g.calibration().source == "gallery"
+        g.set_threshold(raw=0.42)
+    with Gallery.open(enrolled) as g:
+        assert g.calibration().identify.threshold == 0.42
+        cal = g.set_threshold(far=0.05)
+        assert cal.method == "far=0.05" and cal.identify.far <= 0.05
+        with pytest.raises(Exception, match="between 0 and 1"):
+            g.set_threshold(far=5)

@@ -1,0 +1,217 @@
+"""Detection and alignment: the geometry exactly, the detectors on real and generated photos."""
+import math
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegallery import detection
+from facegallery.detection import (CANONICAL_LANDMARKS, Detection, align, canonical_points, detect_faces,
+                                   scan, similarity_transform)
+from facegallery.errors import UserError
+from facegallery.faces import read_faces
+from facegallery.images import ImageReadError
+
+
+def rotation(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return pytest.importorskip("skimage.data").astronaut()
+
+
+@pytest.fixture
+def dlib():
+    return pytest.importorskip("dlib")
+
+
+def test_similarity_transform_recovers_rotation_scale_translation():
+    src = np.random.default_rng(0).uniform(0, 100, (5, 2))
+    dst = 1.7 * src @ rotation(23).T + [12.0, -40.0]
+    m = similarity_transform(src, dst)
+    assert np.allclose(m[:, :2], 1.7 * rotation(23), atol=1e-9)
+    assert np.allclose(m[:, 2], [12.0, -40.0], atol=1e-9)
+    assert np.allclose(np.c_[src, np.ones(5)] @ m.T, dst, atol=1e-9)
+
+
+def test_similarity_transform_is_least_squares_without_reflection():
+    src = np.random.default_rng(1).uniform(0, 50, (5, 2))
+    mirrored = src * [-1, 1]  # no rotation maps src onto its mirror image: the fit must stay a rotation
+    m = similarity_transform(src, mirrored)
+    assert np.linalg.det(m[:, :2]) > 0
+    noisy = 0.5 * src @ rotation(-10).T + np.random.default_rng(2).normal(0, 0.5, (5, 2))
+    m = similarity_transform(src, noisy)
+    fit = np.c_[src, np.ones(5)] @ m.T
+    for _ in range(20):  # no nearby similarity fits better
+        a, b, tx, ty = np.random.default_rng(_).normal(0, 1e-3, 4)
+        e = np.array([[a, -b, tx], [b, a, ty]])
+        assert ((np.c_[src, np.ones(5)] @ (m + e).T - noisy) ** 2).sum() >= ((fit - noisy) ** 2).sum()
+
+
+def dots(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A black picture with a white 3x3 dot at each point (pixel-edge coordinates)."""
+    img = np.zeros((size[1], size[0], 3), np.uint8)
+    for x, y in points:
+        img[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 255
+    return img
+
+
+def centroid_near(img: np.ndarray, p: np.ndarray, r: int = 6) -> np.ndarray:
+    x0, y0 = int(p[0]) - r, int(p[1]) - r
+    w = img[y0:y0 + 2 * r, x0:x0 + 2 * r, 0].astype(float)
+    yy, xx = np.mgrid[y0:y0 + 2 * r, x0:x0 + 2 * r]
+    return np.array([(w * (xx + 0.5)).sum() / w.sum(), (w * (yy + 0.5)).sum() / w.sum()])
+
+
+@pytest.mark.parametrize("scale,deg", [(3.0, 20.0), (0.8, -35.0)])
+def test_align_puts_landmarks_on_canonical_positions(scale, deg):
+    canon = canonical_points()
+    marks = scale * (canon - 50) @ rotation(deg).T + [300.5, 200.5]
+    crop = align(dots(marks, (600, 400)), marks)
+    assert crop.shape == (100, 100, 3) and crop.dtype == np.uint8
+    for p in canon:
+        assert np.linalg.norm(centroid_near(crop, p) - p) < 1.0
+
+
+def test_margin_shows_more_around_the_face():
+    wide = canonical_points(100, margin=1.5)
+    assert np.allclose(wide - 50, (canonical_points() - 50) / 1.5)
+    assert CANONICAL_LANDMARKS[0, 0] > CANONICAL_LANDMARKS[2, 0]  # dlib's order: image-right eye first
+
+
+def test_align_on_a_crop_at_canonical_positions_is_the_identity():
+    img = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    out = align(img, canonical_points())
+    assert np.abs(out[2:-2, 2:-2].astype(int) - img[2:-2, 2:-2]).max() <= 1
+
+
+class FixedDetector:
+    """A plug-in detector returning one fixed box in the picture it is given."""
+
+    name = "fixed"
+
+    def __init__(self, box=(10.0, 20.0, 90.0, 100.0), window=80):
+        self.box, self.window, self.seen = box, window, []
+
+    def detect(self, pixels):
+        self.seen.append(pixels.shape)
+        return [Detection(self.box, 2.5)]
+
+
+def test_scan_rescales_for_the_smallest_face_and_maps_boxes_back():
+    det = FixedDetector()
+    found = scan(np.zeros((300, 400, 3), np.uint8), det, min_face=40)
+    assert det.seen == [(600, 800, 3)]  # a 40 px face fills the 80 px window
+    assert found[0].box == pytest.approx((5.0, 10.0, 45.0, 50.0)) and found[0].score == 2.5
+
+
+def test_scan_caps_the_pixels_it_scans():
+    det = FixedDetector()
+    scan(np.zeros((3000, 4000, 3), np.uint8), det, min_face=40, max_scan_pixels=1_000_000)
+    h, w, _ = det.seen[0]
+    assert h * w <= 1_000_000 * 1.01 and w / h == pytest.approx(4 / 3, rel=0.01)
+
+
+def test_detector_registry():
+    assert detection.DEFAULT_DETECTOR in detection.DETECTORS
+    with pytest.raises(UserError, match="unknown face detector 'nope'"):
+        detection.get_detector("nope")
+
+
+def test_huge_arrays_are_refused_before_detection(monkeypatch):
+    monkeypatch.setattr(detection, "MAX_PIXELS", 10_000)
+    with pytest.raises(UserError, match="above the limit"):
+        detect_faces(np.zeros((200, 200, 3), np.uint8), "auto")
+
+
+def test_a_custom_detector_gets_landmarks_and_an_aligned_crop(dlib, astronaut):
+    faces = detect_faces(astronaut, "on", FixedDetector((170.0, 75.0, 270.0, 170.0), window=detection.MIN_FACE))
+    assert len(faces) == 1 and faces[0].detected and faces[0].detection_score == 2.5
+    assert faces[0].box == [170.0, 75.0, 270.0, 170.0]
+    (rx, ry), (lx, ly) = np.mean(faces[0].landmarks[:2], 0), np.mean(faces[0].landmarks[2:4], 0)
+    assert 180 < lx < rx < 265 and abs(ry - ly) < 10  # two eyes, level, inside the box
+    assert faces[0].crop.shape == (100, 100, 3)
+
+
+def test_astronaut_has_one_face_where_it_is(dlib, astronaut):
+    faces = detect_faces(astronaut, "auto")
+    assert len(faces) == 1
+    x0, y0, x1, y1 = faces[0].box
+    assert 190 < (x0 + x1) / 2 < 250 and 95 < (y0 + y1) / 2 < 150 and 70 < x1 - x0 < 120
+    assert faces[0].detected and faces[0].detection_score > 0.5
+
+
+def test_every_face_of_a_group_photo_is_found(dlib, astronaut):
+    face = Image.fromarray(astronaut[60:190, 155:285])
+    canvas = Image.new("RGB", (900, 500), (90, 110, 130))
+    spots = [(40, 60, 130), (400, 250, 200), (700, 40, 90)]
+    for x, y, s in spots:
+        canvas.paste(face.resize((s, s), Image.Resampling.BICUBIC), (x, y))
+    faces = detect_faces(np.asarray(canvas), "on")
+    assert len(faces) == 3
+    assert [f.box[2] - f.box[0] for f in faces] == sorted((f.box[2] - f.box[0] for f in faces), reverse=True)
+    for f, (x, y, s) in zip(faces, sorted(spots, key=lambda t: -t[2])):
+        cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
+        assert x < cx < x + s and y < cy < y + s
+
+
+def test_no_face_modes(dlib):
+    blank_small = np.full((100, 100, 3), 128, np.uint8)
+    blank_large = np.full((400, 600, 3), 128, np.uint8)
+    (whole,) = detect_faces(blank_small, "auto")
+    assert not whole.detected and whole.box == [0.0, 0.0, 100.0, 100.0] and whole.crop is blank_small
+    assert detect_faces(blank_small, "on") == []
+    assert detect_faces(blank_large, "auto") == []  # a photo without a face: no face, no error
+    assert detect_faces(np.zeros((3, 2, 3), np.uint8), "auto")[0].box == [0.0, 0.0, 2.0, 3.0]
+
+
+def test_without_dlib_auto_takes_small_images_whole_and_refuses_photos(monkeypatch):
+    monkeypatch.setattr(detection, "dlib_available", lambda: False)
+    monkeypatch.setattr(detection, "_warned_no_dlib", False)
+    with pytest.warns(UserWarning, match="dlib extra"):
+        (face,) = detect_faces(np.zeros((120, 90, 3), np.uint8), "auto")
+    assert not face.detected and face.box == [0.0, 0.0, 90.0, 120.0]
+    with pytest.raises(UserError, match=r"facegallery\[dlib\]"):
+        detect_faces(np.zeros((600, 800, 3), np.uint8), "auto")
+    with pytest.raises(UserError, match=r"facegallery\[dlib\]"):
+        detect_faces(np.zeros((100, 100, 3), np.uint8), "on")
+
+
+def test_missing_dlib_is_a_one_line_user_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(UserError, match=r"pip install 'facegallery\[dlib\]'"):
+        detection.import_dlib()
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P"])
+def test_any_picture_mode_goes_through_detection(dlib, astronaut, tmp_path, mode):
+    im = Image.fromarray(astronaut[:240, 100:340]).convert(mode)  # the head and shoulders
+    path = tmp_path / ("a.png" if mode in ("RGBA", "P", "L") else "a.jpg")
+    im.save(path)
+    faces = read_faces(path, "auto")
+    assert len(faces) == 1 and faces[0].detected
+
+
+def test_transparent_png_and_tiny_images_through_detection(dlib, tmp_path):
+    rgba = np.zeros((64, 48, 4), np.uint8)  # fully transparent: composited on white
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    (face,) = read_faces(tmp_path / "clear.png", "auto")
+    assert not face.detected and face.crop.shape == (64, 48, 3) and (face.crop == 255).all()
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "tiny.png")
+    assert read_faces(tmp_path / "tiny.png", "on") == []
+
+
+def test_truncated_and_oversized_files_are_one_line_errors(tmp_path, astronaut):
+    Image.fromarray(astronaut).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        read_faces(tmp_path / "cut.jpg", "auto")
+    Image.new("1", (8000, 6000)).save(tmp_path / "huge.png")  # 48 Mpx, a few kB on disk
+    with pytest.raises(ImageReadError, match="huge.png: 8000x6000 pixels is above the limit"):
+        read_faces(tmp_path / "huge.png", "auto")
+
