@@ -1,4 +1,4 @@
-"""Search: the FAISS index agrees with exact search, and the gallery keeps it current."""
+"""Search: the compressed FAISS index agrees with exact search, and the gallery keeps it current."""
 import numpy as np
 import pytest
 
@@ -24,17 +24,17 @@ def test_exact_index_matches_recognition_top_k():
     assert (got_ids == ids[want_i]).all() and np.allclose(got_d, want_d, atol=1e-5)
 
 
-def test_ivf_agrees_with_exact_and_gives_true_distances():
+def test_compressed_agrees_with_exact_and_gives_true_distances():
     g, q = _data()
     ids = np.arange(len(g), dtype=np.int64) + 1
-    exact, ivf = ix.ExactIndex(ids, g), ix.IVFIndex.build(ids, g)
-    (ei, ed), (ai, ad) = exact.search(q, 5), ivf.search(q, 5)
+    exact, pq = ix.ExactIndex(ids, g), ix.CompressedIndex.build(ids, g)
+    (ei, ed), (ai, ad) = exact.search(q, 5), pq.search(q, 5)
     assert (ai[:, 0] == ei[:, 0]).mean() >= 0.99
     same = ai[:, 0] == ei[:, 0]
     assert np.allclose(ad[same, 0], ed[same, 0], atol=1e-4)  # L2 on raw (non-unit) centroids
 
 
-@pytest.mark.parametrize("kind", [ix.ExactIndex, ix.IVFIndex.build])
+@pytest.mark.parametrize("kind", [ix.ExactIndex, ix.CompressedIndex.build])
 def test_upsert_and_remove(kind):
     g, q = _data(2000)
     ids = np.arange(2000, dtype=np.int64)
@@ -50,20 +50,20 @@ def test_padding_when_fewer_than_k():
     assert ids.tolist() == [[3, -1, -1]] * 2 and np.isinf(d[:, 1:]).all()
 
 
-def test_gallery_switches_to_ivf_and_persists_it(tmp_path, monkeypatch, fake_model):
+def test_gallery_switches_to_compressed_and_persists_it(tmp_path, monkeypatch, fake_model):
     monkeypatch.setattr(ix, "EXACT_MAX", 500)
     g, q = _data(2000)
     db = tmp_path / "g.db"
     with Gallery.open(db, model=fake_model, create=True) as gal:
         gal.enroll_embeddings([f"n{i:04d}" for i in range(2000)], g)
         ids, _ = gal.search(q, 1)
-        assert gal._index.kind == "ivf"
+        assert gal._index.kind == "pq"
         gen = gal.store.generation()
     side = tmp_path / f"g.db.index-{gen}"
     assert side.is_file()
     with Gallery.open(db, model=fake_model) as gal:
         again, _ = gal.search(q, 1)
-        assert gal._index.kind == "ivf" and (again == ids).all()
+        assert gal._index.kind == "pq" and (again == ids).all()
         new = _data(1, seed=5)[0]
         gal.enroll_embeddings(["zz-new"], new)  # a new person: index rebuilt, old side file stale
         assert gal.identify_embeddings(new / np.linalg.norm(new), 1)[0].candidates[0].name == "zz-new"
@@ -79,3 +79,35 @@ def test_other_process_writes_are_seen(tmp_path, fake_model):
         with Gallery.open(db, model=fake_model) as b:
             b.enroll_embeddings(["late"], g[49:50])
         assert a.identify_embeddings(g[49:50] / np.linalg.norm(g[49]), 1)[0].name == "late"
+
+
+def test_removed_rows_never_answer_and_many_removals_rebuild(tmp_path, monkeypatch, fake_model):
+    monkeypatch.setattr(ix, "EXACT_MAX", 500)
+    monkeypatch.setattr(ix, "MAX_DEAD", 3)
+    g, _ = _data(1000)
+    with Gallery.open(tmp_path / "g.db", model=fake_model, create=True) as gal:
+        gal.enroll_embeddings([f"n{i:04d}" for i in range(1000)], g)
+        gal.search(g[:1], 1)
+        index = gal._index
+        for i in range(4):
+            gal.remove(f"n{i:04d}")
+            if i < 3:  # marked removed: its own centroid no longer answers, nothing else changes
+                assert gal._index is index and len(index) == 999 - i
+                assert "n%04d" % i not in [c.name for c in gal.identify_embeddings(g[i:i + 1], 5)[0].candidates]
+        assert gal._index is None  # a fourth removal passes MAX_DEAD: rebuilt at the next search
+        assert gal.identify_embeddings(g[10:11], 1)[0].candidates[0].name == "n0010"
+        assert gal._index is not index and gal._index.dead == 0 and len(gal._index) == 996
+
+
+def test_damaged_side_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, fake_model):
+    monkeypatch.setattr(ix, "EXACT_MAX", 500)
+    g, q = _data(1000)
+    db = tmp_path / "g.db"
+    with Gallery.open(db, model=fake_model, create=True) as gal:
+        gal.enroll_embeddings([f"n{i:04d}" for i in range(1000)], g)
+        want, _ = gal.search(q, 1)
+    side, = tmp_path.glob("g.db.index-*")
+    side.write_bytes(b"not an index")
+    with Gallery.open(db, model=fake_model) as gal, pytest.warns(UserWarning, match="not a search index"):
+        got, _ = gal.search(q, 1)
+    assert (got == want).all()

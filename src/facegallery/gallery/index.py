@@ -1,40 +1,44 @@
-"""Nearest-centroid search over a gallery: exact (NumPy) for small galleries, FAISS IVF above a size.
+"""Nearest-centroid search over a gallery: exact (NumPy) for small galleries, a compressed FAISS scan above.
 
 Both answer ``search(queries, k) -> (identity ids, squared distances)``, nearest first, padded with
-id -1 / distance inf when fewer than k identities exist. Centroids are not unit length, so the FAISS
-index uses the L2 metric on the raw centroids: its squared distances are exactly the ones the exact
-search and the unknown threshold use (no renormalisation that would change the ranking).
+id -1 / distance inf when fewer than k identities exist. Centroids are not unit length, so both use the L2
+metric on the raw centroids: the distances returned are exactly the ones the unknown threshold uses.
 
-Choices below come from ``benchmarks/bench_scale.py`` (2-core VM, 128-d, see benchmarks/RESULTS.md):
-- ``EXACT_MAX``: the crossover, where one exact probe becomes slower than one IVF probe.
-- IVF-Flat with ``nlist = 4 sqrt(N)`` lists and ``nprobe`` from :func:`nprobe_for` reaches recall@1 >= 0.99
-  against exact search on noisy-copy probes at 1M, and keeps one copy of the vectors (1x raw memory),
-  unlike HNSW (graph on top) whose build also took minutes on two cores and which cannot delete.
+Choices below come from ``benchmarks/bench_scale.py`` (2-core VM, 128-d, see benchmarks/RESULTS.md). Real
+face centroids spread over ~35 effective dimensions and a probe lies far from its own centroid; on such data
+partitioning (IVF) and graph (HNSW) indexes lose the true nearest centroid (at 100k: recall@1 0.95 with IVF
+visiting a quarter of its lists, 0.96 with HNSW at efSearch 512), while scanning EVERY centroid as a short
+product-quantised code (SIMD "fast scan") and re-ranking the best few by exact distance keeps recall@1 >= 0.99:
+- ``EXACT_MAX``: up to here exact search is fast enough and needs no build;
+- :func:`ann_factory`: one 4-bit sub-quantizer per 2 dimensions (32 bytes per 128-d identity) + the float
+  centroids for re-ranking (memory about 1.06x the raw vectors); ``REFINE``: candidates re-ranked per
+  requested neighbour.
 """
 from __future__ import annotations
 
-import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from facegallery.recognition import top_k
 
-#: Exact search up to this many identities; the IVF index above it. Measured crossover: see module doc.
+#: Exact search up to this many identities; the compressed index above it.
 EXACT_MAX = 20_000
-#: Rebuild (retrain) the IVF index when the gallery has grown this much since it was trained.
+#: Re-ranking depth of the compressed index (candidates per requested neighbour).
+REFINE = 16
+#: Centroids the product quantizer is trained on (a seeded sample above this).
+TRAIN_SAMPLE = 65_536
+#: Rebuild (retrain) the compressed index when the gallery has grown this much since it was trained...
 RETRAIN_GROWTH = 4.0
+#: ...or when this many of its rows have been removed or replaced (each costs every search a little).
+MAX_DEAD = 1_000
 
 
-def nlist_for(n: int) -> int:
-    """IVF lists for ``n`` vectors: about 4 sqrt(n) (faiss's guidance), at least 1."""
-    return max(1, int(4 * math.sqrt(n)))
-
-
-def nprobe_for(nlist: int) -> int:
-    """Lists visited per probe: enough for recall@1 >= 0.99 (measured; see module doc)."""
-    return min(nlist, max(8, nlist // 64))
+def ann_factory(dim: int) -> str:
+    """FAISS factory string of the compressed index: 4-bit codes, one per 2 dimensions, exact re-rank."""
+    return f"PQ{dim // 2 if dim % 2 == 0 else dim}x4fs,RFlat"
 
 
 class ExactIndex:
@@ -72,71 +76,97 @@ class ExactIndex:
             self.ids, self.vectors, self.norms = self.ids[keep], self.vectors[keep], self.norms[keep]
 
 
-class IVFIndex:
-    """FAISS ``IndexIVFFlat`` (L2) keyed by identity id; holds the only in-memory copy of the centroids."""
+class CompressedIndex:
+    """FAISS product-quantised fast scan over all centroids + exact re-ranking (see module doc).
 
-    kind = "ivf"
+    FAISS positions map to identity ids through ``ids``; a removed or replaced centroid is only marked
+    (id -1) and filtered out of answers, and the gallery rebuilds the index once it is :attr:`stale`.
+    """
 
-    def __init__(self, index, trained_on: int):
+    kind = "pq"
+
+    def __init__(self, index, ids: np.ndarray, trained_on: int):
         self.index = index
+        self.index.k_factor = REFINE
+        self.ids = np.asarray(ids, dtype=np.int64)
         self.trained_on = trained_on
+        self.dead = int((self.ids < 0).sum())
 
     @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> "IVFIndex":
-        """Train the coarse quantizer on a sample (39 points per list, faiss's minimum) and add all."""
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> "CompressedIndex":
+        """Train the quantizer on a seeded sample of ``TRAIN_SAMPLE`` centroids, then encode all."""
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n, dim = vectors.shape
-        nlist = nlist_for(n)
-        quantizer = faiss.IndexFlatL2(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
-        index.cp.niter = 10
-        index.cp.seed = seed
-        sample = min(n, 39 * nlist)
-        train = vectors if sample == n else \
-            vectors[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
+        index = faiss.index_factory(vectors.shape[1], ann_factory(vectors.shape[1]), faiss.METRIC_L2)
+        n = len(vectors)
+        train = vectors if n <= TRAIN_SAMPLE else \
+            vectors[np.sort(np.random.default_rng(seed).choice(n, TRAIN_SAMPLE, replace=False))]
         index.train(train)
-        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-        index.nprobe = nprobe_for(nlist)
-        return cls(index, n)
+        index.add(vectors)
+        return cls(index, ids, n)
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return len(self.ids) - self.dead
+
+    @property
+    def stale(self) -> bool:
+        """Enough rows removed that filtering them costs more than rebuilding."""
+        return self.dead > MAX_DEAD
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        dist, ids = self.index.search(queries, k)
+        kk = min(k + self.dead, len(self.ids))
+        if kk == 0:
+            return _padded(np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32), k)
+        dist, pos = self.index.search(queries, kk)
+        ids = np.where(pos >= 0, self.ids[np.maximum(pos, 0)], -1)
+        if self.dead:  # live answers first, still in distance order, then cut to k
+            order = np.argsort(ids < 0, axis=1, kind="stable")[:, :k]
+            ids, dist = np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)
         dist = np.where(ids < 0, np.inf, np.maximum(dist, 0.0)).astype(np.float32)
-        return ids, dist
+        return _padded(ids, dist, k)
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace the rows of ``ids`` (replaced rows are marked removed)."""
         ids = np.asarray(ids, dtype=np.int64)
         self.remove(ids)
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.ids = np.concatenate([self.ids, ids])
 
     def remove(self, ids: np.ndarray) -> None:
-        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+        hit = np.isin(self.ids, np.asarray(ids, dtype=np.int64)) & (self.ids >= 0)
+        self.ids[hit] = -1
+        self.dead += int(hit.sum())
 
     def save(self, path: Path) -> None:
-        """Write atomically (temporary file, then rename)."""
+        """One ``.npz`` (FAISS's own serialisation as bytes + the id map; no pickle), written atomically."""
         import faiss
 
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        faiss.write_index(self.index, str(tmp))
+        with open(tmp, "wb") as f:
+            np.savez(f, faiss=faiss.serialize_index(self.index), ids=self.ids, trained_on=np.int64(self.trained_on))
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "IVFIndex":
+    def load(cls, path: Path) -> "CompressedIndex":
+        """Read a :meth:`save` file; ValueError when it is not one (the caller rebuilds)."""
         import faiss
 
-        index = faiss.read_index(str(path))
-        return cls(index, int(index.ntotal))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                index = faiss.deserialize_index(z["faiss"])
+                ids, trained_on = z["ids"], int(z["trained_on"])
+        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: not a search index ({e.__class__.__name__})") from None
+        if index.ntotal != len(ids):
+            raise ValueError(f"{path}: index and id map disagree")
+        return cls(index, ids, trained_on)
 
 
-def build_index(ids: np.ndarray, vectors: np.ndarray) -> ExactIndex | IVFIndex:
+def build_index(ids: np.ndarray, vectors: np.ndarray) -> ExactIndex | CompressedIndex:
     """The right index for the gallery's size (see :data:`EXACT_MAX`)."""
-    return IVFIndex.build(ids, vectors) if len(ids) > EXACT_MAX else ExactIndex(ids, vectors)
+    return CompressedIndex.build(ids, vectors) if len(ids) > EXACT_MAX else ExactIndex(ids, vectors)
 
 
 def _padded(ids: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
