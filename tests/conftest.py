@@ -59,6 +59,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    """Another untrained resface64 (different weights, so a different fingerprint)."""
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("other_model")
+    checkpoints.save_checkpoint(folder, create_model("resface64").eval(), {
+        "name": "other", "arch": "resface64", "arch_kwargs": {}, "input_size": 64, "embedding_dim": 128,
+        "tta_flip": False, "label_map": [], "threshold": 0.7})
+    return folder
+
+
+@pytest.fixture(scope="session")
 def pubfig() -> Path:
     """The real data, or skip when this machine does not have it."""
     if not (SHARED / "train").is_dir():

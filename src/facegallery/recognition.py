@@ -55,7 +55,7 @@ def threshold_sweep(nearest: np.ndarray, nearest_dist: np.ndarray, truth: np.nda
     gain = np.where(correct_known, w_sorted, 0.0) - np.where(is_unknown, w_sorted, 0.0)
     base = w_sorted[is_unknown].sum()
     thresholds = np.concatenate([[max(0.0, d[0] - 1e-6) if len(d) else 0.0], d])
-    acc = np.concatenate([[base], base + np.cumsum(gain)]) / w.sum()
+    acc = np.clip(np.concatenate([[base], base + np.cumsum(gain)]) / w.sum(), 0.0, 1.0)  # float drift
     # ties: only the last of equal distances is a reachable state
     keep = np.ones(len(thresholds), dtype=bool)
     keep[1:-1] = d[1:] != d[:-1]

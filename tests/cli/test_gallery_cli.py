@@ -3,23 +3,9 @@ rename, export/import, threshold, reembed, and their one-line errors."""
 import json
 
 import pytest
-import torch
 from click.testing import CliRunner
 
-from facegallery import checkpoints
 from facegallery.cli import main
-from facegallery.models import create_model
-
-
-@pytest.fixture(scope="module")
-def other_model_dir(tmp_path_factory):
-    """A second untrained model: a different fingerprint from ``tiny_model_dir``."""
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("other_model")
-    checkpoints.save_checkpoint(folder, create_model("resface64").eval(), {
-        "name": "other", "arch": "resface64", "arch_kwargs": {}, "input_size": 64, "embedding_dim": 128,
-        "tta_flip": False, "label_map": [], "threshold": 0.7})
-    return folder
 
 
 def _run(*args):

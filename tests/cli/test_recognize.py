@@ -50,6 +50,11 @@ def test_user_mistakes_are_one_line_errors(face_tree, tiny_model_dir, tmp_path):
         assert len(lines) == 1, r.stderr
 
 
+def test_missing_probe_is_reported_before_the_library_is_read(tmp_path, tiny_model_dir):
+    r = _run("identify", "--library", tmp_path / "nope", "--model", tiny_model_dir, tmp_path / "missing.jpg")
+    assert r.exit_code == 2 and "missing.jpg: no such file" in r.stderr and "nope" not in r.stderr
+
+
 def test_broken_photo_among_probes_is_skipped(face_tree, tiny_model_dir, tmp_path):
     bad = tmp_path / "probes"
     bad.mkdir()

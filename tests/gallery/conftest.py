@@ -1,25 +1,11 @@
-"""Gallery fixtures: a second (different) tiny model, and an enrolled gallery of the face tree."""
+"""Gallery fixtures: an enrolled gallery of the face tree, and a vectors-only embedder."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
-from facegallery import checkpoints
 from facegallery.gallery import Gallery
-from facegallery.models import create_model
-
-
-@pytest.fixture(scope="session")
-def other_model_dir(tmp_path_factory) -> Path:
-    """Another untrained resface64 (different weights, so a different fingerprint)."""
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("other_model")
-    checkpoints.save_checkpoint(folder, create_model("resface64").eval(), {
-        "name": "other", "arch": "resface64", "arch_kwargs": {}, "input_size": 64, "embedding_dim": 128,
-        "tta_flip": False, "label_map": [], "threshold": 0.7})
-    return folder
 
 
 @pytest.fixture

@@ -84,6 +84,9 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
     """Say who is in each photo, or 'unknown'."""
     if bool(library) == bool(gallery):
         raise UserError("give exactly one of --library DIR (one subfolder per person) or --gallery G.db")
+    missing = next((p for p in inputs if not Path(p).exists()), None)
+    if missing is not None:  # before the minutes a library may take to embed
+        raise UserError(f"{missing}: no such file or folder")
     if gallery:
         from facegallery.gallery import Gallery
 
