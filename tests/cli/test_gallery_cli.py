@@ -2,7 +2,6 @@
 rename, export/import, threshold, reembed, and their one-line errors."""
 import json
 
-import pytest
 from click.testing import CliRunner
 
 from facegallery.cli import main
