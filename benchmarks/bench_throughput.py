@@ -1,6 +1,7 @@
 """Embedding throughput (images/s) on a fixed number of CPU threads, inference, batch 256.
 
     .venv/bin/python benchmarks/bench_throughput.py --threads 1 --models resface64-pubfig83 seed-cnn dlib
+    .venv/bin/python benchmarks/bench_throughput.py --threads 2 --train-step   # fp32 vs bf16 autocast
 
 Times only the embedder on decoded, resized pixels (decoding is cached separately by PixelCache).
 'seed-cnn' means an untrained seed-cnn (speed does not depend on the weights).
@@ -44,16 +45,41 @@ def measure(name: str, batch: int, repeats: int, flip: bool | None) -> tuple[flo
     return batch / float(np.median(times)), e.input_size
 
 
+def train_step_s(arch: str, batch: int, bf16: bool, repeats: int) -> float:
+    """Median seconds of one forward + backward + AdamW step of ``arch`` on a random batch."""
+    net = create_model(arch).train().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x = torch.randn(batch, 3, net.input_size, net.input_size).contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(repeats + 2):  # two warm-up steps
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = net(x).float().square().sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["resface64-pubfig83", "seed-cnn"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--train-step", action="store_true", help="Time resface64 training steps, fp32 vs bf16.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), batch {args.batch}, {time.strftime('%Y-%m-%d')}")
+    if args.train_step:
+        print("| arch | batch | autocast | s/step |\n|---|---|---|---|")
+        for bf16 in (False, True):
+            sec = train_step_s("resface64", args.batch, bf16, args.repeats)
+            print(f"| resface64 | {args.batch} | {'bf16' if bf16 else 'fp32'} | {sec:.3f} |")
+        return
     print("| model | input | flip TTA | images/s |")
     print("|---|---|---|---|")
     for name in args.models:
