@@ -19,7 +19,7 @@ def test_default_is_shipped_and_self_describing(shipped):
     assert DEFAULT_MODEL in shipped_models() and shipped.name == DEFAULT_MODEL
     assert shipped.config["arch"] == "resface64" and len(set(shipped.label_map)) == len(shipped.label_map) > 1
     assert 0.0 < shipped.threshold < 4.0 and shipped.flip
-    assert shipped.config["command"].startswith("facegallery train")
+    assert " train --data " in shipped.config["command"]  # how it was made travels with it
     assert shipped.input_size == load_size(64, shipped.config["crop"]) and shipped.net_size == 64
 
 
