@@ -1,7 +1,7 @@
 """Ablation of the resface64 recipe: each ingredient switched off or swapped, same steps and seed.
 
     .venv/bin/python benchmarks/ablation.py --steps 800 --data ../shared/data/pubfig83 \
-        --base="--crop 0.75 --strong-augment"
+        --base=""   # the default recipe (crop 0.75, strong augmentation)
 
 Trains each variant with `facegallery train --steps N` (runs/ablation/<variant>), then reports the
 validation figures recorded in the checkpoint (held out of the train folder: used for model selection)

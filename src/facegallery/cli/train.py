@@ -25,8 +25,10 @@ from facegallery.training import TrainConfig, parse_duration, train
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
-@click.option("--strong-augment", is_flag=True, help="Add colour, grey, wider scale and random erasing.")
-@click.option("--crop", type=float, help="Central fraction of each photo fed to the network (1.0 = all).")
+@click.option("--strong-augment/--basic-augment", default=None,
+              help="Strong (default): colour, grey, wider scale and random erasing on top of the basic flips, "
+                   "shifts, rotations and brightness.")
+@click.option("--crop", type=float, help="Central fraction of each photo fed to the network (default 0.75; 1.0 = all).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
 @click.option("--threads", type=int, default=0, help="CPU threads (0 = all).")
 @click.option("--eval-every", type=int, help="Validate every N steps.")
@@ -42,8 +44,8 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:
         kw["augment"] = False
-    if strong_augment:
-        kw["strong_augment"] = True
+    if strong_augment is not None:
+        kw["strong_augment"] = strong_augment
     budget_s = parse_duration(budget) if budget else None
     common = dict(steps=steps, budget_s=budget_s, seed=seed, bf16=bf16, threads=threads, cache=cache, **kw)
     if recipe == "original":
