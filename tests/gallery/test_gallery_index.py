@@ -24,7 +24,9 @@ def test_exact_index_matches_recognition_top_k():
     assert (got_ids == ids[want_i]).all() and np.allclose(got_d, want_d, atol=1e-5)
 
 
-def test_compressed_agrees_with_exact_and_gives_true_distances():
+@pytest.mark.parametrize("parts", [1, 3])
+def test_compressed_agrees_with_exact_and_gives_true_distances(monkeypatch, parts):
+    monkeypatch.setattr(ix, "PARTS", parts)
     g, q = _data()
     ids = np.arange(len(g), dtype=np.int64) + 1
     exact, pq = ix.ExactIndex(ids, g), ix.CompressedIndex.build(ids, g)
@@ -32,10 +34,14 @@ def test_compressed_agrees_with_exact_and_gives_true_distances():
     assert (ai[:, 0] == ei[:, 0]).mean() >= 0.99
     same = ai[:, 0] == ei[:, 0]
     assert np.allclose(ad[same, 0], ed[same, 0], atol=1e-4)  # L2 on raw (non-unit) centroids
+    assert len(pq.parts) == parts and (np.diff(ad, axis=1) >= 0).all()  # parts merged in distance order
+    one = [pq.search(x[None], 5) for x in q[:20]]  # single probes take the threaded path
+    assert all((i[0] == ai[j]).all() and np.allclose(d[0], ad[j]) for j, (i, d) in enumerate(one))
 
 
 @pytest.mark.parametrize("kind", [ix.ExactIndex, ix.CompressedIndex.build])
-def test_upsert_and_remove(kind):
+def test_upsert_and_remove(kind, monkeypatch):
+    monkeypatch.setattr(ix, "PARTS", 2)
     g, q = _data(2000)
     ids = np.arange(2000, dtype=np.int64)
     index = kind(ids, g)
