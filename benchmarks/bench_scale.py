@@ -69,10 +69,12 @@ def exact_nearest(gallery: np.ndarray, probes: np.ndarray, chunk: int = 256) -> 
     return out
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS) or at its highest (VmHWM: per process image, unlike ru_maxrss, which
+    Linux carries over from the parent through fork + exec)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -102,9 +104,8 @@ def memory_probe(db: str) -> None:
     with Gallery.open(db, model=SyntheticModel()) as g:
         g.search(np.zeros((1, DIM), np.float32), 1)
         load = time.perf_counter() - t
-        import resource
         print(json.dumps({"rss_delta_mb": rss_mb() - base, "kind": g._index.kind, "open_s": load,
-                          "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base}))
+                          "peak_mb": rss_mb("VmHWM") - base}))
 
 
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:

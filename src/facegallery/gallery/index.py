@@ -187,14 +187,24 @@ class CompressedIndex:
 
     @classmethod
     def load(cls, path: Path) -> "CompressedIndex":
-        """Read a :meth:`save` file; ValueError when it is not one (the caller rebuilds)."""
+        """Read a :meth:`save` file; ValueError when it is not one (the caller rebuilds). Each part is
+        streamed from the archive into FAISS, never held twice (a whole-array copy would stay resident)."""
         import faiss
 
         try:
-            with np.load(path, allow_pickle=False) as z:
-                names = sorted((k for k in z.files if k.startswith("part")), key=lambda k: int(k[4:]))
-                parts = [faiss.deserialize_index(z[k]) for k in names]
-                ids, trained_on = z["ids"], int(z["trained_on"])
+            with zipfile.ZipFile(path) as zf:
+                with zf.open("ids.npy") as f:
+                    ids = np.load(f, allow_pickle=False)
+                with zf.open("trained_on.npy") as f:
+                    trained_on = int(np.load(f, allow_pickle=False))
+                names = sorted((n[:-4] for n in zf.namelist() if n.startswith("part")), key=lambda n: int(n[4:]))
+                parts = []
+                for name in names:
+                    with zf.open(f"{name}.npy") as f:
+                        version = np.lib.format.read_magic(f)
+                        (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0)(f)
+                        parts.append(faiss.read_index(faiss.PyCallbackIOReader(f.read)))
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a search index ({e.__class__.__name__})") from None
         if not parts or sum(p.ntotal for p in parts) != len(ids):
