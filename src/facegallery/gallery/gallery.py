@@ -433,7 +433,7 @@ class Gallery:
                                np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
         self._index_gen = self.store.generation()
         self._index_saved = False
-        if getattr(self._index, "stale", False):
+        if self._index.stale:
             self._index = None  # rebuilt from the store at the next search
 
     def search(self, embeddings: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -49,6 +49,7 @@ class ExactIndex:
     """Brute force: distances to every centroid with one matrix product (norms cached)."""
 
     kind = "exact"
+    stale = False  # always current: rows are really removed
 
     def __init__(self, ids: np.ndarray, vectors: np.ndarray):
         self.ids = np.asarray(ids, dtype=np.int64)
