@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 
 from facegallery.datasets import discover, numbered_key
-from facegallery.embedder import DEFAULT_MODEL, center_crop, load_model, load_size, shipped_models, to_tensor
+import torch
+
+from facegallery.embedder import (DEFAULT_MODEL, center_crop, fold_batchnorm, load_model, load_size, shipped_models,
+                                  to_tensor)
+from facegallery.models import create_model
 from facegallery.errors import UserError
 from facegallery.images import load_image
 from facegallery.recognition import centroids, squared_distances
@@ -29,6 +33,23 @@ def test_embeddings_are_unit_and_independent_of_batching(shipped):
     assert out.shape == (5, 128) and out.dtype == np.float32
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert np.allclose(shipped.embed(list(crops[2:3]), batch_size=1), out[2:3], atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resface64", "seed-cnn"])
+def test_folding_batchnorm_keeps_outputs(arch):
+    torch.manual_seed(0)
+    net = create_model(arch)
+    for m in net.modules():  # non-trivial statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    net.eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(3, 3, net.input_size, net.input_size)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-5)
 
 
 def test_center_crop_takes_the_middle():

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -56,14 +57,34 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     return x[:, :, top:top + size, left:left + size]
 
 
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """An inference copy of ``model`` with each BatchNorm after a convolution folded into its weights.
+
+    Same outputs to float rounding (~1e-7), one pass over the activations less per conv. A network that
+    torch.fx cannot trace (data-dependent control flow) is returned unfolded."""
+    model = model.eval()
+    try:
+        with warnings.catch_warnings():  # the module imports torch.jit helpers that warn of deprecation
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch.fx.experimental.optimization import fuse
+        from torch.fx.proxy import TraceError
+    except ImportError:  # a torch without it: unfolded is merely slower
+        return model
+    try:
+        return fuse(model)
+    except (TraceError, TypeError, NotImplementedError):
+        return model
+
+
 class TorchEmbedder:
     """A trained network from the registry plus its checkpoint config."""
 
     def __init__(self, model: torch.nn.Module, config: dict, name: str, fingerprint: str):
-        self.model = model.eval().to(memory_format=torch.channels_last)  # ~1.5x faster convs on CPU
+        self.net_size = int(model.input_size)
+        # channels-last: ~1.4x faster convs on CPU; BatchNorm folded into convs: ~1.15x more
+        self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
         self.config = config
         self.name = name
-        self.net_size = int(model.input_size)
         # photos are resized to input_size, then the central crop fraction is fed to the network
         self.input_size: int = load_size(self.net_size, float(config.get("crop", 1.0)))
         self.fingerprint = fingerprint
