@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.images import load_image
+from facegallery.images import load_image, warn_skip
 
 DETECT_MODES = ("auto", "on", "off")
 
@@ -46,3 +46,13 @@ def read_faces(path: str | Path, detect: str = "off") -> list[Face]:
     """Decode ``path`` (one-line :class:`~facegallery.images.ImageReadError` if it is not a picture)
     and return its faces."""
     return faces_in(load_image(path), detect)
+
+
+def only_face(faces: list[Face], where: Path) -> Face | None:
+    """The face of a photo that should show exactly one person (an enrolment or library photo); None,
+    warned, when it shows no face or several."""
+    if len(faces) == 1:
+        return faces[0]
+    warn_skip(where, "no face found" if not faces else
+              f"{len(faces)} faces found; use photos showing only this person")
+    return None

@@ -14,7 +14,7 @@ from facegallery.answers import face_answer
 from facegallery.datasets import discover
 from facegallery.embedder import Embedder
 from facegallery.errors import UserError
-from facegallery.faces import Face, read_faces
+from facegallery.faces import Face, only_face, read_faces
 from facegallery.images import ImageReadError, PixelCache, iter_images, load_batch, warn_skip
 from facegallery.recognition import centroids, squared_distances, top_k
 
@@ -34,6 +34,25 @@ def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None 
     return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
 
 
+def embed_detected(embedder: Embedder, paths: list[Path], detect: str,
+                   batch: int = 256) -> tuple[np.ndarray, list[int]]:
+    """Embed the one face of each photo found by detection (``auto`` / ``on``); unreadable photos and
+    photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
+    crops, kept = [], []
+    for i, path in enumerate(paths):
+        try:
+            face = only_face(read_faces(path, detect), path)
+        except ImageReadError as e:
+            warn_skip(path, str(e).split(": ", 1)[-1])
+            continue
+        if face is not None:
+            crops.append(face.crop)
+            kept.append(i)
+    out = [embedder.embed(crops[s:s + batch]) for s in range(0, len(crops), batch)]
+    dim = out[0].shape[1] if out else 128
+    return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
+
+
 @dataclass
 class Library:
     """Centroids of the people of a folder, and the threshold that says 'unknown'."""
@@ -45,10 +64,16 @@ class Library:
 
     @classmethod
     def from_folder(cls, root: str | Path, embedder: Embedder, threshold: float | None = None,
-                    cache: PixelCache | None = None) -> "Library":
-        """Embed every photo of ``root/<Person>/`` (as face crops) and average per person."""
+                    cache: PixelCache | None = None, detect: str = "off") -> "Library":
+        """Embed every photo of ``root/<Person>/`` and average per person.
+
+        ``detect="off"``: each photo is a face crop (the PubFig83 protocol); otherwise faces are found
+        and aligned as they are in probes, and a photo without exactly one face is skipped (warned)."""
         folder = discover(root)
-        emb, kept = embed_paths(embedder, folder.paths, cache)
+        if detect == "off":
+            emb, kept = embed_paths(embedder, folder.paths, cache)
+        else:
+            emb, kept = embed_detected(embedder, folder.paths, detect)
         if not kept:
             raise UserError(f"{root}: no readable photos in the library")
         labels = folder.labels[kept]

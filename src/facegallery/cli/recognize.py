@@ -94,5 +94,6 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
             show_answers(g.answer_photos(list(inputs), top_k, detect, threshold), as_json, annotate)
         return
     embedder = load_model(model)
-    lib = Library.from_folder(library, embedder, threshold)
+    # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
+    lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto")
     show_answers(lib.identify(list(inputs), top_k, detect), as_json, annotate)

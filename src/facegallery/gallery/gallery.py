@@ -23,7 +23,7 @@ from facegallery.answers import face_answer
 from facegallery.datasets import discover
 from facegallery.embedder import Embedder, load_model
 from facegallery.errors import UserError
-from facegallery.faces import Face, faces_in, read_faces
+from facegallery.faces import Face, faces_in, only_face, read_faces
 from facegallery.gallery import threshold as th
 from facegallery.gallery import index as ix
 from facegallery.gallery.index import CompressedIndex, ExactIndex
@@ -265,17 +265,13 @@ class Gallery:
                 where = Path(item) if not isinstance(item, np.ndarray) else Path("<array>")
                 if sha in known:
                     res.duplicates += 1
-                elif faces is None:
-                    res.rejected += 1
-                elif len(faces) != 1:
-                    warn_skip(where, "no face found" if not faces else
-                              f"{len(faces)} faces found; enrol photos showing only this person")
+                elif faces is None or (face := only_face(faces, where)) is None:
                     res.rejected += 1
                 else:
                     known.add(sha)
                     source = None if isinstance(item, np.ndarray) else str(Path(item).resolve())
                     rows.append((source, sha, detect))
-                    crops.append(faces[0].crop)
+                    crops.append(face.crop)
             owners.append(rows)
             results.append(res)
         emb = embedder.embed(crops) if crops else np.zeros((0, 0), np.float32)
