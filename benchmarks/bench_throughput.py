@@ -1,6 +1,7 @@
 """Embedding throughput (images/s) on a fixed number of CPU threads, inference, batch 256.
 
     .venv/bin/python benchmarks/bench_throughput.py --threads 1 --models resface64-pubfig83 seed-cnn dlib
+    .venv/bin/python benchmarks/bench_throughput.py --threads 1 --unfolded --repeats 20   # folding side by side
     .venv/bin/python benchmarks/bench_throughput.py --threads 2 --train-step   # fp32 vs bf16 autocast
 
 Times only the embedder on decoded, resized pixels (decoding is cached separately by PixelCache).
@@ -16,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from facegallery import checkpoints
+from facegallery import checkpoints, embedder
 from facegallery.embedder import load_model
 from facegallery.models import create_model
 
@@ -29,9 +30,16 @@ def _embedder(name: str):
     return load_model(name)
 
 
-def measure(name: str, batch: int, repeats: int, flip: bool | None) -> tuple[float, int]:
-    """Median images/s over ``repeats`` batches after one warm-up batch."""
-    e = _embedder(name)
+def measure(name: str, batch: int, repeats: int, flip: bool | None, fold: bool = True) -> tuple[float, int]:
+    """Median images/s over ``repeats`` batches after one warm-up batch; ``fold=False`` times the network
+    with its BatchNorm layers left unfolded (as before folding was added), for a side-by-side figure."""
+    keep = embedder.fold_batchnorm
+    if not fold:
+        embedder.fold_batchnorm = lambda model: model.eval()
+    try:
+        e = _embedder(name)
+    finally:
+        embedder.fold_batchnorm = keep
     if flip is not None and hasattr(e, "flip"):
         e.flip = flip
     size = 150 if name == "dlib" else e.input_size
@@ -69,6 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--unfolded", action="store_true", help="Also time the networks without BatchNorm folding.")
     ap.add_argument("--train-step", action="store_true", help="Time resface64 training steps, fp32 vs bf16.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,13 +89,15 @@ def main() -> None:
             sec = train_step_s("resface64", args.batch, bf16, args.repeats)
             print(f"| resface64 | {args.batch} | {'bf16' if bf16 else 'fp32'} | {sec:.3f} |")
         return
-    print("| model | input | flip TTA | images/s |")
-    print("|---|---|---|---|")
+    print("| model | input | BatchNorm folded | flip TTA | images/s |")
+    print("|---|---|---|---|---|")
     for name in args.models:
-        variants = [None] if name in ("dlib", "seed-cnn") else [False, True]
-        for flip in variants:
-            rate, size = measure(name, args.batch, args.repeats, flip)
-            print(f"| {name} | {size} | {'-' if flip is None else ('on' if flip else 'off')} | {rate:.0f} |")
+        torch_model = name not in ("dlib",)
+        for fold in ([False, True] if torch_model and args.unfolded else [True]):
+            for flip in ([None] if name in ("dlib", "seed-cnn") else [False, True]):
+                rate, size = measure(name, args.batch, args.repeats, flip, fold)
+                print(f"| {name} | {size} | {('yes' if fold else 'no') if torch_model else '-'} | "
+                      f"{'-' if flip is None else ('on' if flip else 'off')} | {rate:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
