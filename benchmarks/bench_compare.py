@@ -113,8 +113,8 @@ def main() -> None:
         rows.append((Path(name).name, m["closed_set"]["top1"], m["closed_set"]["top6"], o["calibrated_accuracy"],
                      o["best_accuracy"], m["open_set_all"]["calibrated_accuracy"], n["top1_5shot"], rate))
         print(rows[-1], flush=True)
-    print(f"\n| model | closed top-1 | closed top-6 | open (1260) calibrated | open (1260) best in hindsight "
-          f"| open (all 3283) calibrated | new ids 5-shot top-1 | images/s, 1 core |")
+    print("\n| model | closed top-1 | closed top-6 | open (1260) calibrated | open (1260) best in hindsight "
+          "| open (all 3283) calibrated | new ids 5-shot top-1 | images/s, 1 core |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.3f} | {r[6]:.3f} | {r[7]:.0f} |")
