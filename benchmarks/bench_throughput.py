@@ -92,7 +92,7 @@ def main() -> None:
     print("| model | input | BatchNorm folded | flip TTA | images/s |")
     print("|---|---|---|---|---|")
     for name in args.models:
-        torch_model = name not in ("dlib",)
+        torch_model = name != "dlib"
         for fold in ([False, True] if torch_model and args.unfolded else [True]):
             for flip in ([None] if name in ("dlib", "seed-cnn") else [False, True]):
                 rate, size = measure(name, args.batch, args.repeats, flip, fold)

@@ -34,8 +34,7 @@ def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None 
     return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
 
 
-def embed_detected(embedder: Embedder, paths: list[Path], detect: str,
-                   batch: int = 256) -> tuple[np.ndarray, list[int]]:
+def embed_detected(embedder: Embedder, paths: list[Path], detect: str) -> tuple[np.ndarray, list[int]]:
     """Embed the one face of each photo found by detection (``auto`` / ``on``); unreadable photos and
     photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
     crops, kept = [], []
@@ -48,9 +47,7 @@ def embed_detected(embedder: Embedder, paths: list[Path], detect: str,
         if face is not None:
             crops.append(face.crop)
             kept.append(i)
-    out = [embedder.embed(crops[s:s + batch]) for s in range(0, len(crops), batch)]
-    dim = out[0].shape[1] if out else 128
-    return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
+    return embedder.embed(crops), kept  # the embedder batches (and returns (0, D) for no crops)
 
 
 @dataclass
