@@ -1,6 +1,8 @@
+import itertools
+
 import torch
 
-from facegallery.losses import CosFaceHead, triplet_loss
+from facegallery.losses import CosFaceHead, spread_out_loss, triplet_loss
 
 
 def test_triplet_loss_values_by_hand():
@@ -37,3 +39,24 @@ def test_cosface_margin_raises_loss_for_the_true_class():
     plain = float(head(emb, y))
     head.margin = 0.35
     assert float(head(emb, y)) > plain
+
+
+def test_spread_out_loss_equals_pairwise_reference():
+    torch.manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(9, 4), dim=1)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])
+    cos = [float(emb[i] @ emb[j]) for i, j in itertools.permutations(range(9), 2) if y[i] != y[j]]
+    m1 = sum(cos) / len(cos)
+    m2 = sum(c * c for c in cos) / len(cos)
+    ref = m1 ** 2 + max(0.0, m2 - 1 / 4)
+    assert abs(float(spread_out_loss(emb, y)) - ref) < 1e-6
+
+
+def test_spread_out_loss_zero_for_orthogonal_people_and_penalises_clumping():
+    eye = torch.eye(4)
+    y = torch.arange(4)
+    assert float(spread_out_loss(eye, y)) == 0.0
+    clumped = torch.nn.functional.normalize(torch.ones(4, 4) + 0.1 * eye, dim=1)
+    assert float(spread_out_loss(clumped, y)) > 0.5
+    # one person only: no pair of different people, no penalty (and no NaN)
+    assert float(spread_out_loss(clumped, torch.zeros(4, dtype=torch.long))) == 0.0

@@ -50,6 +50,15 @@ def test_same_seed_same_model(face_tree, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_spread_term_is_reported_and_changes_the_update(face_tree, tmp_path):
+    plain = Trainer(_cfg(face_tree, tmp_path / "a"), log=lambda s: None)
+    spread = Trainer(_cfg(face_tree, tmp_path / "b", spread_weight=50.0), log=lambda s: None)
+    assert plain.train_step()["gor"] == 0.0
+    assert spread.train_step()["gor"] > 0.0
+    wa, wb = plain.model.state_dict(), spread.model.state_dict()
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_original_recipe_runs_on_seed_cnn(face_tree, tmp_path):
     cfg = TrainConfig.original(str(face_tree), str(tmp_path / "s"), steps=2, p=2, k=2, eval_every=2,
                                val_impostors=1, val_fraction=0.2, threads=1)

@@ -1,4 +1,5 @@
-"""Losses: FaceNet's triplet loss and a CosFace (large-margin cosine) classification head."""
+"""Losses: FaceNet's triplet loss, a CosFace (large-margin cosine) classification head and a spread-out
+regulariser."""
 from __future__ import annotations
 
 import torch
@@ -38,3 +39,17 @@ class CosFaceHead(nn.Module):
         cos = F.linear(emb, F.normalize(self.weight, dim=1))
         logits = self.scale * (cos - self.margin * F.one_hot(labels, cos.shape[1]).to(cos.dtype))
         return F.cross_entropy(logits, labels)
+
+
+def spread_out_loss(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Global orthogonal regularisation (Zhang et al. 2017): pairs of different people should look like
+    random unit vectors, mean cosine 0 and mean squared cosine at most 1/d.
+
+    A classification head over few identities squeezes the embedding into a few dozen directions;
+    this term asks for the whole sphere, which is room for people never trained on."""
+    cos = emb @ emb.t()
+    neg = labels[:, None] != labels[None, :]
+    if not neg.any():
+        return emb.sum() * 0.0
+    d = cos[neg]
+    return d.mean().pow(2) + F.relu(d.pow(2).mean() - 1.0 / emb.shape[1])

@@ -27,7 +27,7 @@ from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_sp
 from facegallery.embedder import center_crop, load_size, to_tensor
 from facegallery.errors import UserError
 from facegallery.images import PixelCache
-from facegallery.losses import CosFaceHead, triplet_loss
+from facegallery.losses import CosFaceHead, spread_out_loss, triplet_loss
 from facegallery.mining import MINERS
 from facegallery.models import create_model
 
@@ -52,6 +52,7 @@ class TrainConfig:
     cosface_weight: float = 1.0      # 0 switches the CosFace term off
     cosface_scale: float = 30.0
     cosface_margin: float = 0.35
+    spread_weight: float = 0.0       # weight of the spread-out (GOR) term; 0 = off
     lr: float = 2e-3
     weight_decay: float = 5e-2
     warmup: int = 200
@@ -264,13 +265,18 @@ class Trainer:
         if self.head is not None:
             c_loss = self.head(emb, y)
             loss = loss + cfg.cosface_weight * c_loss
+        s_loss = torch.zeros(())
+        if cfg.spread_weight > 0:
+            s_loss = spread_out_loss(emb, y)
+            loss = loss + cfg.spread_weight * s_loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
         with torch.no_grad():
             spread = float(torch.cdist(emb, emb).mean())
-        return {"loss": loss.item(), "triplet": t_loss.item(), "cosface": c_loss.item(), "spread": spread}
+        return {"loss": loss.item(), "triplet": t_loss.item(), "cosface": c_loss.item(), "gor": s_loss.item(),
+                "spread": spread}
 
     # ----- checkpoints ------------------------------------------------------------------------
     def config_json(self, cal: Calibration | None) -> dict:
