@@ -5,11 +5,16 @@ Two recipes share the loop:
   batch 128 triplets, no augmentation, no schedule);
 - ``facenet``: P x K batches with online mining (batch-hard or semi-hard) plus an optional CosFace
   term, augmentation, warm-up + cosine schedule, weight decay, validation and best-model selection.
+
+Data-parallel over processes (torchrun or ``--procs``): every process draws the same P x K batch and
+takes its share of the identities; mining and the losses are local to that share, DDP averages the
+gradients; rank 0 validates and writes checkpoints.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -19,9 +24,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from facegallery import checkpoints
+from facegallery import checkpoints, distributed
 from facegallery.calibration import Calibration, calibrate
 from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
 from facegallery.embedder import center_crop, load_size, to_tensor
@@ -142,6 +148,21 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+class Objective(nn.Module):
+    """The embedding network and the CosFace head as one module (so DDP keeps both in step):
+    ``(photos, labels) -> (unit embeddings, CosFace loss or 0)``."""
+
+    def __init__(self, model: nn.Module, head: CosFaceHead | None, bf16: bool = False):
+        super().__init__()
+        self.model, self.head, self.bf16 = model, head, bf16
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            emb = self.model(x)
+        emb = emb.float()
+        return emb, (self.head(emb, y) if self.head is not None else torch.zeros(()))
+
+
 class Trainer:
     """Holds the data, model, optimizer and RNGs of one run; ``run()`` trains, evaluates, saves."""
 
@@ -153,9 +174,14 @@ class Trainer:
             raise UserError(f"unknown miner {cfg.miner!r}; known: {', '.join(MINERS)}")
         if cfg.steps is None and cfg.budget_s is None:
             raise UserError("give --steps or --budget")
+        self.world = distributed.join()
+        if not self.world.main:
+            self.log = lambda s: None
         torch.manual_seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        elif self.world.size > 1:  # 0 = all cores, shared out between the processes
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world.size))
         self.model = create_model(cfg.arch, **cfg.arch_kwargs)
         self.net_size = int(self.model.input_size)
         self.size = load_size(self.net_size, cfg.crop)  # photos load at this side, then are cropped
@@ -167,10 +193,14 @@ class Trainer:
         self.names = train.names
         cache = PixelCache(cfg.cache) if cfg.cache else PixelCache()
         t0 = time.time()
+        if not self.world.main:
+            self.world.barrier()  # rank 0 decodes (and caches) the photos first
         self.pixels, self.train = train.load_pixels(self.size, cache)
         self.labels = self.train.labels
-        self.val = self._val_data(hold, imp, cache)
-        log(f"data: {len(self.train)} photos of {len(self.names)} identities for training "
+        self.val = self._val_data(hold, imp, cache) if self.world.main else None
+        if self.world.main:
+            self.world.barrier()
+        self.log(f"data: {len(self.train)} photos of {len(self.names)} identities for training "
             f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
             f"{len(imp.names)} impostor identities")
         self.head = CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) \
@@ -184,9 +214,16 @@ class Trainer:
             self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                          {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
         self.model = self.model.to(memory_format=torch.channels_last)
+        self.objective: nn.Module = Objective(self.model, self.head, cfg.bf16)
+        if self.world.size > 1:
+            self.objective = nn.parallel.DistributedDataParallel(self.objective)
         self.rng = np.random.default_rng(cfg.seed)
         self.sampler = PKSampler(self.labels, cfg.p, cfg.k, cfg.seed + 1)
-        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        if self.world.size > 1 and cfg.recipe != "original" and self.sampler.p % self.world.size:
+            raise UserError(f"P = {self.sampler.p} identities per batch do not split evenly over "
+                            f"{self.world.size} processes")
+        # every rank draws the same batches (then takes its share) but augments its own photos
+        self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2 + 7919 * self.world.rank)
         self.step, self.total = 0, cfg.steps
         self.best: tuple[float, dict] | None = None
         self.history: list[dict] = []
@@ -236,23 +273,26 @@ class Trainer:
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.recipe == "original":
             trip = random_triplet_batch(self.labels, self.cfg.p * self.cfg.k, self.rng)
-            rows = trip.reshape(-1)  # a0 p0 n0 a1 p1 n1 ...
+            rows = self._share(trip).reshape(-1)  # a0 p0 n0 a1 p1 n1 ...
         else:
-            rows = self.sampler()
+            rows = self._share(self.sampler())  # whole identities: P x K rows grouped by identity
         x = to_tensor(self.pixels[rows])
         if self.cfg.augment:
             x = augment_batch(x, self.aug_gen, self.cfg.strong_augment)
         x = center_crop(x, self.net_size)
         return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows])
 
+    def _share(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's contiguous share of a batch drawn identically on every rank."""
+        n = len(rows) // self.world.size
+        return rows[self.world.rank * n:(self.world.rank + 1) * n]
+
     def train_step(self) -> dict:
         cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.step, self.total or 1, cfg)
         x, y = self._batch()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            emb = self.model(x)
-        emb = emb.float()
+        emb, c_loss = self.objective(x, y)
         if cfg.recipe == "original":
             e = emb.view(-1, 3, emb.shape[1])
             a, p, n = e[:, 0], e[:, 1], e[:, 2]
@@ -261,9 +301,7 @@ class Trainer:
             a, p, n = emb[ia], emb[ip], emb[ineg]
         t_loss = triplet_loss(a, p, n, cfg.margin, cfg.reduction)
         loss = cfg.triplet_weight * t_loss
-        c_loss = torch.zeros(())
         if self.head is not None:
-            c_loss = self.head(emb, y)
             loss = loss + cfg.cosface_weight * c_loss
         s_loss = torch.zeros(())
         if cfg.spread_weight > 0:
@@ -290,10 +328,10 @@ class Trainer:
             "threshold": cal.threshold if cal else None,
             "validation": asdict(cal) if cal else None,
             "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0] else None,
-            "torch": torch.__version__,
+            "torch": torch.__version__, "processes": self.world.size,
         }
 
-    def _state(self) -> dict[str, torch.Tensor]:
+    def _state(self, aug_states: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         st: dict[str, torch.Tensor] = {}
         for i, (pid, s) in enumerate(self.opt.state_dict()["state"].items()):
             for k, v in s.items():
@@ -301,19 +339,29 @@ class Trainer:
         if self.head is not None:
             st["head.weight"] = self.head.weight.detach().clone()
         st["rng.torch"] = torch.get_rng_state()
-        st["rng.aug"] = self.aug_gen.get_state()
+        if len(aug_states) == 1:
+            st["rng.aug"] = aug_states[0]
+        else:
+            st.update({f"rng.aug.{r}": a for r, a in enumerate(aug_states)})
         return st
 
     def save_last(self) -> None:
+        """Write OUT/last to resume from (collective: every rank calls it, rank 0 writes)."""
+        aug_states = self.world.gather(self.aug_gen.get_state())
+        if not self.world.main:
+            return
         extra = {"rng_numpy": self.rng.bit_generator.state, "rng_sampler": self.sampler.rng.bit_generator.state,
                  "best_score": self.best[0] if self.best else None}
         cfg = self.config_json(None)
         cfg["resume"] = json.loads(json.dumps(extra))
-        checkpoints.save_checkpoint(Path(self.cfg.out) / "last", self.model, cfg, train_state=self._state())
+        checkpoints.save_checkpoint(Path(self.cfg.out) / "last", self.model, cfg, train_state=self._state(aug_states))
 
     def _resume(self) -> None:
         last = Path(self.cfg.out) / "last"
         cfg = checkpoints.read_config(last)
+        if cfg.get("processes", 1) != self.world.size:
+            raise UserError(f"{last}: trained by {cfg.get('processes', 1)} processes; resume it with as many "
+                            f"(not {self.world.size})")
         self.model.load_state_dict(checkpoints.load_weights(last))
         st = checkpoints.load_train_state(last) or {}
         opt_sd = self.opt.state_dict()
@@ -325,7 +373,7 @@ class Trainer:
         if self.head is not None and "head.weight" in st:
             self.head.weight.data.copy_(st["head.weight"])
         torch.set_rng_state(st["rng.torch"])
-        self.aug_gen.set_state(st["rng.aug"])
+        self.aug_gen.set_state(st["rng.aug" if self.world.size == 1 else f"rng.aug.{self.world.rank}"])
         self.rng.bit_generator.state = cfg["resume"]["rng_numpy"]
         self.sampler.rng.bit_generator.state = cfg["resume"]["rng_sampler"]
         self.step, self.total = cfg["steps"], cfg["total_steps"]
@@ -339,6 +387,24 @@ class Trainer:
         checkpoints.save_checkpoint(self.cfg.out, self.model, self.config_json(cal), half=True)
 
     # ----- the loop ---------------------------------------------------------------------------
+    def _validate_and_keep(self, m: dict, stale: int) -> int:
+        """Validate (rank 0), record, keep the model when it is the best so far; returns how many
+        validations in a row have not improved, the same on every rank."""
+        if self.world.main:
+            cal = self.validate()
+            score = (cal.closed_top1 + cal.accuracy) / 2 if cal else -m["loss"]
+            self.history.append({"step": self.step, "seconds": round(self.train_seconds), **m,
+                                 **({"val_top1": cal.closed_top1, "val_open": cal.accuracy,
+                                     "val_threshold": cal.threshold} if cal else {})})
+            self.log(f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}"
+                     + (f" val top1 {cal.closed_top1:.3f} open {cal.accuracy:.3f} thr {cal.threshold:.3f}" if cal else ""))
+            if self.best is None or score > self.best[0]:
+                self.save_best(cal, score)
+                stale = 0
+            else:
+                stale += 1
+        return int(self.world.broadcast([stale])[0])
+
     def run(self, progress: bool = True) -> Path:
         """Train to the step count (fixed from the budget by timing early steps), validating
         every ``eval_every`` steps and keeping the best model by validation score."""
@@ -346,56 +412,74 @@ class Trainer:
 
         cfg = self.cfg
         self.model.train()
-        bar = tqdm(total=self.total, initial=self.step, disable=not progress, unit="step",
+        bar = tqdm(total=self.total, initial=self.step, disable=not (progress and self.world.main), unit="step",
                    dynamic_ncols=True)
         stale, t0, s0 = 0, 0.0, 0
         t_start = time.time() - self.train_seconds
         while self.total is None or self.step < self.total:
             m = self.train_step()
             self.train_seconds = time.time() - t_start
-            if self.total is None and self.step == 2:
-                t0, s0 = self.train_seconds, 2  # the first steps are slow (allocator warm-up)
-            if self.total is None and self.step == 10:
-                t0, s0 = self.train_seconds, 10
-            # time steps 10-30, or fewer for a slow network once 5% of the budget is spent
-            if self.total is None and (self.step == 30 or (self.step >= 4 and self.train_seconds >= 0.05 * cfg.budget_s)):
-                per = (self.train_seconds - t0) / (self.step - s0)
+            if self.total is None:
+                if self.step == 2:
+                    t0, s0 = self.train_seconds, 2  # the first steps are slow (allocator warm-up)
+                if self.step == 10:
+                    t0, s0 = self.train_seconds, 10
+                # time steps 10-30, or fewer for a slow network once 5% of the budget is spent;
+                # rank 0's clock decides for every rank
+                ready = self.step == 30 or (self.step >= 4 and self.train_seconds >= 0.05 * cfg.budget_s)
+                per = (self.train_seconds - t0) / max(1, self.step - s0)
                 # validation costs about as much as a few dozen steps per evaluation
-                self.total = max(self.step + 1, int((cfg.budget_s - t0) / (per * 1.08)) + s0)
-                bar.total = self.total
-                self.log(f"budget {cfg.budget_s:.0f}s at {per:.2f}s/step -> {self.total} steps")
+                total = max(self.step + 1, int((cfg.budget_s - t0) / (per * 1.08)) + s0)
+                ready, total, per = self.world.broadcast([float(ready), total, per])
+                if ready:
+                    self.total = int(total)
+                    bar.total = self.total
+                    self.log(f"budget {cfg.budget_s:.0f}s at {per:.2f}s/step -> {self.total} steps")
             bar.update(1)
             bar.set_postfix(loss=f"{m['loss']:.3f}", trip=f"{m['triplet']:.3f}", lr=f"{lr_at(self.step, self.total or 1, cfg):.1e}")
             last = self.total is not None and self.step >= self.total
             if self.step % cfg.eval_every == 0 or last:
-                cal = self.validate()
-                score = (cal.closed_top1 + cal.accuracy) / 2 if cal else -m["loss"]
-                self.history.append({"step": self.step, "seconds": round(self.train_seconds), **m,
-                                     **({"val_top1": cal.closed_top1, "val_open": cal.accuracy,
-                                         "val_threshold": cal.threshold} if cal else {})})
-                self.log(f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}"
-                         + (f" val top1 {cal.closed_top1:.3f} open {cal.accuracy:.3f} thr {cal.threshold:.3f}" if cal else ""))
-                if self.best is None or score > self.best[0]:
-                    self.save_best(cal, score)
-                    stale = 0
-                else:
-                    stale += 1
-                    if cfg.patience and stale >= cfg.patience:
-                        self.log(f"early stop at step {self.step}: no improvement in {stale} evaluations")
-                        self.save_last()
-                        break
+                stale = self._validate_and_keep(m, stale)
+                if cfg.patience and stale >= cfg.patience:
+                    self.log(f"early stop at step {self.step}: no improvement in {stale} evaluations")
+                    self.save_last()
+                    break
             if self.step % cfg.checkpoint_every == 0 or last:
                 self.save_last()
         bar.close()
-        # the exported model records the whole run's history and length, with its own validation
-        final_cfg = checkpoints.read_config(cfg.out)
-        checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total,
-                                  train_seconds=round(self.train_seconds, 1),
-                                  selected_step=final_cfg["steps"])
+        if self.world.main:
+            # the exported model records the whole run's history and length, with its own validation
+            final_cfg = checkpoints.read_config(cfg.out)
+            checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total,
+                                      train_seconds=round(self.train_seconds, 1),
+                                      selected_step=final_cfg["steps"])
         return Path(cfg.out)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           log: Callable[[str], None] = print) -> Path:
-    """Train and write the checkpoint folder ``cfg.out`` (best model) and ``cfg.out/last`` (resume)."""
-    return Trainer(cfg, resume=resume, log=log).run(progress=progress)
+    """Train and write the checkpoint folder ``cfg.out`` (best model) and ``cfg.out/last`` (resume).
+    Under torchrun (or :func:`train_processes`) each process calls this and they train as one."""
+    trainer = Trainer(cfg, resume=resume, log=log)
+    try:
+        return trainer.run(progress=progress)
+    finally:
+        distributed.leave(trainer.world)
+
+
+def _log_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def train_processes(cfg: TrainConfig, procs: int, resume: bool = False, progress: bool = True) -> Path:
+    """``train`` data-parallel over ``procs`` local processes (one thread each unless ``cfg.threads``)."""
+    if procs <= 1:
+        return train(cfg, resume=resume, progress=progress, log=_log_stderr)
+    try:
+        distributed.spawn(procs, train, cfg, resume, progress, _log_stderr)
+    except Exception as e:  # a worker's UserError arrives as text; show its one line
+        text = str(e)
+        if "UserError: " in text:
+            raise UserError(text.rsplit("UserError: ", 1)[1].strip().splitlines()[0]) from None
+        raise
+    return Path(cfg.out)

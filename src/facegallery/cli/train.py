@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from facegallery.cli import main
-from facegallery.training import TrainConfig, parse_duration, train
+from facegallery.training import TrainConfig, parse_duration, train, train_processes
 
 
 @main.command("train")
@@ -31,13 +31,16 @@ from facegallery.training import TrainConfig, parse_duration, train
                    "shifts, rotations and brightness.")
 @click.option("--crop", type=float, help="Central fraction of each photo fed to the network (default 0.75; 1.0 = all).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
-@click.option("--threads", type=int, default=0, help="CPU threads (0 = all).")
+@click.option("--threads", type=int, default=0, help="CPU threads per process (0 = all cores, shared out).")
+@click.option("--procs", type=click.IntRange(1), default=1, show_default=True,
+              help="Data-parallel training processes on this machine (DDP over gloo); P must divide evenly. "
+                   "For several machines use torchrun.")
 @click.option("--eval-every", type=int, help="Validate every N steps.")
 @click.option("--patience", type=int, help="Stop after N validations without improvement.")
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight,
-              spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16, threads, eval_every, patience, resume, cache) -> None:
+              spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16, threads, procs, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "spread_weight": spread_weight, "lr": lr,
@@ -53,5 +56,8 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
         cfg = TrainConfig.original(data, out, **({"arch": arch} if arch != "resface64" else {}), **common)
     else:
         cfg = TrainConfig(data=data, out=out, arch=arch, **common)
-    path = train(cfg, resume=resume, log=lambda s: click.echo(s, err=True))
+    if procs > 1:
+        path = train_processes(cfg, procs, resume=resume)
+    else:
+        path = train(cfg, resume=resume, log=lambda s: click.echo(s, err=True))
     click.echo(f"wrote {path}")

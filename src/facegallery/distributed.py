@@ -1,0 +1,87 @@
+"""Data-parallel training on CPU cores with PyTorch's own engine (torch.distributed, gloo, DDP).
+
+Two ways in, one code path: ``torchrun --nproc-per-node N $(which facegallery) train ...`` sets the
+usual environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or ``facegallery train --procs N``
+spawns the N processes itself. Why bother on a laptop: PyTorch's convolutions scale poorly from one
+thread to two on small batches, so two one-thread processes each working on half the batch train
+faster than one two-thread process (benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 validates, logs and writes checkpoints."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def broadcast(self, values: list[float]) -> list[float]:
+        """Rank 0's ``values`` on every rank (decisions such as the step count or stopping)."""
+        if self.size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.broadcast(t, 0)
+        return t.tolist()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (on every rank)."""
+        if self.size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def join() -> World:
+    """Join the process group described by the environment (torchrun's variables); a single process
+    when WORLD_SIZE is unset or 1."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def leave(world: World) -> None:
+    """Tear the process group down at the end of a run."""
+    if world.size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    fn(*args)
+
+
+def spawn(procs: int, fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` in ``procs`` local processes that form one process group (``fn`` and its
+    arguments must be picklable). A failure in any process raises here."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(procs, _free_port(), fn, args), nprocs=procs, join=True)
