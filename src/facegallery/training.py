@@ -427,9 +427,11 @@ class Trainer:
                 # time steps 10-30, or fewer for a slow network once 5% of the budget is spent;
                 # rank 0's clock decides for every rank
                 ready = self.step == 30 or (self.step >= 4 and self.train_seconds >= 0.05 * cfg.budget_s)
-                per = (self.train_seconds - t0) / max(1, self.step - s0)
-                # validation costs about as much as a few dozen steps per evaluation
-                total = max(self.step + 1, int((cfg.budget_s - t0) / (per * 1.08)) + s0)
+                per = total = 0.0
+                if ready:
+                    per = (self.train_seconds - t0) / (self.step - s0)
+                    # validation costs about as much as a few dozen steps per evaluation
+                    total = max(self.step + 1, int((cfg.budget_s - t0) / (per * 1.08)) + s0)
                 ready, total, per = self.world.broadcast([float(ready), total, per])
                 if ready:
                     self.total = int(total)
