@@ -148,6 +148,15 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def command_line() -> str | None:
+    """This process's command as a user would type it (``python -m facegallery`` and torchrun's
+    ``-m facegallery`` show as ``facegallery``)."""
+    if not sys.argv or not sys.argv[0]:
+        return None
+    prog = "facegallery" if sys.argv[0].endswith("__main__.py") else sys.argv[0]
+    return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
+
+
 class Objective(nn.Module):
     """The embedding network and the CosFace head as one module (so DDP keeps both in step):
     ``(photos, labels) -> (unit embeddings, CosFace loss or 0)``."""
@@ -327,7 +336,7 @@ class Trainer:
             "train_config": asdict(cfg), "split": self.split.to_json(), "history": self.history,
             "threshold": cal.threshold if cal else None,
             "validation": asdict(cal) if cal else None,
-            "command": " ".join(shlex.quote(a) for a in sys.argv) if sys.argv and sys.argv[0] else None,
+            "command": command_line(),
             "torch": torch.__version__, "processes": self.world.size,
         }
 

@@ -1,6 +1,8 @@
 """``facegallery train``."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from facegallery.cli import main
@@ -60,4 +62,5 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
         path = train_processes(cfg, procs, resume=resume)
     else:
         path = train(cfg, resume=resume, log=lambda s: click.echo(s, err=True))
-    click.echo(f"wrote {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process gets here
+        click.echo(f"wrote {path}")
