@@ -1,10 +1,9 @@
 """Data-parallel training on CPU cores with PyTorch's own engine (torch.distributed, gloo, DDP).
 
-Two ways in, one code path: ``torchrun --nproc-per-node N $(which facegallery) train ...`` sets the
-usual environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or ``facegallery train --procs N``
-spawns the N processes itself. Why bother on a laptop: PyTorch's convolutions scale poorly from one
-thread to two on small batches, so two one-thread processes each working on half the batch train
-faster than one two-thread process (benchmarks/RESULTS.md).
+Two ways in, one code path: ``torchrun --nproc-per-node N -m facegallery train ...`` sets the usual
+environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or ``facegallery train --procs N`` spawns the
+N processes itself. On a 2-core laptop two one-thread processes, each on half the batch, train 9% faster
+than one two-thread process (benchmarks/RESULTS.md, section 5).
 """
 from __future__ import annotations
 

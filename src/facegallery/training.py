@@ -210,8 +210,8 @@ class Trainer:
         if self.world.main:
             self.world.barrier()
         self.log(f"data: {len(self.train)} photos of {len(self.names)} identities for training "
-            f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
-            f"{len(imp.names)} impostor identities")
+                 f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
+                 f"{len(imp.names)} impostor identities")
         self.head = CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) \
             if cfg.cosface_weight > 0 else None
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
@@ -483,7 +483,8 @@ def _log_stderr(line: str) -> None:
 
 
 def train_processes(cfg: TrainConfig, procs: int, resume: bool = False, progress: bool = True) -> Path:
-    """``train`` data-parallel over ``procs`` local processes (one thread each unless ``cfg.threads``)."""
+    """``train`` in one process, or data-parallel over ``procs`` local processes (the cores shared out
+    between them unless ``cfg.threads`` says otherwise); progress and log lines go to stderr."""
     if procs <= 1:
         return train(cfg, resume=resume, progress=progress, log=_log_stderr)
     try:

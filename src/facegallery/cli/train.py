@@ -6,7 +6,7 @@ import os
 import click
 
 from facegallery.cli import main
-from facegallery.training import TrainConfig, parse_duration, train, train_processes
+from facegallery.training import TrainConfig, parse_duration, train_processes
 
 
 @main.command("train")
@@ -58,9 +58,6 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
         cfg = TrainConfig.original(data, out, **({"arch": arch} if arch != "resface64" else {}), **common)
     else:
         cfg = TrainConfig(data=data, out=out, arch=arch, **common)
-    if procs > 1:
-        path = train_processes(cfg, procs, resume=resume)
-    else:
-        path = train(cfg, resume=resume, log=lambda s: click.echo(s, err=True))
+    path = train_processes(cfg, procs, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process gets here
         click.echo(f"wrote {path}")
