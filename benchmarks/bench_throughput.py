@@ -1,7 +1,7 @@
 """Embedding throughput (images/s) on a fixed number of CPU threads, inference, batch 256.
 
     .venv/bin/python benchmarks/bench_throughput.py --threads 1 --models resface64-pubfig83 seed-cnn dlib
-    .venv/bin/python benchmarks/bench_throughput.py --threads 1 --unfolded --repeats 20   # folding side by side
+    .venv/bin/python benchmarks/bench_throughput.py --threads 1 --unfolded --repeats 20   # fp32 unfolded/folded, int8
     .venv/bin/python benchmarks/bench_throughput.py --threads 2 --train-step   # fp32 vs bf16 autocast
 
 Times only the embedder on decoded, resized pixels (decoding is cached separately by PixelCache).
@@ -73,7 +73,8 @@ def train_step_s(arch: str, batch: int, bf16: bool, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["resface64-pubfig83", "seed-cnn"])
+    ap.add_argument("--models", nargs="+", default=["resface64-pubfig83@fp32", "resface64-pubfig83@int8", "seed-cnn"],
+                    help="Shipped names (NAME@fp32 / NAME@int8 for one precision), 'seed-cnn', 'resface64', 'dlib'.")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
@@ -89,15 +90,17 @@ def main() -> None:
             sec = train_step_s("resface64", args.batch, bf16, args.repeats)
             print(f"| resface64 | {args.batch} | {'bf16' if bf16 else 'fp32'} | {sec:.3f} |")
         return
-    print("| model | input | BatchNorm folded | flip TTA | images/s |")
+    print("| model | input | network | flip TTA | images/s |")
     print("|---|---|---|---|---|")
     for name in args.models:
-        torch_model = name != "dlib"
-        for fold in ([False, True] if torch_model and args.unfolded else [True]):
+        precision = getattr(_embedder(name), "precision", None)  # None: not a PyTorch network (dlib)
+        for fold in ([False, True] if precision == "fp32" and args.unfolded else [True]):
             for flip in ([None] if name in ("dlib", "seed-cnn") else [False, True]):
                 rate, size = measure(name, args.batch, args.repeats, flip, fold)
-                print(f"| {name} | {size} | {('yes' if fold else 'no') if torch_model else '-'} | "
-                      f"{'-' if flip is None else ('on' if flip else 'off')} | {rate:.0f} |", flush=True)
+                network = "-" if precision is None else \
+                    "int8" if precision == "int8" else f"fp32, BatchNorm {'folded' if fold else 'unfolded'}"
+                print(f"| {name} | {size} | {network} | {'-' if flip is None else ('on' if flip else 'off')} | "
+                      f"{rate:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,12 @@ def person_image(person: int, shot: int, size: int = 100) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+@pytest.fixture(scope="session")
+def make_face():
+    """:func:`person_image` for tests that draw their own photos."""
+    return person_image
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes caches under its own temp folder, never the user's."""

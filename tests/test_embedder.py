@@ -3,6 +3,7 @@ really recognise people (a few real PubFig83 photos, skipped where the data is a
 import numpy as np
 import pytest
 
+from facegallery import quantization
 from facegallery.datasets import discover, numbered_key
 import torch
 
@@ -20,7 +21,10 @@ def shipped():
 
 
 def test_default_is_shipped_and_self_describing(shipped):
-    assert DEFAULT_MODEL in shipped_models() and shipped.name == DEFAULT_MODEL
+    assert DEFAULT_MODEL in shipped_models() and shipped.name.split("@")[0] == DEFAULT_MODEL
+    # the shipped model carries an int8 calibration, used wherever this PyTorch can run it
+    assert shipped.precision == ("int8" if quantization.available() else "fp32")
+    assert shipped.name == DEFAULT_MODEL + ("@int8" if quantization.available() else "")
     assert shipped.config["arch"] == "resface64" and len(set(shipped.label_map)) == len(shipped.label_map) > 1
     assert 0.0 < shipped.threshold < 4.0 and shipped.flip
     assert " train --data " in shipped.config["command"]  # how it was made travels with it

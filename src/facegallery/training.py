@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.proxy import TraceError
 
-from facegallery import checkpoints, distributed
+from facegallery import checkpoints, distributed, quantization
 from facegallery.calibration import Calibration, calibrate
 from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
 from facegallery.embedder import center_crop, load_size, to_tensor
@@ -138,6 +139,24 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, strong: bool = False) -
     return x.clamp_(0, 1)
 
 
+def validation_set(train_pixels: np.ndarray, train_labels: np.ndarray, hold: FaceFolder, imp: FaceFolder,
+                   size: int, cache: PixelCache, seed: int) -> dict | None:
+    """A fixed, modest validation set: up to 20 training photos per identity as the gallery, every
+    held-out photo as a genuine probe, up to 40 photos per impostor identity (photos at side ``size``)."""
+    if len(hold) == 0:
+        return None
+    rng = np.random.default_rng(seed + 3)
+    gal = np.concatenate([rng.permutation(np.flatnonzero(train_labels == l))[:20]
+                          for l in range(int(train_labels.max()) + 1)])
+    imp_idx = np.concatenate([rng.permutation(np.flatnonzero(imp.labels == l))[:40]
+                              for l in range(len(imp.names))]) if len(imp) else np.zeros(0, int)
+    hp, hold = hold.load_pixels(size, cache)
+    ip, _ = imp.subset(imp_idx).load_pixels(size, cache) if len(imp_idx) else \
+        (np.zeros((0, size, size, 3), np.uint8), None)
+    return {"gallery": train_pixels[gal], "gallery_labels": train_labels[gal],
+            "genuine": hp, "genuine_labels": hold.labels, "impostors": ip}
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 1% (or constant)."""
     if cfg.warmup and step < cfg.warmup:
@@ -242,20 +261,7 @@ class Trainer:
 
     # ----- data -------------------------------------------------------------------------------
     def _val_data(self, hold: FaceFolder, imp: FaceFolder, cache: PixelCache) -> dict | None:
-        """A fixed, modest validation set: up to 20 training photos per identity as the gallery,
-        every held-out photo as a genuine probe, up to 40 photos per impostor identity."""
-        if len(hold) == 0:
-            return None
-        rng = np.random.default_rng(self.cfg.seed + 3)
-        gal = np.concatenate([rng.permutation(np.flatnonzero(self.labels == l))[:20]
-                              for l in range(len(self.names))])
-        imp_idx = np.concatenate([rng.permutation(np.flatnonzero(imp.labels == l))[:40]
-                                  for l in range(len(imp.names))]) if len(imp) else np.zeros(0, int)
-        hp, hold = hold.load_pixels(self.size, cache)
-        ip, _ = imp.subset(imp_idx).load_pixels(self.size, cache) if len(imp_idx) else \
-            (np.zeros((0, self.size, self.size, 3), np.uint8), None)
-        return {"gallery": self.pixels[gal], "gallery_labels": self.labels[gal],
-                "genuine": hp, "genuine_labels": hold.labels, "impostors": ip}
+        return validation_set(self.pixels, self.labels, hold, imp, self.size, cache, self.cfg.seed)
 
     @torch.inference_mode()
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -464,7 +470,23 @@ class Trainer:
             checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total,
                                       train_seconds=round(self.train_seconds, 1),
                                       selected_step=final_cfg["steps"])
+            self.quantize()
         return Path(cfg.out)
+
+    def quantize(self) -> None:
+        """Give the kept model its int8 network (as ``facegallery quantize`` would, same photos)."""
+        if not quantization.available():
+            self.log(f"int8: skipped, this PyTorch ({torch.__version__}) has no x86 quantised engine")
+            return
+        calib = self.pixels[np.random.default_rng(self.cfg.seed).permutation(len(self.pixels))[:512]]
+        try:
+            info = quantization.quantize_checkpoint(self.cfg.out, calib, self.val)
+        except (TraceError, TypeError, NotImplementedError, RuntimeError) as e:
+            self.log(f"int8: skipped, the network cannot be quantised ({e.__class__.__name__}: {e})")
+            return
+        v = info.get("validation_int8")
+        self.log(f"int8: {quantization.INT8} written" + (f"; validation top-1 {v['top1']:.3f} open {v['open']:.3f}"
+                                                        if v else ""))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,

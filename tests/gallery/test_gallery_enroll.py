@@ -1,8 +1,11 @@
 """Enrolment, management, identification and export of a gallery of generated faces."""
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from facegallery import quantization
 from facegallery.errors import UserError
 from facegallery.gallery import Gallery
 from facegallery.images import SkipWarning
@@ -170,3 +173,24 @@ def test_interrupted_enrolment_leaves_person_absent(enrolled, face_tree, monkeyp
         with pytest.raises(KeyboardInterrupt):
             g.enroll("Late", [face_tree / "Person 0" / "1.jpg"])
         assert g.store.identity_id("Late") is None and g.store.count("photos") == 20
+
+
+@pytest.mark.skipif(not quantization.available(), reason="no x86 quantised engine here")
+def test_gallery_keeps_the_precision_it_was_enrolled_with(tiny_model_dir, face_tree, tmp_path, make_face):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    with Gallery.open(old, model=model, create=True) as g:  # before the model had an int8 network
+        g.enroll_folder(face_tree)
+        assert g.store.meta("model_ref") == f"{model}@fp32"
+        g.store.set_meta("model_ref", str(model))  # as galleries made before int8 existed recorded it
+    quantization.quantize_checkpoint(model, np.stack([make_face(p, s, 64) for p in range(4) for s in range(4)]))
+    with Gallery.open(old) as g:  # a reference without a precision means the float network
+        assert g.embedder.precision == "fp32" and g.identify(face_tree / "Person 2" / "2.jpg").name == "Person 2"
+    with Gallery.open(new, model=model, create=True) as g:
+        g.enroll_folder(face_tree)
+        assert g.embedder.precision == "int8" and g.store.meta("model_ref") == f"{model}@int8"
+    with Gallery.open(new) as g:
+        assert g.embedder.precision == "int8" and g.identify(face_tree / "Person 1" / "4.jpg").name == "Person 1"
+    with pytest.raises(UserError, match="reembed"):  # the float network's embeddings are not the int8 ones
+        Gallery.open(new, model=f"{model}@fp32").embedder

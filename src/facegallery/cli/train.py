@@ -61,3 +61,46 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
     path = train_processes(cfg, procs, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process gets here
         click.echo(f"wrote {path}")
+
+
+@main.command("quantize")
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The folder per identity the model was trained on (calibration uses its training part).")
+@click.option("--photos", type=click.IntRange(1), default=512, show_default=True, help="Calibration photos.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
+def quantize_cmd(model, data, photos, seed, cache) -> None:
+    """Make a trained MODEL (checkpoint folder or shipped name) run as an int8 network: calibrates it on
+    training photos and writes MODEL/int8.safetensors, used from then on unless MODEL@fp32 is asked for."""
+    import numpy as np
+
+    from facegallery import checkpoints, quantization
+    from facegallery.datasets import Split, discover
+    from facegallery.embedder import checkpoint_folder, load_size
+    from facegallery.images import PixelCache
+    from facegallery.models import create_model
+    from facegallery.training import validation_set
+
+    folder = checkpoint_folder(model)
+    config = checkpoints.read_config(folder)
+    tree = discover(data)
+    if config.get("data_fingerprint") not in (None, tree.fingerprint()):
+        click.echo(f"facegallery: warning: {data} is not the tree {folder.name} was trained on; "
+                   "calibrating on it anyway", err=True)
+    split = Split.from_json(config["split"]) if config.get("split") else Split((), ())
+    train_part, holdout, impostors = split.parts(tree)
+    net_size = int(create_model(config["arch"], **config.get("arch_kwargs", {})).input_size)
+    size = load_size(net_size, float(config.get("crop", 1.0)))
+    pix_cache = PixelCache(cache) if cache else PixelCache()
+    pixels, train_part = train_part.load_pixels(size, pix_cache)
+    calib = pixels[np.random.default_rng(seed).permutation(len(pixels))[:photos]]
+    val = validation_set(pixels, train_part.labels, holdout, impostors, size, pix_cache,
+                         int(config.get("train_config", {}).get("seed", 0)))
+    info = quantization.quantize_checkpoint(folder, calib, val)
+    click.echo(f"wrote {folder / quantization.INT8} ({len(calib)} calibration photos)")
+    if val is not None:
+        v32, v8, agree = info["validation_fp32"], info["validation_int8"], info["cosine_to_fp32"]
+        click.echo(f"validation top-1 / open set: float {v32['top1']:.3f} / {v32['open']:.3f}, int8 {v8['top1']:.3f} / "
+                   f"{v8['open']:.3f} (threshold {v8['threshold']:.3f}); embeddings of {agree['photos']} held-out "
+                   f"photos: cosine to float mean {agree['mean']:.4f}, min {agree['min']:.4f}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from facegallery.answers import face_answer
 from facegallery.datasets import discover
-from facegallery.embedder import Embedder, load_model
+from facegallery.embedder import Embedder, load_model, split_precision
 from facegallery.errors import UserError
 from facegallery.faces import Face, faces_in, only_face, read_faces
 from facegallery.gallery import threshold as th
@@ -85,11 +85,15 @@ class ReembedReport:
     dropped: list[str] = field(default_factory=list)
 
 
-def _model_ref(model: str | os.PathLike | Embedder) -> str:
-    """How to find the model again later: an absolute checkpoint path, or its (shipped) name."""
+def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
+    """How to find the model again later: an absolute checkpoint path, or its (shipped) name, with the
+    precision ``embedder`` runs at (``@int8``/``@fp32``) so that it reloads as the same network."""
     if not isinstance(model, (str, os.PathLike)):
         return model.name
-    return str(Path(model).resolve()) if Path(model).exists() else str(model)
+    base, _ = split_precision(model)
+    ref = str(Path(base).resolve()) if Path(base).exists() else str(base)
+    precision = getattr(embedder, "precision", None)
+    return f"{ref}@{precision}" if precision else ref
 
 
 class Gallery:
@@ -151,8 +155,10 @@ class Gallery:
             return model
         if model is None and self.store.meta("model_ref"):
             ref = self.store.meta("model_ref")
+            # a reference without a precision predates int8 networks: its embeddings are float ones
+            legacy = split_precision(ref)[1] == "auto" and self.store.count("photos")
             try:
-                return load_model(ref)
+                return load_model(ref, precision="fp32" if legacy else None)
             except UserError as e:
                 raise UserError(f"{self.path}: cannot load its model {ref!r} ({e}); pass --model") from None
         return load_model(model)
@@ -163,7 +169,7 @@ class Gallery:
             raise UserError(
                 f"{self.path}: its embeddings come from model {self.store.meta('model_name')} ({stored}), not "
                 f"{embedder.name} ({embedder.fingerprint}); convert them with "
-                f"`facegallery reembed --gallery {self.path} --model {_model_ref(self._model_arg or embedder)}`")
+                f"`facegallery reembed --gallery {self.path} --model {_model_ref(self._model_arg or embedder, embedder)}`")
         return embedder
 
     def _record_model(self, embedder: Embedder, dim: int) -> None:
@@ -171,7 +177,7 @@ class Gallery:
         if self.store.meta("model_fingerprint") != embedder.fingerprint:
             self.store.set_meta("model_name", embedder.name)
             self.store.set_meta("model_ref", _model_ref(self._model_arg if self._model_arg is not None
-                                                        else embedder))
+                                                        else embedder, embedder))
             self.store.set_meta("model_fingerprint", embedder.fingerprint)
         if self.store.dimension != dim:
             self.store.set_meta("dimension", str(dim))
@@ -707,7 +713,7 @@ class Gallery:
         with self.store.transaction():
             self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(p.id,) for p, _ in missing])
             self.store.replace_embeddings([p.id for p in kept], emb)
-            for key, value in (("model_name", new.name), ("model_ref", _model_ref(model)),
+            for key, value in (("model_name", new.name), ("model_ref", _model_ref(model, new)),
                                ("model_fingerprint", new.fingerprint)):
                 self.store.set_meta(key, value)
             if len(emb):
