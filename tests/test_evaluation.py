@@ -134,6 +134,24 @@ def test_recorded_split_is_used_and_test_centroids_use_every_train_photo():
     assert "may have seen" in drawn["calibration"]["note"]
 
 
+def test_split_without_impostors_calibrates_by_accept_rate():
+    data = synthetic(n_train=20)
+    hold = [f"P{i}/{j}.jpg" for i in range(5) for j in (19, 20)]  # 10 genuine probes, no impostor identity
+    m = run_protocol(data, {"split": {"impostor_names": [], "holdout_paths": hold},
+                            "train_config": {"accept_rate": 0.7}}, seed=0)
+    cal = m["calibration"]
+    assert cal["method"] == "checkpoint-split-accept-rate" and cal["accept_rate"] == 0.7
+    assert cal["validation_accuracy"] is None and (cal["genuine_probes"], cal["impostor_probes"]) == (10, 0)
+    # the threshold is the 70% quantile of the held-out photos' distances to their nearest centroid
+    train = data.train
+    part = [i for i, p in enumerate(train.folder.paths) if str(p.relative_to("train")) not in hold]
+    probes = [i for i, p in enumerate(train.folder.paths) if str(p.relative_to("train")) in hold]
+    from facegallery.recognition import centroids, squared_distances
+    cents = centroids(train.emb[part], train.folder.labels[part], 5)
+    d = squared_distances(train.emb[probes], cents).min(1)
+    assert cal["threshold"] == pytest.approx(np.quantile(d, 0.7)) and (d <= cal["threshold"]).mean() == 0.7
+
+
 def test_calibration_split_drawn_with_seed_without_config():
     folder = synthetic().train.folder
     s0, method, _ = calibration_split(folder, None, seed=0)

@@ -27,6 +27,17 @@ def test_training_writes_a_loadable_checkpoint_with_label_map_and_threshold(face
     assert emb.shape == (2, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
 
 
+def test_training_on_every_identity_selects_by_top1_and_calibrates_by_accept_rate(face_tree, tmp_path):
+    out = train(_cfg(face_tree, tmp_path / "m", val_impostors=0, accept_rate=0.5), progress=False,
+                log=lambda s: None)
+    cfg = checkpoints.read_config(out)
+    assert len(cfg["label_map"]) == 4 and cfg["split"]["impostor_names"] == []
+    assert all(h["val_open"] is None for h in cfg["history"])
+    best = max(cfg["history"], key=lambda h: h["val_top1"])  # the first of the best, as kept
+    assert cfg["selected_step"] == best["step"] and cfg["threshold"] == best["val_threshold"]
+    assert cfg["int8"]["validation_int8"]["open"] is None and cfg["int8"]["threshold"] > 0
+
+
 def test_resume_continues_exactly(face_tree, tmp_path):
     straight = train(_cfg(face_tree, tmp_path / "a"), progress=False, log=lambda s: None)
     t = Trainer(_cfg(face_tree, tmp_path / "b"), log=lambda s: None)

@@ -3,6 +3,10 @@
 Gallery = centroids of the known identities' training photos; probes = their held-out photos
 (genuine) and photos of identities held out entirely (impostors). The two groups are weighted to
 count equally, as in the balanced test protocol; the threshold maximising that accuracy is chosen.
+
+Without impostor identities (a model trained on every identity it has) the threshold is the one that
+accepts a set fraction of the genuine probes (``accept_rate``): the fraction the balanced rule accepted
+where impostors were held out, measured on this project's models (0.78-0.80, benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -13,10 +17,14 @@ import numpy as np
 from facegallery.recognition import best_threshold, centroids, squared_distances, threshold_sweep
 
 
+#: Fraction of held-out genuine probes the threshold accepts when no impostors are held out.
+ACCEPT_RATE = 0.8
+
+
 @dataclass
 class Calibration:
     threshold: float
-    accuracy: float        # balanced open-set accuracy on the held-out probes at ``threshold``
+    accuracy: float | None  # balanced open-set accuracy of the held-out probes at ``threshold`` (None: no impostors)
     closed_top1: float     # closed-set top-1 of the genuine held-out probes
     genuine: int
     impostors: int
@@ -24,9 +32,14 @@ class Calibration:
 
 def calibrate(gallery_emb: np.ndarray, gallery_labels: np.ndarray, classes: int,
               genuine_emb: np.ndarray, genuine_labels: np.ndarray, impostor_emb: np.ndarray,
-              ) -> Calibration:
-    """Balanced open-set calibration (see module docstring)."""
+              accept_rate: float = ACCEPT_RATE) -> Calibration:
+    """Balanced open-set calibration, or the ``accept_rate`` rule without impostors (module docstring)."""
     cents = centroids(gallery_emb, gallery_labels, classes)
+    if len(impostor_emb) == 0:
+        d = squared_distances(genuine_emb, cents)
+        top1 = float((d.argmin(1) == genuine_labels).mean()) if len(genuine_emb) else 0.0
+        thr = float(np.quantile(d.min(1), accept_rate)) if len(genuine_emb) else float("inf")
+        return Calibration(thr, None, top1, len(genuine_emb), 0)
     probes = np.concatenate([genuine_emb, impostor_emb])
     truth = np.concatenate([genuine_labels, np.full(len(impostor_emb), -1)])
     d = squared_distances(probes, cents)

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from facegallery.calibration import calibrate
+from facegallery.calibration import ACCEPT_RATE, calibrate
 from facegallery.datasets import FaceFolder, Split, discover, make_split, numbered_key
 from facegallery.embedder import Embedder
 from facegallery.errors import UserError
@@ -158,24 +158,29 @@ def calibration_split(train: FaceFolder, config: dict | None, seed: int) -> tupl
         _, hold, imp = split.parts(train)
         if len(hold) and len(imp):
             return split, "checkpoint-split", "held out of training by the checkpoint's recorded split"
+        if len(hold) and not split.impostor_names:  # trained on every identity: the accept-rate rule
+            return split, "checkpoint-split-accept-rate", ("held-out photos of the checkpoint's recorded split; "
+                                                           "no identity was held out as impostors")
     impostors = min(8, max(1, len(train.names) // 4))
     why = "the checkpoint's split does not fit this train folder" if recorded else "the checkpoint records no split"
     return (make_split(train, impostors=impostors, holdout_fraction=0.1, seed=seed), "drawn-split",
             f"{why}; drawn with seed {seed}: the model may have seen these photos in training")
 
 
-def calibrate_threshold(train: Embedded, split: Split) -> dict:
+def calibrate_threshold(train: Embedded, split: Split, accept_rate: float = ACCEPT_RATE) -> dict:
     """Balanced open-set calibration on the train tree alone: gallery = centroids of the split's train
-    part, probes = its held-out photos (genuine) and the impostor identities' photos."""
+    part, probes = its held-out photos (genuine) and the impostor identities' photos (without impostor
+    identities: the threshold accepting ``accept_rate`` of the genuine probes)."""
     part, hold, imp = split.parts(train.folder)
     row = {p: i for i, p in enumerate(train.folder.paths)}
 
     def emb(f: FaceFolder) -> np.ndarray:
         return train.emb[[row[p] for p in f.paths]]
 
-    cal = calibrate(emb(part), part.labels, len(part.names), emb(hold), hold.labels, emb(imp))
+    cal = calibrate(emb(part), part.labels, len(part.names), emb(hold), hold.labels, emb(imp), accept_rate)
     # the weighted sum can land a rounding error above 1
-    return {"threshold": cal.threshold, "validation_accuracy": min(cal.accuracy, 1.0),
+    return {"threshold": cal.threshold, "accept_rate": None if cal.accuracy is not None else accept_rate,
+            "validation_accuracy": None if cal.accuracy is None else min(cal.accuracy, 1.0),
             "validation_closed_top1": cal.closed_top1, "genuine_probes": cal.genuine,
             "impostor_probes": cal.impostors, "impostor_names": list(imp.names)}
 
@@ -241,7 +246,8 @@ def run_protocol(data: EvalData, config: dict | None, seed: int) -> dict:
     cents = data.centroids()
     known, unknown = data.known, data.unknown
     split, method, note = calibration_split(data.train.folder, config, seed)
-    cal = {"method": method, "note": note, **calibrate_threshold(data.train, split)}
+    rate = float((config or {}).get("train_config", {}).get("accept_rate", ACCEPT_RATE))
+    cal = {"method": method, "note": note, **calibrate_threshold(data.train, split, rate)}
     if config and config.get("threshold") is not None:
         cal["checkpoint_threshold"] = float(config["threshold"])
     draw = draw_unknowns(unknown.folder.paths, len(known.emb))

@@ -116,7 +116,7 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
     :func:`facegallery.training.validation_set` makes) the int8 network gets its own unknown threshold,
     calibrated as the float one was, and config.json records both networks' validation figures."""
     from facegallery import checkpoints
-    from facegallery.calibration import calibrate as calibrate_threshold
+    from facegallery.calibration import ACCEPT_RATE, calibrate as calibrate_threshold
     from facegallery.embedder import center_crop, load_model, to_tensor
     from facegallery.models import create_model
 
@@ -124,6 +124,7 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
         raise UserError(f"this PyTorch ({torch.__version__}) cannot run int8 networks (needs the "
                         f"{BACKEND} quantised engine)")
     config = checkpoints.read_config(folder)
+    accept_rate = float(config.get("train_config", {}).get("accept_rate", ACCEPT_RATE))
     net = create_model(config["arch"], **config.get("arch_kwargs", {}))
     net.load_state_dict(checkpoints.load_weights(folder))
     size = int(net.input_size)
@@ -137,9 +138,10 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
             genuine[precision] = e.embed(val["genuine"])
             cal = calibrate_threshold(e.embed(val["gallery"]), val["gallery_labels"],
                                       int(val["gallery_labels"].max()) + 1, genuine[precision],
-                                      val["genuine_labels"], e.embed(val["impostors"]))
-            info[f"validation_{precision}"] = {"top1": round(cal.closed_top1, 4), "open": round(cal.accuracy, 4),
-                                               "threshold": round(cal.threshold, 4)}
+                                      val["genuine_labels"], e.embed(val["impostors"]), accept_rate)
+            info[f"validation_{precision}"] = {
+                "top1": round(cal.closed_top1, 4), "threshold": round(cal.threshold, 4),
+                "open": None if cal.accuracy is None else round(cal.accuracy, 4)}
         info["threshold"] = info["validation_int8"]["threshold"]
         cos = (genuine["fp32"] * genuine["int8"]).sum(1)
         info["cosine_to_fp32"] = {"photos": int(len(cos)), "mean": round(float(cos.mean()), 4),

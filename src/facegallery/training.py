@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.fx.proxy import TraceError
 
 from facegallery import checkpoints, distributed, quantization
-from facegallery.calibration import Calibration, calibrate
+from facegallery.calibration import ACCEPT_RATE, Calibration, calibrate
 from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
 from facegallery.embedder import center_crop, load_size, to_tensor
 from facegallery.errors import UserError
@@ -69,7 +69,8 @@ class TrainConfig:
     holdout: str = "last"            # which photos validate: each identity's last-numbered, or random
     crop: float = 0.75               # central fraction of each photo fed to the network (+3 top-1 vs 1.0)
     tta_flip: bool = True
-    val_impostors: int = 8
+    val_impostors: int = 8           # 0: train on every identity; the threshold then accepts ``accept_rate``
+    accept_rate: float = ACCEPT_RATE  # of the held-out genuine photos (calibration.py)
     val_fraction: float = 0.1
     eval_every: int = 250
     patience: int = 0                # evaluations without improvement before stopping; 0 = never
@@ -282,7 +283,8 @@ class Trainer:
             return None
         v = self.val
         return calibrate(self._embed(v["gallery"]), v["gallery_labels"], len(self.names),
-                         self._embed(v["genuine"]), v["genuine_labels"], self._embed(v["impostors"]))
+                         self._embed(v["genuine"]), v["genuine_labels"], self._embed(v["impostors"]),
+                         self.cfg.accept_rate)
 
     # ----- one step ---------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,12 +409,15 @@ class Trainer:
         validations in a row have not improved, the same on every rank."""
         if self.world.main:
             cal = self.validate()
-            score = (cal.closed_top1 + cal.accuracy) / 2 if cal else -m["loss"]
+            # without impostors the open-set accuracy is unknown: the closed-set top-1 alone decides
+            score = -m["loss"] if cal is None else cal.closed_top1 if cal.accuracy is None else \
+                (cal.closed_top1 + cal.accuracy) / 2
             self.history.append({"step": self.step, "seconds": round(self.train_seconds), **m,
                                  **({"val_top1": cal.closed_top1, "val_open": cal.accuracy,
                                      "val_threshold": cal.threshold} if cal else {})})
-            self.log(f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}"
-                     + (f" val top1 {cal.closed_top1:.3f} open {cal.accuracy:.3f} thr {cal.threshold:.3f}" if cal else ""))
+            self.log(f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}" + (
+                f" val top1 {cal.closed_top1:.3f}" + (f" open {cal.accuracy:.3f}" if cal.accuracy is not None else "")
+                + f" thr {cal.threshold:.3f}" if cal else ""))
             if self.best is None or score > self.best[0]:
                 self.save_best(cal, score)
                 stale = 0
@@ -484,9 +489,9 @@ class Trainer:
         except (TraceError, TypeError, NotImplementedError, RuntimeError) as e:
             self.log(f"int8: skipped, the network cannot be quantised ({e.__class__.__name__}: {e})")
             return
-        v = info.get("validation_int8")
-        self.log(f"int8: {quantization.INT8} written" + (f"; validation top-1 {v['top1']:.3f} open {v['open']:.3f}"
-                                                        if v else ""))
+        v = info.get("validation_int8") or {}
+        self.log(f"int8: {quantization.INT8} written" + (f"; validation top-1 {v['top1']:.3f}" if v else "")
+                 + (f" open {v['open']:.3f}" if v.get("open") is not None else ""))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,

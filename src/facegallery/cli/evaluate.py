@@ -35,7 +35,9 @@ def headline(m: dict) -> str:
                      f"calibrated {_pct(o['calibrated_accuracy'])} at {o['calibrated_threshold']:.3f}   "
                      f"gap {100 * o['gap']:.1f} pts")
     lines.append(f"calibration: {cal['method']} ({cal['genuine_probes']} genuine, {cal['impostor_probes']} "
-                 f"impostor probes; validation accuracy {_pct(cal['validation_accuracy'])})")
+                 "impostor probes; " + (f"validation accuracy {_pct(cal['validation_accuracy'])})"
+                                        if cal["validation_accuracy"] is not None else
+                                        f"threshold accepts {_pct(cal['accept_rate'])} of the genuine probes)"))
     lines.append(f"new identities ({ni['identities']} people enrolled, no retraining), top-1 all / known / new:")
     for n in (1, 5, 10):
         k = f"top1_{n}shot"

@@ -37,16 +37,24 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--procs", type=click.IntRange(1), default=1, show_default=True,
               help="Data-parallel training processes on this machine (DDP over gloo); P must divide evenly. "
                    "For several machines use torchrun.")
+@click.option("--val-impostors", type=click.IntRange(0),
+              help="Identities held out entirely to calibrate the unknown threshold (8); 0 trains on every "
+                   "identity and calibrates from the held-out photos alone (a genuine acceptance rate).")
+@click.option("--accept-rate", type=click.FloatRange(0, 1, min_open=True), help="With --val-impostors 0: the "
+              "fraction of held-out genuine photos the unknown threshold accepts (0.8).")
 @click.option("--eval-every", type=int, help="Validate every N steps.")
 @click.option("--patience", type=int, help="Stop after N validations without improvement.")
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight,
-              spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16, threads, procs, eval_every, patience, resume, cache) -> None:
+              spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16, threads, procs, val_impostors,
+              accept_rate, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "spread_weight": spread_weight, "lr": lr,
-             "weight_decay": weight_decay, "crop": crop, "eval_every": eval_every, "patience": patience}
+             "weight_decay": weight_decay, "crop": crop, "val_impostors": val_impostors, "accept_rate": accept_rate,
+             "eval_every": eval_every,
+             "patience": patience}
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:
         kw["augment"] = False
@@ -101,6 +109,7 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     click.echo(f"wrote {folder / quantization.INT8} ({len(calib)} calibration photos)")
     if val is not None:
         v32, v8, agree = info["validation_fp32"], info["validation_int8"], info["cosine_to_fp32"]
-        click.echo(f"validation top-1 / open set: float {v32['top1']:.3f} / {v32['open']:.3f}, int8 {v8['top1']:.3f} / "
-                   f"{v8['open']:.3f} (threshold {v8['threshold']:.3f}); embeddings of {agree['photos']} held-out "
+        opn = lambda v: "" if v["open"] is None else f" / {v['open']:.3f}"  # noqa: E731  (None: no impostors)
+        click.echo(f"validation top-1{'' if v8['open'] is None else ' / open set'}: float {v32['top1']:.3f}{opn(v32)}, "
+                   f"int8 {v8['top1']:.3f}{opn(v8)} (threshold {v8['threshold']:.3f}); embeddings of {agree['photos']} held-out "
                    f"photos: cosine to float mean {agree['mean']:.4f}, min {agree['min']:.4f}")
