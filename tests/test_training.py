@@ -79,6 +79,31 @@ def test_original_recipe_runs_on_seed_cnn(face_tree, tmp_path):
     assert t.size == 128 and isinstance(t.opt, torch.optim.Adam)
 
 
+def test_budget_run_replans_when_the_machine_slows(face_tree, tmp_path, monkeypatch):
+    """A fake clock: steps take 0.1 s, then from step 40 on 0.3 s; the 10 s budget first fixes ~92
+    steps (8% kept for validations, which take no time on this clock), re-plans to ~100 at the first
+    validation, then fewer once the slowdown shows, so that the run still ends on time."""
+    from facegallery import training
+
+    t = Trainer(_cfg(face_tree, tmp_path / "r", steps=None, budget_s=10.0, eval_every=20, checkpoint_every=1000),
+                log=lambda s: None)
+    now = [0.0]
+    step = t.train_step
+
+    def slow_step():
+        now[0] += 0.1 if t.step < 40 else 0.3
+        return step()
+
+    monkeypatch.setattr(training, "_clock", lambda: now[0])
+    monkeypatch.setattr(t, "train_step", slow_step)
+    t.run(progress=False)
+    cfg = checkpoints.read_config(tmp_path / "r")
+    assert cfg["replans"][0][0] == 20 and 98 <= cfg["replans"][0][1] <= 100
+    assert cfg["replans"][1][0] == 60 and cfg["replans"][1][1] < 80  # the first validation after the slowdown
+    assert cfg["total_steps"] == t.step == cfg["replans"][-1][1]
+    assert 9.5 <= t.train_seconds <= 10.6  # ends on time, within a step or two (a fixed count: ~25 s)
+
+
 def test_bad_settings_are_user_errors(face_tree, tmp_path):
     with pytest.raises(UserError):
         Trainer(_cfg(face_tree, tmp_path / "x", miner="nope"))

@@ -90,6 +90,11 @@ class TrainConfig:
         return cls(data=data, out=out, **base)
 
 
+def _clock() -> float:
+    """Seconds for the training clock (a function so that tests can drive it)."""
+    return time.time()
+
+
 def parse_duration(text: str) -> float:
     """'45m', '90s', '1.5h' or plain seconds -> seconds."""
     text = text.strip().lower()
@@ -256,6 +261,7 @@ class Trainer:
         self.step, self.total = 0, cfg.steps
         self.best: tuple[float, dict] | None = None
         self.history: list[dict] = []
+        self.replans: list[list[int]] = []  # [step, new total] whenever a budget run re-fixed its length
         self.train_seconds = 0.0
         if resume:
             self._resume()
@@ -344,7 +350,7 @@ class Trainer:
             "train_config": asdict(cfg), "split": self.split.to_json(), "history": self.history,
             "threshold": cal.threshold if cal else None,
             "validation": asdict(cal) if cal else None,
-            "command": command_line(),
+            "command": command_line(), "replans": self.replans,
             "torch": torch.__version__, "processes": self.world.size,
         }
 
@@ -395,6 +401,7 @@ class Trainer:
         self.sampler.rng.bit_generator.state = cfg["resume"]["rng_sampler"]
         self.step, self.total = cfg["steps"], cfg["total_steps"]
         self.history, self.train_seconds = cfg["history"], cfg["train_seconds"]
+        self.replans = cfg.get("replans", [])
         if (Path(self.cfg.out) / checkpoints.WEIGHTS).is_file() and cfg["resume"]["best_score"] is not None:
             self.best = (cfg["resume"]["best_score"], checkpoints.load_weights(self.cfg.out))
         self.log(f"resumed at step {self.step}/{self.total}")
@@ -425,9 +432,25 @@ class Trainer:
                 stale += 1
         return int(self.world.broadcast([stale])[0])
 
+    def _replan(self, mark: tuple[float, int], now: float) -> None:
+        """Budget runs: when the pace since the last validation (validation included) would end the run
+        more than 3% of the budget early or late, re-fix the step count to end on time. Rank 0's clock
+        decides; each change is logged and recorded (a fixed ``--steps`` run replays none of them)."""
+        seconds, step = mark
+        per = (now - seconds) / max(1, self.step - step)
+        total = self.total
+        if abs(now + (self.total - self.step) * per - self.cfg.budget_s) > 0.03 * self.cfg.budget_s:
+            total = max(self.step + 1, self.step + int((self.cfg.budget_s - now) / per))
+        total = int(self.world.broadcast([total])[0])
+        if total != self.total:
+            self.replans.append([self.step, total])
+            self.log(f"budget: {per:.2f}s/step since step {step} -> {total} steps (was {self.total})")
+            self.total = total
+
     def run(self, progress: bool = True) -> Path:
-        """Train to the step count (fixed from the budget by timing early steps), validating
-        every ``eval_every`` steps and keeping the best model by validation score."""
+        """Train to the step count (fixed from the budget by timing early steps, re-fixed at validations
+        when the pace changes), validating every ``eval_every`` steps and keeping the best model by
+        validation score."""
         from tqdm import tqdm
 
         cfg = self.cfg
@@ -435,10 +458,11 @@ class Trainer:
         bar = tqdm(total=self.total, initial=self.step, disable=not (progress and self.world.main), unit="step",
                    dynamic_ncols=True)
         stale, t0, s0 = 0, 0.0, 0
-        t_start = time.time() - self.train_seconds
+        t_start = _clock() - self.train_seconds
+        mark = (self.train_seconds, self.step)  # the clock at the last validation, for re-planning
         while self.total is None or self.step < self.total:
             m = self.train_step()
-            self.train_seconds = time.time() - t_start
+            self.train_seconds = _clock() - t_start
             if self.total is None:
                 if self.step == 2:
                     t0, s0 = self.train_seconds, 2  # the first steps are slow (allocator warm-up)
@@ -462,6 +486,10 @@ class Trainer:
             last = self.total is not None and self.step >= self.total
             if self.step % cfg.eval_every == 0 or last:
                 stale = self._validate_and_keep(m, stale)
+                if cfg.budget_s and self.total is not None and not last:
+                    self._replan(mark, _clock() - t_start)
+                    bar.total = self.total
+                    mark = (_clock() - t_start, self.step)
                 if cfg.patience and stale >= cfg.patience:
                     self.log(f"early stop at step {self.step}: no improvement in {stale} evaluations")
                     self.save_last()
@@ -472,7 +500,7 @@ class Trainer:
         if self.world.main:
             # the exported model records the whole run's history and length, with its own validation
             final_cfg = checkpoints.read_config(cfg.out)
-            checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total,
+            checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total, replans=self.replans,
                                       train_seconds=round(self.train_seconds, 1),
                                       selected_step=final_cfg["steps"])
             self.quantize()

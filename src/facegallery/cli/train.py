@@ -16,7 +16,8 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--recipe", type=click.Choice(["facenet", "original"]), default="facenet", show_default=True,
               help="'original' = the student project's recipe (random triplets, summed loss, Adam 1e-3).")
 @click.option("--steps", type=int, help="Train exactly this many steps.")
-@click.option("--budget", help="Or a time budget (45m, 1.5h): the step count is fixed by timing steps 10-30.")
+@click.option("--budget", help="Or a time budget (45m, 1.5h): the step count is fixed by timing steps 10-30 "
+                                    "and re-fixed at validations when the pace changes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard", "random"]), help="Triplet mining.")
 @click.option("--p", "p", type=int, help="Identities per batch.")
