@@ -1,5 +1,5 @@
-"""Closed-set top-1/top-6 of several models on one checkpoint's held-out training photos: a comparison
-that reads no test data, for models whose own validation sets differ.
+"""Closed-set top-1/top-6 of several models on one checkpoint's held-out training photos, and few-shot
+top-1 on its held-out identities: comparisons that read no test data.
 
     .venv/bin/python benchmarks/bench_holdout.py --split runs/all63/resface64-pubfig83 \\
         --models runs/all63/resface64-pubfig83 runs/ddp/resface64-pubfig83
@@ -7,6 +7,11 @@ that reads no test data, for models whose own validation sets differ.
 Gallery = centroids of the split's training part (every identity of the train folder that the split does
 not hold out as an impostor), probes = the split's held-out photos. A model that never trained on some of
 those identities is judged on them all the same, as the test protocol judges known identities.
+
+When the split holds identities out of training (``--val-impostors N``), they play the test protocol's
+new people (`evaluation.new_identities`): each is enrolled from its 1, 5 and 10 lowest-numbered photos
+and the rest of its photos, with the held-out photos of the known identities, are identified among all
+centroids. This is the recipe-selection proxy for ``new_identities`` that never looks at the test folder.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import numpy as np
 from facegallery import checkpoints
 from facegallery.datasets import Split, discover
 from facegallery.embedder import checkpoint_folder, load_model
-from facegallery.evaluation import embed_folder
+from facegallery.evaluation import Embedded, embed_folder, new_identities
 from facegallery.recognition import centroids, squared_distances
 
 
@@ -31,18 +36,26 @@ def main() -> None:
     args = ap.parse_args()
     tree = discover(args.data)
     split = Split.from_json(checkpoints.read_config(checkpoint_folder(args.split))["split"])
-    part, hold, _ = split.parts(tree)
-    print(f"| model | top-1 | top-6 |  ({len(hold)} held-out photos of {len(part.names)} identities)")
-    print("|---|---|---|")
+    part, hold, imp = split.parts(tree)
+    print(f"{len(hold)} held-out photos of {len(part.names)} identities; {len(imp.names)} held-out identities "
+          f"({len(imp.paths)} photos) as new people")
+    print("| model | top-1 | top-6 | new people 1 / 5 / 10-shot | 5-shot known / new probes |")
+    print("|---|---|---|---|---|")
     for ref in args.models:
         e = load_model(ref)
         emb = embed_folder(e, tree)
         row = {p: i for i, p in enumerate(emb.folder.paths)}
         cents = centroids(emb.emb[[row[p] for p in part.paths]], part.labels, len(part.names))
-        order = np.argsort(squared_distances(emb.emb[[row[p] for p in hold.paths]], cents), axis=1)
+        hold_emb = emb.emb[[row[p] for p in hold.paths]]
+        order = np.argsort(squared_distances(hold_emb, cents), axis=1)
         top1 = float((order[:, 0] == hold.labels).mean())
         top6 = float((order[:, :6] == hold.labels[:, None]).any(1).mean())
-        print(f"| {ref} ({e.name}) | {top1:.3f} | {top6:.3f} |", flush=True)
+        shots = ["-"] * 2
+        if imp.names:
+            new = new_identities(cents, hold_emb, hold.labels, Embedded(imp, emb.emb[[row[p] for p in imp.paths]]))
+            shots = [" / ".join(f"{new[f'top1_{n}shot']:.3f}" for n in (1, 5, 10)),
+                     f"{new['top1_5shot_known']:.3f} / {new['top1_5shot_new']:.3f}"]
+        print(f"| {ref} ({e.name}) | {top1:.3f} | {top6:.3f} | {shots[0]} | {shots[1]} |", flush=True)
 
 
 if __name__ == "__main__":
