@@ -45,14 +45,18 @@ def main() -> None:
         e = load_model(ref)
         emb = embed_folder(e, tree)
         row = {p: i for i, p in enumerate(emb.folder.paths)}
-        cents = centroids(emb.emb[[row[p] for p in part.paths]], part.labels, len(part.names))
-        hold_emb = emb.emb[[row[p] for p in hold.paths]]
+
+        def emb_of(folder):
+            return emb.emb[[row[p] for p in folder.paths]]
+
+        cents = centroids(emb_of(part), part.labels, len(part.names))
+        hold_emb = emb_of(hold)
         order = np.argsort(squared_distances(hold_emb, cents), axis=1)
         top1 = float((order[:, 0] == hold.labels).mean())
         top6 = float((order[:, :6] == hold.labels[:, None]).any(1).mean())
         shots = ["-"] * 2
         if imp.names:
-            new = new_identities(cents, hold_emb, hold.labels, Embedded(imp, emb.emb[[row[p] for p in imp.paths]]))
+            new = new_identities(cents, hold_emb, hold.labels, Embedded(imp, emb_of(imp)))
             shots = [" / ".join(f"{new[f'top1_{n}shot']:.3f}" for n in (1, 5, 10)),
                      f"{new['top1_5shot_known']:.3f} / {new['top1_5shot_new']:.3f}"]
         print(f"| {ref} ({e.name}) | {top1:.3f} | {top6:.3f} | {shots[0]} | {shots[1]} |", flush=True)
