@@ -27,6 +27,8 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--triplet-weight", type=float, help="Weight of the triplet term; 0 = CosFace alone.")
 @click.option("--cosface-margin", type=float, help="Additive cosine margin of the CosFace term (0.35).")
 @click.option("--cosface-scale", type=float, help="Scale (inverse temperature) of the CosFace term (30).")
+@click.option("--cosface-projector", type=click.IntRange(0), help="Hidden units of a training-only MLP between "
+              "the embedding and the CosFace classifier (0 = none, the default).")
 @click.option("--spread-weight", type=float, help="Weight of the spread-out (GOR) regulariser; 0 = off.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
@@ -50,12 +52,13 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight,
-              cosface_margin, cosface_scale, spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16,
-              threads, procs, val_impostors, accept_rate, eval_every, patience, resume, cache) -> None:
+              cosface_margin, cosface_scale, cosface_projector, spread_weight, lr, weight_decay, no_augment, strong_augment,
+              crop, bf16, threads, procs, val_impostors, accept_rate, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "cosface_margin": cosface_margin, "cosface_scale": cosface_scale,
-             "spread_weight": spread_weight, "lr": lr, "weight_decay": weight_decay, "crop": crop,
+             "cosface_projector": cosface_projector, "spread_weight": spread_weight, "lr": lr,
+             "weight_decay": weight_decay, "crop": crop,
              "val_impostors": val_impostors, "accept_rate": accept_rate, "eval_every": eval_every, "patience": patience}
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:
