@@ -32,15 +32,15 @@ def test_top1(model: Path, data: Path) -> float:
     from facegallery.datasets import discover
     from facegallery.embedder import load_model
     from facegallery.library import embed_paths
-    from facegallery.recognition import centroids, squared_distances
+    from facegallery.recognition import Centroids
 
     e = load_model(model)
     train, test = discover(data / "train"), discover(data / "test")
     test = test.only(train.names)
     tr, kt = embed_paths(e, train.paths)
     te, ks = embed_paths(e, test.paths)
-    c = centroids(tr, train.labels[kt], len(train.names))
-    return float((squared_distances(te, c).argmin(1) == test.labels[ks]).mean())
+    c = Centroids.of(tr, train.labels[kt], len(train.names))
+    return float((c.distances(te).argmin(1) == test.labels[ks]).mean())
 
 
 def main() -> None:

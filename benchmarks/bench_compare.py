@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from facegallery.embedder import load_model  # noqa: E402
-from facegallery.evaluation import evaluate  # noqa: E402
+from facegallery.evaluation import PROTOCOL, evaluate  # noqa: E402
 
 
 def _fr_encode(img: np.ndarray) -> np.ndarray:
@@ -84,7 +84,8 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=os.cpu_count(), help="face_recognition worker processes")
     ap.add_argument("--out", type=Path, default=Path("runs/compare"))
     ap.add_argument("--reuse", action="store_true",
-                    help="Reuse OUT/<model>.json accuracy when its fingerprint matches (throughput is always timed).")
+                    help="Reuse OUT/<model>.json accuracy when its fingerprint and the protocol version match "
+                         "(throughput is always timed).")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -98,7 +99,7 @@ def main() -> None:
             torch.set_num_threads(os.cpu_count())
         saved = args.out / f"{Path(name).name}.json"
         old = json.loads(saved.read_text()) if args.reuse and saved.is_file() else None
-        if old and old["model"]["fingerprint"] == emb.fingerprint and \
+        if old and old["model"]["fingerprint"] == emb.fingerprint and old.get("protocol") == PROTOCOL and \
                 old["data"]["train"] == str(args.data / "train") and old["data"]["test"] == str(args.data / "test"):
             m = old  # same weights, same data: the protocol is deterministic
         else:

@@ -25,7 +25,7 @@ from facegallery import checkpoints
 from facegallery.datasets import Split, discover
 from facegallery.embedder import checkpoint_folder, load_model
 from facegallery.evaluation import Embedded, embed_folder, new_identities
-from facegallery.recognition import centroids, squared_distances
+from facegallery.recognition import Centroids
 
 
 def main() -> None:
@@ -49,9 +49,9 @@ def main() -> None:
         def emb_of(folder):
             return emb.emb[[row[p] for p in folder.paths]]
 
-        cents = centroids(emb_of(part), part.labels, len(part.names))
+        cents = Centroids.of(emb_of(part), part.labels, len(part.names))
         hold_emb = emb_of(hold)
-        order = np.argsort(squared_distances(hold_emb, cents), axis=1)
+        order = np.argsort(cents.distances(hold_emb), axis=1)
         top1 = float((order[:, 0] == hold.labels).mean())
         top6 = float((order[:, :6] == hold.labels[:, None]).any(1).mean())
         shots = ["-"] * 2

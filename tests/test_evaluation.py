@@ -9,7 +9,7 @@ from facegallery.errors import UserError
 from facegallery.evaluation import (EvalData, Embedded, calibration_split, closed_set, draw_unknowns,
                                     enrolment, guesses, new_identities, open_set, run_protocol, split_test,
                                     thin_sweep, verification)
-from facegallery.recognition import threshold_sweep
+from facegallery.recognition import Centroids, threshold_sweep
 
 E = np.eye(8, dtype=np.float32)
 
@@ -31,6 +31,11 @@ def embedded(root, people: dict[str, list[tuple[str, np.ndarray]]]) -> Embedded:
     return Embedded(FaceFolder(Path(root), names, paths, np.array(labels)), np.array(emb, dtype=np.float32))
 
 
+def many(vectors, photos=10_000) -> Centroids:
+    """Centroids of many photos each: their distances are (almost) the raw squared distances."""
+    return Centroids(np.asarray(vectors, np.float32), np.full(len(vectors), photos))
+
+
 def jitter(base, n, seed, scale=0.05):
     rng = np.random.default_rng(seed)
     x = base[None, :] + rng.normal(0, scale, (n, len(base)))
@@ -50,14 +55,14 @@ def synthetic(n_train=10, n_known_test=4, n_unknown=12, unknown_axes=(5, 6)) -> 
 
 
 def test_closed_set_topk_by_hand():
-    cents = E[:3, :4]
+    cents = many(E[:3, :4])
     probes = unit([1, 0.1, 0, 0], [0.2, 1, 0.9, 0])  # right; wrong at top-1 (nearest is 1) but 2nd
     m = closed_set(cents, probes, np.array([0, 2]), ks=(1, 2))
     assert m == {"top1": 0.5, "top2": 1.0, "probes": 2}
 
 
 def test_open_set_sweep_endpoints_and_best():
-    cents = E[:2, :4]
+    cents = many(E[:2, :4])
     known = unit([1, 0.05, 0, 0], [0.05, 1, 0, 0], [1, 0, 0.05, 0])
     unknown = unit([0, 0, 1, 0], [0, 0, 0, 1])
     m = open_set(cents, known, np.array([0, 1, 0]), unknown, calibrated_threshold=3.0)
@@ -146,9 +151,7 @@ def test_split_without_impostors_calibrates_by_accept_rate():
     train = data.train
     part = [i for i, p in enumerate(train.folder.paths) if str(p.relative_to("train")) not in hold]
     probes = [i for i, p in enumerate(train.folder.paths) if str(p.relative_to("train")) in hold]
-    from facegallery.recognition import centroids, squared_distances
-    cents = centroids(train.emb[part], train.folder.labels[part], 5)
-    d = squared_distances(train.emb[probes], cents).min(1)
+    d = Centroids.of(train.emb[part], train.folder.labels[part], 5).distances(train.emb[probes]).min(1)
     assert cal["threshold"] == pytest.approx(np.quantile(d, 0.7)) and (d <= cal["threshold"]).mean() == 0.7
 
 
@@ -169,7 +172,7 @@ def test_enrolment_takes_lowest_numbers_and_excludes_them():
 
 
 def test_new_identities_by_hand():
-    cents = E[:2]
+    cents = many(E[:2])
     known = unit([1, 0.1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0])
     # U: 2.jpg is the good enrolment photo (axis 2); 10.jpg sits on known person 0, so enrolling it
     # (lexicographic order) would steal the known probe and misplace U's probes.
@@ -185,6 +188,16 @@ def test_new_identities_by_hand():
     # 3-shot: V has no photo left to probe and is left out; U probes only 10.jpg
     assert m["identities_3shot"] == 1 and m["new_probes_3shot"] == 1
     assert m["top1_5shot"] is None and m["identities_5shot"] == 0
+
+
+def test_new_people_enrolled_from_few_photos_compete_on_equal_footing():
+    # a known person (many photos) and a new one (one photo) equally far from the probe by raw distance:
+    # the one-photo centroid is the noisier estimate, so the same raw distance is the better match.
+    cents = many(unit([1, 1, 0, 0, 0, 0, 0, 0]))
+    probe = unit([0, 1, 0, 0, 0, 0, 0, 0])
+    new = embedded("t", {"U": [("1.jpg", unit([0, 1, 1, 0, 0, 0, 0, 0])[0]), ("2.jpg", probe[0])]})
+    m = new_identities(cents, unit([1, 0.9, 0, 0, 0, 0, 0, 0]), np.array([0]), new, shots=(1,))
+    assert m["top1_1shot_new"] == 1.0 and m["top1_1shot_known"] == 1.0
 
 
 def test_verification_separable_and_degenerate():

@@ -38,10 +38,10 @@ def test_library_photos_are_detected_like_probes(ordinary_library, tiny_model_di
     assert lib.names == ["astronaut", "plain"]
     # the astronaut's centroid is the aligned face of one.jpg alone: two.jpg and wall.jpg are skipped
     (face,) = detect_faces(load_image(ordinary_library / "astronaut" / "one.jpg"), mode="on")
-    assert np.allclose(lib.centroids[0], emb.embed([face.crop])[0], atol=1e-5)
+    assert np.allclose(lib.centroids.vectors[0], emb.embed([face.crop])[0], atol=1e-5)
     # 'auto' still takes a crop-sized image whole
     plain = load_image(ordinary_library / "plain" / "1.jpg")
-    assert np.allclose(lib.centroids[1], emb.embed([plain])[0], atol=1e-5)
+    assert np.allclose(lib.centroids.vectors[1], emb.embed([plain])[0], atol=1e-5)
     said = " | ".join(str(w.message) for w in skipped)
     assert "two.jpg: 2 faces found" in said and "wall.jpg: no face found" in said
 
@@ -50,4 +50,4 @@ def test_detect_off_takes_whole_photos(ordinary_library, tiny_model_dir):
     emb = load_model(tiny_model_dir)
     lib = Library.from_folder(ordinary_library, emb, detect="off")
     whole = emb.embed([load_image(ordinary_library / "astronaut" / n) for n in ("one.jpg", "two.jpg", "wall.jpg")])
-    assert np.allclose(lib.centroids[0], whole.mean(0), atol=1e-5)
+    assert np.allclose(lib.centroids.vectors[0], whole.mean(0), atol=1e-5)

@@ -51,6 +51,7 @@ def test_int8_network_follows_the_float_one(quantized, make_face):
     assert 0.95 < info["cosine_to_fp32"]["mean"] <= 1.0
 
 
+
 def test_calibration_is_plain_tensors_and_rebuilds_the_same_network(quantized, make_face):
     folder, _ = quantized
     stored = quantization.load(folder)  # safetensors: no pickle involved
@@ -99,9 +100,12 @@ def test_quantize_command_calibrates_on_the_training_part(face_tree, tmp_path):
     trained = (out / quantization.INT8).read_bytes()  # training ends by quantising the kept model
     assert checkpoints.read_config(out)["int8"]["validation_int8"]["top1"] >= 0
     (out / quantization.INT8).unlink()
+    checkpoints.update_config(out, threshold=3.5)  # as if calibrated by an older rule
     r = CliRunner().invoke(main, ["quantize", str(out), "--data", str(face_tree), "--photos", "512"])
     assert r.exit_code == 0, r.output
     assert "int8" in r.output and "cosine to float" in r.output
     assert (out / quantization.INT8).read_bytes() == trained  # same photos, same calibration
+    cfg = checkpoints.read_config(out)  # the command also recalibrates the float network's threshold
+    assert cfg["threshold"] == cfg["int8"]["validation_fp32"]["threshold"] != 3.5
     r = CliRunner().invoke(main, ["quantize", str(tmp_path / "nope"), "--data", str(face_tree)])
     assert r.exit_code == 2 and "no such model" in r.output

@@ -1,6 +1,7 @@
 import numpy as np
 
-from facegallery.recognition import (accuracy_at, best_threshold, centroids, open_set_answers,
+from facegallery.recognition import (Centroids, accuracy_at, best_threshold, centroid_distances, centroids,
+                                     count_factor, open_set_answers, searchable_centroids, searchable_queries,
                                      squared_distances, threshold_sweep, top_k)
 
 
@@ -8,6 +9,29 @@ def test_centroids_are_plain_means():
     emb = np.array([[1, 0], [0, 1], [1, 1], [3, 3]], np.float32)
     c = centroids(emb, np.array([0, 0, 1, 1]), 3)
     assert np.allclose(c, [[0.5, 0.5], [2, 2], [0, 0]])
+
+
+def test_centroid_distances_divide_by_one_plus_one_over_n():
+    q = np.array([[1.0, 0.0]], np.float32)
+    cents = np.array([[0.0, 1.0], [0.0, 0.5], [0.6, 0.0]], np.float32)
+    counts = np.array([1, 4, 100])
+    raw = squared_distances(q, cents)
+    assert np.allclose(count_factor(counts), [2.0, 1.25, 1.01])
+    assert np.allclose(centroid_distances(q, cents, counts), raw / [2.0, 1.25, 1.01])
+    c = Centroids.of(np.array([[0, 1], [0, 1], [1, 0]], np.float32), np.array([0, 0, 1]), 2)
+    assert c.counts.tolist() == [2, 1] and np.allclose(c.distances(q), squared_distances(q, c.vectors) / [1.5, 2])
+
+
+def test_searchable_rows_turn_centroid_distances_into_plain_l2():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(6, 16))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    cents = rng.normal(size=(9, 16)) * rng.uniform(0.05, 0.1, (9, 1))  # short, as averages of many photos are
+    counts = np.array([1, 1, 2, 3, 5, 10, 50, 150, 1000])
+    want = centroid_distances(q.astype(np.float32), cents.astype(np.float32), counts)
+    got = squared_distances(searchable_queries(q), searchable_centroids(cents, counts)) - 1.0
+    assert searchable_centroids(cents, counts).shape == (9, 18)
+    assert np.allclose(got, want, atol=1e-5)
 
 
 def test_top_k_nearest_first():

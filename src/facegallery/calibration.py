@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facegallery.recognition import best_threshold, centroids, squared_distances, threshold_sweep
+from facegallery.recognition import Centroids, best_threshold, threshold_sweep
 
 
 #: Fraction of held-out genuine probes the threshold accepts when no impostors are held out.
@@ -34,15 +34,15 @@ def calibrate(gallery_emb: np.ndarray, gallery_labels: np.ndarray, classes: int,
               genuine_emb: np.ndarray, genuine_labels: np.ndarray, impostor_emb: np.ndarray,
               accept_rate: float = ACCEPT_RATE) -> Calibration:
     """Balanced open-set calibration, or the ``accept_rate`` rule without impostors (module docstring)."""
-    cents = centroids(gallery_emb, gallery_labels, classes)
+    cents = Centroids.of(gallery_emb, gallery_labels, classes)
     if len(impostor_emb) == 0:
-        d = squared_distances(genuine_emb, cents)
+        d = cents.distances(genuine_emb)
         top1 = float((d.argmin(1) == genuine_labels).mean()) if len(genuine_emb) else 0.0
         thr = float(np.quantile(d.min(1), accept_rate)) if len(genuine_emb) else float("inf")
         return Calibration(thr, None, top1, len(genuine_emb), 0)
     probes = np.concatenate([genuine_emb, impostor_emb])
     truth = np.concatenate([genuine_labels, np.full(len(impostor_emb), -1)])
-    d = squared_distances(probes, cents)
+    d = cents.distances(probes)
     nearest = d.argmin(1)
     nd = d[np.arange(len(d)), nearest]
     weights = np.concatenate([np.full(len(genuine_emb), 0.5 / max(len(genuine_emb), 1)),

@@ -30,9 +30,11 @@ from facegallery.embedder import Embedder
 from facegallery.errors import UserError
 from facegallery.images import PixelCache
 from facegallery.library import embed_paths
-from facegallery.recognition import (accuracy_at, best_threshold, centroids, squared_distances,
-                                     threshold_sweep, top_k)
+from facegallery.recognition import Centroids, accuracy_at, best_threshold, squared_distances, threshold_sweep
 
+#: Bumped whenever the protocol's figures for the same embeddings would change (2: distances to centroids
+#: of few photos scaled by recognition.count_factor), so saved metrics of an older protocol are not reused.
+PROTOCOL = 2
 #: The original protocol's draw of unknown photos is made with this seed, whatever ``--seed`` says.
 DRAW_SEED = 0
 SHOTS = (1, 5, 10)
@@ -65,9 +67,9 @@ class EvalData:
     known: Embedded
     unknown: Embedded
 
-    def centroids(self) -> np.ndarray:
+    def centroids(self) -> Centroids:
         """One centroid per known identity from all its train photos."""
-        return centroids(self.train.emb, self.train.folder.labels, len(self.train.folder.names))
+        return Centroids.of(self.train.emb, self.train.folder.labels, len(self.train.folder.names))
 
 
 def embed_folder(embedder: Embedder, folder: FaceFolder, cache: PixelCache | None = None) -> Embedded:
@@ -94,14 +96,9 @@ def split_test(train: Embedded, test: Embedded) -> EvalData:
     return EvalData(train, known, unknown)
 
 
-def nearest(cents: np.ndarray, emb: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and squared distances of the ``k`` nearest centroids per row, nearest first."""
-    return top_k(squared_distances(emb, cents), k)
-
-
-def closed_set(cents: np.ndarray, emb: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, TOP_K)) -> dict:
+def closed_set(cents: Centroids, emb: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, TOP_K)) -> dict:
     """Top-k accuracies (the true identity among the k nearest centroids)."""
-    idx, _ = nearest(cents, emb, max(ks))
+    idx, _ = cents.nearest(emb, max(ks))
     hit = idx == labels[:, None]
     return {**{f"top{k}": float(hit[:, :k].any(1).mean()) for k in ks}, "probes": int(len(labels))}
 
@@ -123,13 +120,13 @@ def thin_sweep(thresholds: np.ndarray, acc: np.ndarray, max_points: int = SWEEP_
     return [[round(float(thresholds[i]), 6), round(float(acc[i]), 6)] for i in keep]
 
 
-def open_set(cents: np.ndarray, known_emb: np.ndarray, known_labels: np.ndarray, unknown_emb: np.ndarray,
+def open_set(cents: Centroids, known_emb: np.ndarray, known_labels: np.ndarray, unknown_emb: np.ndarray,
              calibrated_threshold: float) -> dict:
     """Open-set accuracy (classes = known identities + unknown) swept over every threshold, its
     hindsight best, and the accuracy at the calibrated threshold."""
     emb = np.concatenate([known_emb, unknown_emb])
     truth = np.concatenate([known_labels, np.full(len(unknown_emb), -1)])
-    idx, dist = nearest(cents, emb)
+    idx, dist = cents.nearest(emb)
     near, nd = idx[:, 0], dist[:, 0]
     t, acc = threshold_sweep(near, nd, truth)
     best_t, best_acc = best_threshold(t, acc)
@@ -192,14 +189,14 @@ def enrolment(folder: FaceFolder, label: int, shots: int) -> tuple[np.ndarray, n
     return np.array(rows[:shots], dtype=np.int64), np.array(rows[shots:], dtype=np.int64)
 
 
-def new_identities(cents: np.ndarray, known_emb: np.ndarray, known_labels: np.ndarray, new: Embedded,
+def new_identities(cents: Centroids, known_emb: np.ndarray, known_labels: np.ndarray, new: Embedded,
                    shots: Sequence[int] = SHOTS) -> dict:
     """Closed-set top-1 among known + newly enrolled centroids, for each number of enrolment shots;
     split into known probes and new probes. An identity with no photo left to probe after enrolling
     ``n`` is left out of the ``n``-shot run (``identities_<n>shot`` says how many took part)."""
     out: dict = {"known_probes": int(len(known_labels))}
     for n in shots:
-        new_cents, probe_rows, probe_labels = [], [], []
+        new_cents, probe_rows, probe_labels = [], [], []  # centroids of n photos each
         for label in range(len(new.folder.names)):
             enrol, probe = enrolment(new.folder, label, n)
             if len(probe) == 0:
@@ -213,9 +210,9 @@ def new_identities(cents: np.ndarray, known_emb: np.ndarray, known_labels: np.nd
         if not new_cents:
             out.update({key: None, f"{key}_known": None, f"{key}_new": None})
             continue
-        gallery = np.concatenate([cents, np.stack(new_cents).astype(np.float32)])
-        hit_known = nearest(gallery, known_emb)[0][:, 0] == known_labels
-        hit_new = nearest(gallery, new.emb[np.concatenate(probe_rows)])[0][:, 0] == np.array(probe_labels)
+        gallery = cents + Centroids(np.stack(new_cents).astype(np.float32), np.full(len(new_cents), n))
+        hit_known = gallery.nearest(known_emb)[0][:, 0] == known_labels
+        hit_new = gallery.nearest(new.emb[np.concatenate(probe_rows)])[0][:, 0] == np.array(probe_labels)
         out[key] = float(np.concatenate([hit_known, hit_new]).mean())
         out[f"{key}_known"] = float(hit_known.mean())
         out[f"{key}_new"] = float(hit_new.mean())
@@ -290,6 +287,7 @@ def evaluate(embedder: Embedder, train_root: str | Path, test_root: str | Path, 
                  "test_known_photos": len(data.known.emb), "test_unknown_photos": len(data.unknown.emb),
                  "unknown_identities": len(data.unknown.folder.names)},
         "seed": seed,
+        "protocol": PROTOCOL,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return {**header, **metrics, "timing": timing}, data
@@ -301,7 +299,7 @@ def guesses(data: EvalData, threshold: float, k: int = TOP_K) -> list[dict]:
     cents, names = data.centroids(), data.train.folder.names
     rows = []
     for part, is_known in ((data.known, True), (data.unknown, False)):
-        idx, dist = nearest(cents, part.emb, k)
+        idx, dist = cents.nearest(part.emb, k)
         for p, l, ii, dd in zip(part.folder.paths, part.folder.labels, idx, dist):
             row = {"path": str(p), "true_name": part.folder.names[l], "known": is_known}
             for r, (i, d) in enumerate(zip(ii, dd), 1):

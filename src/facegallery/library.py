@@ -16,7 +16,7 @@ from facegallery.embedder import Embedder
 from facegallery.errors import UserError
 from facegallery.faces import Face, only_face, read_faces
 from facegallery.images import ImageReadError, PixelCache, iter_images, load_batch, warn_skip
-from facegallery.recognition import centroids, squared_distances, top_k
+from facegallery.recognition import Centroids
 
 
 def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None = None,
@@ -55,7 +55,7 @@ class Library:
     """Centroids of the people of a folder, and the threshold that says 'unknown'."""
 
     names: list[str]
-    centroids: np.ndarray
+    centroids: Centroids
     threshold: float | None
     embedder: Embedder
 
@@ -75,7 +75,8 @@ class Library:
             raise UserError(f"{root}: no readable photos in the library")
         labels = folder.labels[kept]
         present = np.unique(labels)
-        cents = centroids(emb, labels, len(folder.names))[present]
+        every = Centroids.of(emb, labels, len(folder.names))
+        cents = Centroids(every.vectors[present], every.counts[present])
         thr = threshold if threshold is not None else embedder.threshold
         return cls([folder.names[i] for i in present], cents, thr, embedder)
 
@@ -84,7 +85,7 @@ class Library:
         if not faces:
             return []
         emb = self.embedder.embed([f.crop for f in faces])
-        idx, dist = top_k(squared_distances(emb, self.centroids), top)
+        idx, dist = self.centroids.nearest(emb, top)
         return [face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
                 for f, i, d in zip(faces, idx, dist)]
 

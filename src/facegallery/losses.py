@@ -27,26 +27,15 @@ class CosFaceHead(nn.Module):
 
     Only used while training: a proxy per identity that pulls each class into a tight cone, which
     complements the triplet loss on small batches.
-
-    ``projector`` > 0 puts a training-only MLP (that many hidden units) between the embedding and the
-    classifier, as SimCLR and Wang et al. (2022) do for transfer: the classifier's pull towards the
-    training identities then shapes the MLP's output, not the embedding itself, which keeps more of what
-    tells people apart beyond those identities.
     """
 
-    def __init__(self, embedding_dim: int, classes: int, scale: float = 30.0, margin: float = 0.35,
-                 projector: int = 0):
+    def __init__(self, embedding_dim: int, classes: int, scale: float = 30.0, margin: float = 0.35):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(classes, embedding_dim) * 0.01)
         self.scale, self.margin = scale, margin
-        self.projector = nn.Sequential(
-            nn.Linear(embedding_dim, projector, bias=False), nn.BatchNorm1d(projector), nn.ReLU(inplace=True),
-            nn.Linear(projector, embedding_dim)) if projector > 0 else None
 
     def forward(self, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the margin logits (``emb`` must already be unit rows)."""
-        if self.projector is not None:
-            emb = F.normalize(self.projector(emb), dim=1)
         cos = F.linear(emb, F.normalize(self.weight, dim=1))
         logits = self.scale * (cos - self.margin * F.one_hot(labels, cos.shape[1]).to(cos.dtype))
         return F.cross_entropy(logits, labels)

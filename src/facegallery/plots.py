@@ -127,7 +127,7 @@ def plot_kmeans(data: EvalData, path: Path, seed: int = 0) -> None:
 def plot_tsne_test(data: EvalData, path: Path, seed: int = 0, with_unknown: bool = False) -> None:
     """Known test embeddings coloured by identity with the centroids (from train) as stars; with
     ``with_unknown`` also the original's draw of unknown photos, as grey crosses."""
-    cents = data.centroids()
+    cents = data.centroids().vectors
     known = data.known
     unk = data.unknown.emb[np.sort(draw_unknowns(data.unknown.folder.paths, len(known.emb)))] \
         if with_unknown else np.zeros((0, cents.shape[1]), np.float32)

@@ -110,11 +110,14 @@ def load(folder: str | Path) -> dict[str, torch.Tensor] | None:
             from None
 
 
-def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict | None = None) -> dict:
+def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict | None = None,
+                        refresh_float: bool = False) -> dict:
     """Calibrate the checkpoint in ``folder`` on ``calibration`` photos (uint8 (N, S, S, 3) at the
     model's load size) and write its ``int8.safetensors``. With a validation set (as
     :func:`facegallery.training.validation_set` makes) the int8 network gets its own unknown threshold,
-    calibrated as the float one was, and config.json records both networks' validation figures."""
+    calibrated as the float one was, and config.json records both networks' validation figures;
+    ``refresh_float`` also replaces the float network's threshold with the one calibrated here (what
+    ``facegallery quantize`` does, so that re-running it brings a checkpoint up to a changed rule)."""
     from facegallery import checkpoints
     from facegallery.calibration import ACCEPT_RATE, calibrate as calibrate_threshold
     from facegallery.embedder import center_crop, load_model, to_tensor
@@ -143,6 +146,8 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
                 "top1": round(cal.closed_top1, 4), "threshold": round(cal.threshold, 4),
                 "open": None if cal.accuracy is None else round(cal.accuracy, 4)}
         info["threshold"] = info["validation_int8"]["threshold"]
+        if refresh_float:
+            checkpoints.update_config(folder, threshold=info["validation_fp32"]["threshold"])
         cos = (genuine["fp32"] * genuine["int8"]).sum(1)
         info["cosine_to_fp32"] = {"photos": int(len(cos)), "mean": round(float(cos.mean()), 4),
                                   "min": round(float(cos.min()), 4)}

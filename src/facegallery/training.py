@@ -59,7 +59,6 @@ class TrainConfig:
     cosface_weight: float = 1.0      # 0 switches the CosFace term off
     cosface_scale: float = 30.0
     cosface_margin: float = 0.35
-    cosface_projector: int = 0       # hidden units of a training-only MLP before the CosFace classifier; 0 = none
     spread_weight: float = 0.0       # weight of the spread-out (GOR) term; 0 = off
     lr: float = 2e-3
     weight_decay: float = 5e-2
@@ -238,8 +237,7 @@ class Trainer:
         self.log(f"data: {len(self.train)} photos of {len(self.names)} identities for training "
                  f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
                  f"{len(imp.names)} impostor identities")
-        self.head = CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin,
-                                cfg.cosface_projector) \
+        self.head = CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) \
             if cfg.cosface_weight > 0 else None
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
         if cfg.recipe == "original":
@@ -362,7 +360,7 @@ class Trainer:
             for k, v in s.items():
                 st[f"opt.{pid}.{k}"] = torch.as_tensor(v).clone()
         if self.head is not None:
-            st.update({f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()})
+            st["head.weight"] = self.head.weight.detach().clone()
         st["rng.torch"] = torch.get_rng_state()
         if len(aug_states) == 1:
             st["rng.aug"] = aug_states[0]
@@ -395,8 +393,8 @@ class Trainer:
                 _, pid, k = key.split(".", 2)
                 opt_sd["state"].setdefault(int(pid), {})[k] = v
         self.opt.load_state_dict(opt_sd)
-        if self.head is not None:
-            self.head.load_state_dict({k[5:]: v for k, v in st.items() if k.startswith("head.")})
+        if self.head is not None and "head.weight" in st:
+            self.head.weight.data.copy_(st["head.weight"])
         torch.set_rng_state(st["rng.torch"])
         self.aug_gen.set_state(st["rng.aug" if self.world.size == 1 else f"rng.aug.{self.world.rank}"])
         self.rng.bit_generator.state = cfg["resume"]["rng_numpy"]

@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
+from facegallery.errors import UserError
 from facegallery.gallery import Gallery
 from facegallery.gallery import index as ix
-from facegallery.recognition import squared_distances, top_k
+from facegallery.recognition import centroid_distances, squared_distances, top_k
 
 
 def _data(n=3000, dim=32, seed=0):
@@ -65,7 +66,7 @@ def test_gallery_switches_to_compressed_and_persists_it(tmp_path, monkeypatch, f
         ids, _ = gal.search(q, 1)
         assert gal._index.kind == "pq"
         gen = gal.store.generation()
-    side = tmp_path / f"g.db.index-{gen}"
+    side = tmp_path / f"g.db.index-v2-{gen}"
     assert side.is_file()
     with Gallery.open(db, model=fake_model) as gal:
         again, _ = gal.search(q, 1)
@@ -117,3 +118,100 @@ def test_damaged_side_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, fake
     with Gallery.open(db, model=fake_model) as gal, pytest.warns(UserWarning, match="not a search index"):
         got, _ = gal.search(q, 1)
     assert (got == want).all()
+
+
+def _vec(*coords: tuple[int, float], dim: int = 8) -> np.ndarray:
+    """A vector with the given (axis, value) coordinates, zero elsewhere."""
+    v = np.zeros(dim, np.float32)
+    for axis, x in coords:
+        v[axis] = x
+    return v
+
+
+class Lookup:
+    """An embedder stand-in: a uniform image of value i embeds as row i of ``table``."""
+
+    name, input_size, fingerprint, threshold = "lookup", 8, "lookup:0", 0.5
+
+    def __init__(self, table: np.ndarray):
+        self.table = table
+
+    def embed(self, images, batch_size=256):
+        return self.table[[int(np.asarray(i)[0, 0, 0]) for i in images]]
+
+
+def test_few_photos_person_wins_by_centroid_distance(tmp_path):
+    """Raw squared distances prefer the person enrolled from many photos; divided by 1 + 1/n (the noise of
+    a mean of n photos) the one-photo person is nearer, and the gallery reports those distances."""
+    q = _vec((0, 1.0))
+    c = _vec((0, 0.8), (1, 0.6))                                     # raw |q - c|^2 = 0.40, 4 photos: / 1.25
+    many = np.stack([c + _vec((2, 0.1)), c - _vec((2, 0.1)), c + _vec((3, 0.1)), c - _vec((3, 0.1))])
+    one = _vec((0, 0.75), (4, np.sqrt(1 - 0.75 ** 2)))               # raw 2 - 2 * 0.75 = 0.50, 1 photo: / 2
+    lookup = Lookup(np.stack([c, one]))
+    with Gallery.open(tmp_path / "g.db", model=lookup, create=True) as gal:
+        gal.enroll_embeddings(["Many"] * 4 + ["One"], np.concatenate([many, one[None]]))
+        ids, counts, cents = gal.store.centroids()
+        assert counts.tolist() == [4, 1] and squared_distances(q[None], cents).argmin() == 0  # raw: Many
+        r = gal.identify_embeddings(q, 2)[0]
+        assert [x.name for x in r.candidates] == ["One", "Many"]
+        assert [x.distance for x in r.candidates] == pytest.approx([0.50 / 2, 0.40 / 1.25], abs=1e-5)
+        index = gal._index
+        gal.enroll("Many", [np.zeros((8, 8, 3), np.uint8)])           # a 5th photo at c: same centroid, n = 5
+        assert gal._index is index                                    # updated in place, count included
+        ids, d = gal.search(q, 2)
+        assert gal.store.names_of(ids[0])[int(ids[0, 1])] == "Many"
+        assert d[0].tolist() == pytest.approx([0.25, 0.40 / 1.2], abs=1e-5)
+
+
+def test_first_enrolment_after_searching_an_empty_gallery(tmp_path):
+    with Gallery.open(tmp_path / "g.db", model=Lookup(np.eye(8, dtype=np.float32)), create=True) as gal:
+        with pytest.raises(UserError, match="no one is enrolled"):
+            gal.identify_embeddings(np.eye(8, dtype=np.float32)[:1])
+        gal.enroll("A", [np.zeros((8, 8, 3), np.uint8)])              # updates the (empty) index in place
+        assert gal.identify_embeddings(np.eye(8, dtype=np.float32)[:1], 1)[0].candidates[0].name == "A"
+
+
+def _people_photos(people=1000, dim=32, seed=0):
+    """Unit photos of ``people`` people enrolled from 1 to 5 photos each, their names, and unit probes
+    (new photos of the first 200)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((people, dim))
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    who = np.arange(people).repeat(rng.integers(1, 6, people))
+    emb, probes = (mu[i] + 0.3 / np.sqrt(dim) * rng.standard_normal((len(i), dim)) for i in (who, np.arange(200)))
+    unit = [(x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32) for x in (emb, probes)]
+    return unit[0], [f"n{i:04d}" for i in who], unit[1]
+
+
+def test_compressed_gallery_search_matches_exact_centroid_distances(tmp_path, monkeypatch, fake_model):
+    monkeypatch.setattr(ix, "EXACT_MAX", 500)
+    emb, names, q = _people_photos()
+    with Gallery.open(tmp_path / "g.db", model=fake_model, create=True) as gal:
+        gal.enroll_embeddings(names, emb)
+        ids, d = gal.search(q, 5)
+        assert gal._index.kind == "pq"
+        cids, counts, cents = gal.store.centroids()
+    pos, want = top_k(centroid_distances(q, cents, counts), 5)
+    same = ids[:, 0] == cids[pos[:, 0]]
+    assert same.mean() >= 0.99 and np.allclose(d[same, 0], want[same, 0], atol=1e-4)
+    assert (np.diff(d, axis=1) >= 0).all()
+
+
+def test_index_cache_of_an_older_format_is_ignored_and_removed(tmp_path, monkeypatch, fake_model):
+    """A side file from before centroid distances (raw centroids under the old name) is never loaded."""
+    monkeypatch.setattr(ix, "EXACT_MAX", 500)
+    emb, names, q = _people_photos()
+    db = tmp_path / "g.db"
+    with Gallery.open(db, model=fake_model, create=True) as gal:
+        gal.enroll_embeddings(names, emb)
+        want = gal.search(q, 3)
+        gen = gal.store.generation()
+        cids, _, cents = gal.store.centroids()
+    new, = tmp_path.glob("g.db.index-*")
+    new.unlink()
+    old = tmp_path / f"g.db.index-{gen}"
+    ix.CompressedIndex.build(cids, cents).save(old)
+    with Gallery.open(db, model=fake_model) as gal:
+        got = gal.search(q, 3)
+    assert (got[0] == want[0]).all() and np.allclose(got[1], want[1])
+    assert not old.exists() and new.is_file()

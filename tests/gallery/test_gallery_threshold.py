@@ -1,10 +1,12 @@
 """Calibration of the unknown threshold and the score on synthetic embeddings with known distributions."""
+import json
+
 import numpy as np
 import pytest
 
 from facegallery.gallery import Gallery
-from facegallery.gallery import index as ix
 from facegallery.gallery import threshold as th
+from facegallery.recognition import centroid_distances, top_k
 
 
 def _photos(rng, mu, photos, noise):
@@ -19,26 +21,30 @@ def _people(rng, n_people, photos, dim=24, noise=0.8):
     return _photos(rng, mu, photos, noise), np.arange(n_people).repeat(photos), mu
 
 
+def _search(cents, counts):
+    """Search by centroid distance, as the gallery's (person ids are the rows)."""
+    return lambda q, k: top_k(centroid_distances(q, cents, counts), k)
+
+
 def _calibrate(emb, labels, far):
     cents = np.stack([emb[labels == i].mean(0) for i in range(labels.max() + 1)])
     counts = np.bincount(labels)
-    index = ix.ExactIndex(np.arange(len(cents)), cents)
-    cal = th.calibrate(emb, labels, cents[labels], counts[labels], index.search, len(cents), 0.5, far)
-    return cal, index
+    search = _search(cents, counts)
+    return th.calibrate(emb, labels, cents[labels], counts[labels], search, len(cents), 0.5, far), search
 
 
 @pytest.mark.parametrize("far", [0.01, 0.05])
 def test_far_and_frr_on_fresh_photos_are_close_to_expected(far):
     rng = np.random.default_rng(0)
     emb, labels, mu = _people(rng, 300, 8)
-    cal, index = _calibrate(emb, labels, far)
+    cal, search = _calibrate(emb, labels, far)
     assert cal.source == "gallery" and cal.method == f"far={far:g}"
     fit = cal.identify
     assert fit.far <= far and fit.genuine == 2400 and fit.impostors == 2400
     strangers, _, _ = _people(rng, 300, 8)                    # people never enrolled
-    realized_far = float((index.search(strangers, 1)[1][:, 0] <= fit.threshold).mean())
+    realized_far = float((search(strangers, 1)[1][:, 0] <= fit.threshold).mean())
     assert abs(realized_far - far) < max(0.5 * far, 0.01)
-    ids, d = index.search(_photos(rng, mu, 4, 0.8), 1)       # new photos of enrolled people
+    ids, d = search(_photos(rng, mu, 4, 0.8), 1)             # new photos of enrolled people
     realized_frr = float((d[:, 0] > fit.threshold).mean())
     assert 0.02 < fit.frr < 0.9 and abs(realized_frr - fit.frr) < 0.05
 
@@ -49,9 +55,21 @@ def test_equal_error_and_raw():
     eer, _ = _calibrate(emb, labels, None)
     assert eer.method == "eer" and abs(eer.identify.far - eer.identify.frr) < 0.02
     cents = np.stack([emb[labels == i].mean(0) for i in range(100)])
-    raw = th.calibrate(emb, labels, cents[labels], np.full(len(emb), 6), ix.ExactIndex(np.arange(100), cents).search,
+    raw = th.calibrate(emb, labels, cents[labels], np.full(len(emb), 6), _search(cents, np.full(100, 6)),
                        100, 0.5, 0.01, raw=0.3)
     assert raw.identify.threshold == 0.3 and raw.verify.threshold != 0.3
+
+
+def test_genuine_distances_are_divided_by_the_leave_one_out_count_factor():
+    """Each photo against its own centroid without it, a mean of n - 1 photos: divided by 1 + 1/(n - 1)."""
+    emb = np.array([[1, 0], [0, 1], [0.6, 0.8], [1, 0], [0, 1]], np.float32)  # 3 photos of person 0, 2 of 1
+    labels = np.array([0, 0, 0, 1, 1])
+    cents, counts = np.stack([emb[:3].mean(0), emb[3:].mean(0)]), np.array([3, 2])
+    gen, imp = th.identification_distances(emb, labels, cents[labels], counts[labels], _search(cents, counts))
+    # photo 0 vs (0.3, 0.9): 0.49 + 0.81; photo 1 vs (0.8, 0.4): 0.64 + 0.36; photo 2 vs (0.5, 0.5): 0.01 + 0.09,
+    # each from 2 photos (/ 1.5); photos 3 and 4 vs each other: 2, from 1 photo (/ 2)
+    assert gen == pytest.approx([1.30 / 1.5, 1.0 / 1.5, 0.1 / 1.5, 1.0, 1.0])
+    assert imp == pytest.approx(centroid_distances(emb, cents, counts)[np.arange(5), 1 - labels])  # the other
 
 
 def test_logistic_score_midpoint_is_equal_likelihood_point():
@@ -86,3 +104,17 @@ def test_settings_are_stored_in_the_gallery(enrolled):
         assert cal.method == "far=0.05" and cal.identify.far <= 0.05
         with pytest.raises(Exception, match="between 0 and 1"):
             g.set_threshold(far=5)
+
+
+def test_a_calibration_cached_before_centroid_distances_is_recomputed(enrolled):
+    with Gallery.open(enrolled) as g:
+        old = g.calibration().to_json()
+    del old["version"]  # as an older version stored it, fitted on raw squared distances
+    old["identify"]["threshold"] = 3.5
+    with Gallery.open(enrolled) as g:
+        with g.store.transaction(bump=False):
+            g.store.set_meta("calibration", json.dumps(old))
+    with Gallery.open(enrolled) as g:
+        cal = g.calibration()
+        assert cal.identify.threshold != 3.5 and cal.version == th.VERSION
+        assert json.loads(g.store.meta("calibration"))["version"] == th.VERSION

@@ -114,7 +114,8 @@ def import_cmd(gallery, create, source) -> None:
 @model_option
 @click.option("--far", type=float, help="Set the unknown threshold for this target false-accept rate.")
 @click.option("--eer", is_flag=True, help="Set it at the equal-error point.")
-@click.option("--set", "raw", type=float, help="Set this raw squared-distance threshold.")
+@click.option("--set", "raw", type=float, help="Set this raw threshold on the identification distance "
+              "(squared, divided by 1 + 1/n for a person of n photos).")
 @click.option("--json", "as_json", is_flag=True)
 def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
     """Show (or change) the gallery's calibrated unknown threshold and score."""

@@ -27,8 +27,6 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--triplet-weight", type=float, help="Weight of the triplet term; 0 = CosFace alone.")
 @click.option("--cosface-margin", type=float, help="Additive cosine margin of the CosFace term (0.35).")
 @click.option("--cosface-scale", type=float, help="Scale (inverse temperature) of the CosFace term (30).")
-@click.option("--cosface-projector", type=click.IntRange(0), help="Hidden units of a training-only MLP between "
-              "the embedding and the CosFace classifier (0 = none, the default).")
 @click.option("--spread-weight", type=float, help="Weight of the spread-out (GOR) regulariser; 0 = off.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
@@ -52,13 +50,12 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight,
-              cosface_margin, cosface_scale, cosface_projector, spread_weight, lr, weight_decay, no_augment, strong_augment,
-              crop, bf16, threads, procs, val_impostors, accept_rate, eval_every, patience, resume, cache) -> None:
+              cosface_margin, cosface_scale, spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16,
+              threads, procs, val_impostors, accept_rate, eval_every, patience, resume, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "cosface_margin": cosface_margin, "cosface_scale": cosface_scale,
-             "cosface_projector": cosface_projector, "spread_weight": spread_weight, "lr": lr,
-             "weight_decay": weight_decay, "crop": crop,
+             "spread_weight": spread_weight, "lr": lr, "weight_decay": weight_decay, "crop": crop,
              "val_impostors": val_impostors, "accept_rate": accept_rate, "eval_every": eval_every, "patience": patience}
     kw = {key: v for key, v in given.items() if v is not None}
     if no_augment:
@@ -110,7 +107,7 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     calib = pixels[np.random.default_rng(seed).permutation(len(pixels))[:photos]]
     val = validation_set(pixels, train_part.labels, holdout, impostors, size, pix_cache,
                          int(config.get("train_config", {}).get("seed", 0)))
-    info = quantization.quantize_checkpoint(folder, calib, val)
+    info = quantization.quantize_checkpoint(folder, calib, val, refresh_float=True)
     click.echo(f"wrote {folder / quantization.INT8} ({len(calib)} calibration photos)")
     if val is not None:
         v32, v8, agree = info["validation_fp32"], info["validation_int8"], info["cosine_to_fp32"]

@@ -29,9 +29,13 @@ from facegallery.gallery import index as ix
 from facegallery.gallery.index import CompressedIndex, ExactIndex
 from facegallery.gallery.store import Person, Store, check_name, sha256_of
 from facegallery.images import ImageReadError, iter_images, load_image, warn_skip
+from facegallery.recognition import searchable_centroids, searchable_queries
 
 ImageLike = str | os.PathLike | np.ndarray
 EXPORT_FORMAT = 1
+#: What the cached compressed index beside the gallery holds, in its file name: bumped whenever that changes
+#: so that older caches are ignored (and removed on the next save). 2: :func:`searchable_centroids` rows.
+INDEX_FORMAT = 2
 #: Photos decoded and embedded together while enrolling or identifying many.
 BATCH = 256
 
@@ -43,7 +47,8 @@ class Candidate(NamedTuple):
 
 @dataclass
 class Identification:
-    """Who one face is: ``name`` None means unknown (nearest distance above the threshold)."""
+    """Who one face is: ``name`` None means unknown (nearest distance above the threshold). Distances are
+    :func:`~facegallery.recognition.centroid_distances` to the people's centroids."""
 
     name: str | None
     distance: float
@@ -94,6 +99,24 @@ def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
     ref = str(Path(base).resolve()) if Path(base).exists() else str(base)
     precision = getattr(embedder, "precision", None)
     return f"{ref}@{precision}" if precision else ref
+
+
+def _index_rows(rows: list[tuple[int, int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, :func:`searchable_centroids`) of ``centroids`` table rows (identity, count, vector): the
+    search index holds these, so that its plain L2 search ranks by centroid distance (see :func:`_search`)."""
+    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
+    return (np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+            searchable_centroids(vectors, np.fromiter((r[1] for r in rows), np.int64, len(rows))))
+
+
+def _search(index: ExactIndex | CompressedIndex, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(identity ids, centroid distances) of the k nearest per row from an index of :func:`_index_rows`.
+    Its squared L2 distance from :func:`searchable_queries` of a unit query is the centroid distance + 1,
+    so queries are made unit first (a no-op for embedder output)."""
+    q = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
+    ids, dist = index.search(searchable_queries(q), k)
+    return ids, np.maximum(dist - np.float32(1.0), np.float32(0.0))  # -1/inf padding stays
 
 
 class Gallery:
@@ -363,9 +386,10 @@ class Gallery:
 
     # ----- search ---------------------------------------------------------------------------------
     def _index_file(self, generation: int) -> Path:
-        """Side file of the compressed index, named by the gallery generation it reflects (stale ones are ignored
-        and removed): reading it back is far faster than retraining at a million people."""
-        return self.path.with_name(f"{self.path.name}.index-{generation}")
+        """Side file of the compressed index, named by :data:`INDEX_FORMAT` and the gallery generation it
+        reflects (other ones are ignored and removed): reading it back is far faster than retraining at a
+        million people."""
+        return self.path.with_name(f"{self.path.name}.index-v{INDEX_FORMAT}-{generation}")
 
     def _save_index(self) -> None:
         assert isinstance(self._index, CompressedIndex)
@@ -381,14 +405,14 @@ class Gallery:
                 old.unlink(missing_ok=True)
 
     def _load_centroids(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, centroids) streamed from the store into one preallocated array (no second copy)."""
+        """(ids, :func:`_index_rows` of every centroid) streamed from the store into one preallocated array
+        (no second copy)."""
         n, dim = self.store.count("centroids"), self.store.dimension or 0
-        ids, vectors = np.empty(n, np.int64), np.empty((n, dim), np.float32)
-        cur = self.store.conn.execute("SELECT identity, vector FROM centroids ORDER BY identity")
+        ids, vectors = np.empty(n, np.int64), np.empty((n, dim + 2), np.float32)
+        cur = self.store.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity")
         i = 0
         while rows := cur.fetchmany(65536):
-            ids[i:i + len(rows)] = [r[0] for r in rows]
-            vectors[i:i + len(rows)] = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(-1, dim)
+            ids[i:i + len(rows)], vectors[i:i + len(rows)] = _index_rows(rows, dim)
             i += len(rows)
         return ids, vectors
 
@@ -427,20 +451,20 @@ class Gallery:
             self._index = None
             return
         rows = self.store.conn.execute(
-            f"SELECT identity, vector FROM centroids WHERE identity IN ({','.join('?' * len(changed))})",
+            f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(changed))})",
             changed).fetchall()
         self._index.remove(np.array(changed, np.int64))
         if rows:
-            self._index.upsert(np.array([r[0] for r in rows], np.int64),
-                               np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
+            self._index.upsert(*_index_rows(rows, self.store.dimension or 0))
         self._index_gen = self.store.generation()
         self._index_saved = False
         if self._index.stale:
             self._index = None  # rebuilt from the store at the next search
 
     def search(self, embeddings: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
-        """(identity ids, squared distances) of the k nearest centroids per row; -1/inf pad."""
-        return self._refresh().search(np.atleast_2d(embeddings), k)
+        """(identity ids, :func:`~facegallery.recognition.centroid_distances`) of the k nearest centroids
+        per row, nearest first; -1/inf pad."""
+        return _search(self._refresh(), embeddings, k)
 
     # ----- threshold ------------------------------------------------------------------------------
     def _settings(self) -> tuple[float | None, float | None]:
@@ -451,7 +475,8 @@ class Gallery:
         return (None if mode == "eer" else far), (float(raw) if mode == "raw" and raw else None)
 
     def calibration(self) -> th.Calibration:
-        """The current calibration, cached in memory and in meta until the gallery changes."""
+        """The current calibration, cached in memory and in meta until the gallery (or :data:`th.VERSION`)
+        changes."""
         gen = self.store.generation()
         far, raw = self._settings()
         method = "raw" if raw is not None else ("eer" if far is None else f"far={far:g}")
@@ -460,7 +485,7 @@ class Gallery:
             return self._cal
         cached = self.store.meta("calibration")
         cal = th.Calibration.from_json(json.loads(cached)) if cached else None
-        if cal is None or (cal.generation, cal.method, self._raw_of(cal)) != key:
+        if cal is None or (cal.generation, cal.method, self._raw_of(cal)) != key or cal.version != th.VERSION:
             cal = self._calibrate(far, raw)
             cal.generation = gen
             try:
@@ -516,7 +541,7 @@ class Gallery:
     def set_threshold(self, far: float | None = None, raw: float | None = None, eer: bool = False
                       ) -> th.Calibration:
         """Choose how the unknown threshold is set: a target false-accept rate, the equal-error point,
-        or a raw squared distance. Stored in the gallery; returns the resulting calibration."""
+        or a raw identification distance. Stored in the gallery; returns the resulting calibration."""
         if sum(x is not None and x is not False for x in (far, raw, eer or None)) != 1:
             raise UserError("give exactly one of a target FAR, a raw threshold, or equal-error")
         if far is not None and not 0 < far < 1:
@@ -539,7 +564,7 @@ class Gallery:
         index = self._refresh()  # its length, not COUNT(*): that scans the table (20 ms at 100k people)
         if not len(index):
             raise UserError(f"{self.path}: no one is enrolled yet")
-        ids, dist = index.search(np.atleast_2d(embeddings), top_k)
+        ids, dist = _search(index, embeddings, top_k)
         names = self.store.names_of(ids)
         cal = self.calibration().identify
         thr = cal.threshold if threshold is None else threshold

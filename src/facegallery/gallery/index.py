@@ -1,8 +1,11 @@
 """Nearest-centroid search over a gallery: exact (NumPy) for small galleries, a compressed FAISS scan above.
 
 Both answer ``search(queries, k) -> (identity ids, squared distances)``, nearest first, padded with
-id -1 / distance inf when fewer than k identities exist. Centroids are not unit length, so both use the L2
-metric on the raw centroids: the distances returned are exactly the ones the unknown threshold uses.
+id -1 / distance inf when fewer than k identities exist, with the plain L2 metric on whatever rows they are
+given. The gallery gives them :func:`~facegallery.recognition.searchable_centroids` (D + 2 columns, not unit
+length) and searches with :func:`~facegallery.recognition.searchable_queries`, so that these L2 distances are
+exactly the centroid distances (divided by 1 + 1/n, see :mod:`facegallery.recognition`) the unknown
+threshold uses, plus 1.
 
 Choices below come from ``benchmarks/bench_scale.py`` (2-core VM, 128-d, see benchmarks/RESULTS.md). Real
 face centroids spread over ~35 effective dimensions and a probe lies far from its own centroid; on such data
@@ -10,9 +13,9 @@ partitioning (IVF) and graph (HNSW) indexes lose the true nearest centroid (at 1
 visiting a quarter of its lists, 0.96 with HNSW at efSearch 512), while scanning EVERY centroid as a short
 product-quantised code (SIMD "fast scan") and re-ranking the best few by exact distance keeps recall@1 >= 0.99:
 - ``EXACT_MAX``: up to here exact search is fast enough and needs no build;
-- :func:`ann_factory`: one 4-bit sub-quantizer per 2 dimensions (32 bytes per 128-d identity) + the float
-  centroids for re-ranking (memory about 1.06x the raw vectors); ``REFINE``: candidates re-ranked per
-  requested neighbour.
+- :func:`ann_factory`: one 4-bit sub-quantizer per 2 dimensions (33 bytes per 128-d identity, 130 columns
+  searched) + the float rows for re-ranking (memory about 1.06x the raw vectors); ``REFINE``: candidates
+  re-ranked per requested neighbour.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ def ann_factory(dim: int) -> str:
 
 
 class ExactIndex:
-    """Brute force: distances to every centroid with one matrix product (norms cached)."""
+    """Brute force: distances to every row with one matrix product (norms cached)."""
 
     kind = "exact"
     stale = False  # always current: rows are really removed
@@ -71,8 +74,10 @@ class ExactIndex:
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert or replace the rows of ``ids``."""
         self.remove(ids)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        # an index built empty (before anyone was enrolled) has no width yet: take the new rows'
+        self.vectors = np.concatenate([self.vectors, vectors]) if len(self.ids) else vectors
         self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
-        self.vectors = np.concatenate([self.vectors, np.asarray(vectors, dtype=np.float32)])
         self.norms = (self.vectors * self.vectors).sum(1)
 
     def remove(self, ids: np.ndarray) -> None:
@@ -82,9 +87,9 @@ class ExactIndex:
 
 
 class CompressedIndex:
-    """FAISS product-quantised fast scan over all centroids + exact re-ranking (see module doc).
+    """FAISS product-quantised fast scan over all rows + exact re-ranking (see module doc).
 
-    The centroids are split into :data:`PARTS` FAISS indexes sharing one trained quantizer: FAISS scans
+    The rows are split into :data:`PARTS` FAISS indexes sharing one trained quantizer: FAISS scans
     for one query on one core, so a single probe searches the parts on parallel threads (FAISS releases
     the GIL) and merges them; a batch goes part by part, each on FAISS's own threads over queries.
     FAISS positions (part after part) map to identity ids through ``ids``; a removed or replaced centroid
@@ -105,7 +110,7 @@ class CompressedIndex:
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> "CompressedIndex":
-        """Train the quantizer on a seeded sample of ``TRAIN_SAMPLE`` centroids, then encode all."""
+        """Train the quantizer on a seeded sample of ``TRAIN_SAMPLE`` rows, then encode all."""
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)

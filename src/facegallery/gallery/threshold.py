@@ -1,8 +1,9 @@
 """The unknown threshold and the score, calibrated per gallery from its own enrolled photos.
 
-Method (identification, a photo against centroids):
+Method (identification, a photo against centroids, by :func:`~facegallery.recognition.centroid_distances`:
+squared distance divided by 1 + 1/n for a centroid of n photos):
 - genuine distances: leave-one-out, each photo of a person with >= 2 photos against that person's
-  centroid computed without it (what a new photo of an enrolled person looks like);
+  centroid computed without it, so of n - 1 photos (what a new photo of an enrolled person looks like);
 - impostor distances: each photo against the nearest centroid of the *other* people (what a person who
   is not enrolled looks like: the nearest stranger);
 - threshold: for a target false-accept rate (FAR, default 1%) the largest distance at which at most that
@@ -26,6 +27,8 @@ from typing import Callable
 
 import numpy as np
 
+from facegallery.recognition import count_factor
+
 
 MIN_PEOPLE = 2
 MIN_SAMPLES = 10
@@ -37,6 +40,9 @@ MAX_SAMPLES = 20_000
 FALLBACK_SLOPE = 15.0
 #: Distance used as threshold and score midpoint when neither gallery nor model is calibrated.
 UNCALIBRATED_THRESHOLD = 1.0
+#: What a :class:`Calibration` was fitted on, bumped when the distances change so that one cached by an
+#: older version is recomputed. 2: identification distances divided by 1 + 1/n (1: raw squared distances).
+VERSION = 2
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -68,13 +74,15 @@ class Calibration:
     identify: Fit
     verify: Fit
     generation: int = -1       # the gallery generation it was computed for
+    version: int = VERSION     # the distances it was fitted on (see VERSION)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict) -> "Calibration":
-        return cls(d["source"], d["method"], Fit(**d["identify"]), Fit(**d["verify"]), d.get("generation", -1))
+        return cls(d["source"], d["method"], Fit(**d["identify"]), Fit(**d["verify"]), d.get("generation", -1),
+                   d.get("version", 1))
 
 
 def logistic_fit(genuine: np.ndarray, impostor: np.ndarray, ridge: float = 1e-6) -> tuple[float, float]:
@@ -140,13 +148,14 @@ def identification_distances(emb: np.ndarray, labels: np.ndarray, own_centroid: 
     """(genuine, impostor) photo-vs-centroid distances as described in the module docstring.
 
     Row i is a photo of person ``labels[i]``, whose centroid (of ``own_count[i]`` photos, this one
-    included) is ``own_centroid[i]``; ``search(q, k) -> (person ids, distances)`` searches all centroids.
+    included) is ``own_centroid[i]``; ``search(q, k) -> (person ids, centroid distances)`` searches all
+    centroids.
     """
     labels = np.asarray(labels)
     multi = own_count >= 2
-    n = own_count[multi].astype(np.float64)[:, None]
-    loo = (own_centroid[multi] * n - emb[multi]) / (n - 1)
-    genuine = ((emb[multi] - loo) ** 2).sum(1)
+    n = own_count[multi].astype(np.float64)
+    loo = (own_centroid[multi] * n[:, None] - emb[multi]) / (n[:, None] - 1)
+    genuine = ((emb[multi] - loo) ** 2).sum(1) / count_factor(n - 1)
     impostor = np.empty(len(emb))
     for s in range(0, len(emb), 1024):
         ids, dist = search(emb[s:s + 1024], 2)
