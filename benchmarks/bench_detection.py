@@ -35,7 +35,7 @@ from facegallery.datasets import discover
 from facegallery.embedder import load_model
 from facegallery.faces import faces_in
 from facegallery.images import load_image, resize
-from facegallery.recognition import centroids, squared_distances
+from facegallery.recognition import Centroids, centroids, squared_distances
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubfig83"
 #: Face box in a PubFig83 crop, fractions [x0, y0, x1, y1]: the median dlib HOG box on 600 train crops
@@ -364,7 +364,7 @@ def cmd_calibrate(args) -> None:
     print(f"{emb.name} (detect {args.detect}): threshold {cal.threshold:.4f}, balanced open-set accuracy "
           f"{cal.accuracy:.4f}, closed top-1 {cal.closed_top1:.4f} ({cal.genuine} genuine, {cal.impostors} "
           f"impostor photos; {len(known)} known, {len(strangers)} stranger identities; seed {args.seed})")
-    d = squared_distances(np.concatenate(vec[1:]), centroids(vec[0], lab[0], len(known)))
+    d = Centroids.of(vec[0], lab[0], len(known)).distances(np.concatenate(vec[1:]))  # what thresholds apply to
     truth = np.concatenate([lab[1], np.full(len(vec[2]), -1)])
     w = np.concatenate([np.full(len(vec[1]), 0.5 / len(vec[1])), np.full(len(vec[2]), 0.5 / len(vec[2]))])
     for t in args.also:
