@@ -75,8 +75,8 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
 @click.option("--gallery", type=click.Path(dir_okay=False), help="Gallery file made by `facegallery enroll`.")
 @model_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Candidates per face.")
-@click.option("--threshold", type=float, help="Unknown above this distance (squared, divided by 1 + 1/n for a person of n photos; "
-              "default: calibrated).")
+@click.option("--threshold", type=float, help="Unknown above this distance (squared, divided by 1 + 1/n for "
+              "a person of n photos; default: calibrated).")
 @detect_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array (stable shape).")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with boxes and names here.")
