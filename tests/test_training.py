@@ -104,6 +104,35 @@ def test_budget_run_replans_when_the_machine_slows(face_tree, tmp_path, monkeypa
     assert 9.5 <= t.train_seconds <= 10.6  # ends on time, within a step or two (a fixed count: ~25 s)
 
 
+@pytest.mark.parametrize("seconds_per_step", [0.0101, 0.015, 0.2])
+def test_budget_is_planned_from_timed_steps_whenever_5_percent_is_spent(face_tree, tmp_path, monkeypatch,
+                                                                        seconds_per_step):
+    """A fake clock on which 5% of a 2 s budget is first spent at step 10 (0.0101 s/step: once a
+    ZeroDivisionError, the timing window restarting at the very step that ends it), at step 7, or by
+    step 1: the length planned is the budget over the pace, less the 8% kept for validations."""
+    from facegallery import training
+
+    class Planned(Exception):
+        pass
+
+    t = Trainer(_cfg(face_tree, tmp_path / "z", steps=None, budget_s=2.0, eval_every=1000, checkpoint_every=1000),
+                log=lambda s: None)
+    now = [0.0]
+    step = t.train_step
+
+    def timed_step():
+        if t.total is not None:
+            raise Planned
+        now[0] += seconds_per_step
+        return step()
+
+    monkeypatch.setattr(training, "_clock", lambda: now[0])
+    monkeypatch.setattr(t, "train_step", timed_step)
+    with pytest.raises(Planned):
+        t.run(progress=False)
+    assert t.total == pytest.approx(2.0 / (seconds_per_step * 1.08), abs=1.5)
+
+
 def test_bad_settings_are_user_errors(face_tree, tmp_path):
     with pytest.raises(UserError):
         Trainer(_cfg(face_tree, tmp_path / "x", miner="nope"))

@@ -464,13 +464,13 @@ class Trainer:
             m = self.train_step()
             self.train_seconds = _clock() - t_start
             if self.total is None:
-                if self.step == 2:
-                    t0, s0 = self.train_seconds, 2  # the first steps are slow (allocator warm-up)
-                if self.step == 10:
-                    t0, s0 = self.train_seconds, 10
-                # time steps 10-30, or fewer for a slow network once 5% of the budget is spent;
+                spent = self.train_seconds >= 0.05 * cfg.budget_s
+                # time steps 10-30 (the first steps are slow: allocator warm-up), or from step 2 for a
+                # slow network once 5% of the budget is spent (at step 10 too: the window never empties);
                 # rank 0's clock decides for every rank
-                ready = self.step == 30 or (self.step >= 4 and self.train_seconds >= 0.05 * cfg.budget_s)
+                if self.step == 2 or (self.step == 10 and not spent):
+                    t0, s0 = self.train_seconds, self.step
+                ready = self.step == 30 or (self.step >= 4 and spent)
                 per = total = 0.0
                 if ready:
                     per = (self.train_seconds - t0) / (self.step - s0)
