@@ -81,3 +81,24 @@ def pubfig() -> Path:
     if not (SHARED / "train").is_dir():
         pytest.skip("PubFig83 not available")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def dlib_models() -> Path:
+    """The folder of dlib's CC0 model files (the ``face_recognition_models`` test extra), or skip."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    folder = Path(spec.submodule_search_locations[0]) / "models" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "dlib_face_recognition_resnet_model_v1.dat").is_file():
+        pytest.skip("dlib's model files (face_recognition_models) not installed")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lfw() -> Path:
+    """LFW deep-funneled with its pair lists, or skip."""
+    root = SHARED.parent / "lfw"
+    if not (root / "pairs.txt").is_file():
+        pytest.skip("LFW not available")
+    return root

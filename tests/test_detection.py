@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 
 from facegallery import detection
-from facegallery.detection import (CANONICAL_LANDMARKS, Detection, align, canonical_points, detect_faces,
-                                   scan, similarity_transform)
+from facegallery.alignment import CANONICAL_LANDMARKS, align, canonical_points, similarity_transform
+from facegallery.detection import (Detection, detect_faces,
+                                   scan)
 from facegallery.errors import UserError
 from facegallery.faces import read_faces
 from facegallery.images import ImageReadError
@@ -77,9 +78,11 @@ def test_align_puts_landmarks_on_canonical_positions(scale, deg):
         assert np.linalg.norm(centroid_near(crop, p) - p) < 1.0
 
 
-def test_margin_shows_more_around_the_face():
-    wide = canonical_points(100, margin=1.5)
-    assert np.allclose(wide - 50, (canonical_points() - 50) / 1.5)
+def test_dlib_chip_template_is_dlibs_padded_template_in_edge_coordinates():
+    from facegallery.alignment import DLIB_CHIP, DLIB_TEMPLATE_5
+
+    assert DLIB_CHIP.size == 150
+    assert np.allclose(DLIB_CHIP.pixels(), (DLIB_TEMPLATE_5 + 0.25) / 1.5 * 150 + 0.5)
     assert CANONICAL_LANDMARKS[0, 0] > CANONICAL_LANDMARKS[2, 0]  # dlib's order: image-right eye first
 
 

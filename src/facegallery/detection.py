@@ -2,8 +2,8 @@
 
 Detectors are pluggable: :data:`DETECTORS` maps a name to a factory, :func:`get_detector` builds and
 caches one. Every detector returns boxes in the photo's pixels; the 5-point landmarks come from dlib's
-shape predictor, and :func:`align` maps them with a least-squares similarity transform (Umeyama) onto
-:data:`CANONICAL_LANDMARKS`, the positions they take in PubFig83's 100x100 crops.
+shape predictor, and :func:`~facegallery.alignment.align` maps them with a least-squares similarity
+transform straight into the template the embedder reads (:mod:`facegallery.alignment`).
 
 Detection needs the optional ``dlib`` extra (``pip install 'facegallery[dlib]'``); its weights come
 from the ``face_recognition_models`` package, so nothing is downloaded at run time. Without it,
@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from facegallery.alignment import PUBFIG83, Template, align
 from facegallery.errors import UserError
 from facegallery.faces import Face, whole_image
 from facegallery.images import MAX_PIXELS
@@ -37,24 +38,6 @@ WHOLE_IMAGE_MAX_SIDE = 250
 MIN_FACE = 50
 #: Cap on the rescaled photo the detector scans: above it the smallest face found grows instead.
 MAX_SCAN_PIXELS = 4_000_000
-#: Output crop side (the embedders resize it) and default margin (1.0 = PubFig83's own framing).
-CROP_SIZE = 100
-DEFAULT_MARGIN = 1.0
-
-#: Where dlib's 5-point landmarks fall in a PubFig83 crop, as fractions of its width and height
-#: (x, y), in pixel-edge coordinates (a landmark at pixel index i is at i + 0.5). Measured on 2000
-#: random PubFig83 train crops (seed 0), each upsampled 4x for sub-pixel landmarks: dlib's HOG box
-#: (found in 1964), the shape predictor's points in it, and the mean of the points of the 1729 crops
-#: within 3 robust SDs of the median (the median agrees to 0.002). dlib's order: outer and inner
-#: corner of the eye on the image's right, outer and inner corner of the other eye, base of the nose.
-#: ``python benchmarks/bench_detection.py canonical`` measures them again.
-CANONICAL_LANDMARKS = np.array([
-    [0.6723, 0.4272],
-    [0.5732, 0.4339],
-    [0.3256, 0.4315],
-    [0.4250, 0.4358],
-    [0.5014, 0.6248],
-], dtype=np.float64)
 
 INSTALL_HINT = "pip install 'facegallery[dlib]'"
 
@@ -188,45 +171,6 @@ def scan(pixels: np.ndarray, detector: Detector, min_face: int = MIN_FACE,
     return [Detection((d.box[0] * sx, d.box[1] * sy, d.box[2] * sx, d.box[3] * sy), d.score) for d in found]
 
 
-# ----- alignment -------------------------------------------------------------------------------
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) taking ``src`` points onto
-    ``dst`` (Umeyama 1991), as a 2x3 matrix ``M`` with ``dst ~ M @ [x, y, 1]``."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    sc, dc = src - mu_s, dst - mu_d
-    var_s = (sc ** 2).sum() / len(src)
-    u, sv, vt = np.linalg.svd(dc.T @ sc / len(src))
-    d = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
-    rot = u @ np.diag(d) @ vt
-    scale = float((sv * d).sum() / var_s) if var_s > 0 else 1.0
-    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
-
-
-def canonical_points(size: int = CROP_SIZE, margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """The canonical landmarks in a ``size`` crop; ``margin`` > 1 shows more around the face."""
-    return ((CANONICAL_LANDMARKS - 0.5) / margin + 0.5) * size
-
-
-def align(pixels: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE,
-          margin: float = DEFAULT_MARGIN) -> np.ndarray:
-    """The ``size`` x ``size`` crop in which ``landmarks`` land on the canonical positions.
-
-    Strong reductions are warped at up to 4x the size and then downsampled, so that large faces are
-    antialiased; pixels outside the photo are black.
-    """
-    m = similarity_transform(landmarks, canonical_points(size, margin))
-    scale = math.hypot(m[0, 0], m[1, 0])
-    k = int(min(4, max(1, math.ceil(1.0 / scale - 1e-6)))) if scale > 0 else 1
-    inv = np.linalg.inv(np.vstack([m * k, [0.0, 0.0, 1.0]]))[:2]   # output pixel -> photo pixel
-    out = Image.fromarray(pixels).transform((size * k, size * k), Image.Transform.AFFINE,
-                                            data=tuple(inv.ravel()), resample=Image.Resampling.BILINEAR)
-    if k > 1:
-        out = out.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(out, dtype=np.uint8)
-
-
 # ----- the pipeline ----------------------------------------------------------------------------
 
 _warned_no_dlib = False
@@ -246,8 +190,8 @@ def _no_detector(pixels: np.ndarray, mode: str) -> list[Face]:
 
 
 def detect_faces(pixels: np.ndarray, mode: str = "auto", detector: str | Detector = DEFAULT_DETECTOR,
-                 margin: float = DEFAULT_MARGIN, min_face: int = MIN_FACE) -> list[Face]:
-    """Every face of an RGB uint8 photo, aligned to ``CROP_SIZE`` crops, largest first.
+                 template: Template = PUBFIG83, min_face: int = MIN_FACE) -> list[Face]:
+    """Every face of an RGB uint8 photo, aligned into ``template`` (the embedder's), largest first.
 
     ``detector`` is a name from :data:`DETECTORS` or a detector object.
 
@@ -270,7 +214,7 @@ def detect_faces(pixels: np.ndarray, mode: str = "auto", detector: str | Detecto
     faces = []
     for d in found:
         marks = landmarks_in(pixels, d.box)
-        faces.append(Face(crop=align(pixels, marks, CROP_SIZE, margin), box=[round(v, 2) for v in d.box],
+        faces.append(Face(crop=align(pixels, marks, template), box=[round(v, 2) for v in d.box], template=template.name,
                           detected=True, landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in marks],
                           detection_score=round(d.score, 4)))
     if not faces and mode == "auto" and max(h, w) <= WHOLE_IMAGE_MAX_SIDE:

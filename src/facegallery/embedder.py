@@ -1,7 +1,10 @@
 """Embedders: photos (RGB uint8 face crops) in, unit vectors out.
 
 The stable contract: ``embed(images) -> float32 (N, D)`` of unit rows, with ``name``, ``input_size``
-and a ``fingerprint`` that changes whenever the outputs would.
+(the side whole crops are loaded at), the alignment ``template`` it reads, a ``spec`` (its model card
+in brief) and a ``fingerprint`` that changes whenever the outputs would. ``embed`` takes whole face
+crops framed as PubFig83's and carries them into the template itself; crops that detection already
+aligned into the template are marked ``aligned`` (:func:`embed_faces` does this for :class:`Face`\ s).
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import numpy as np
 import torch
 
 from facegallery import checkpoints, quantization
+from facegallery.alignment import PUBFIG83, TEMPLATES, Template, reframe
 from facegallery.errors import UserError
+from facegallery.faces import Face
 from facegallery.images import resize
 from facegallery.models import create_model
 
@@ -24,15 +29,29 @@ DEFAULT_MODEL = "resface64-pubfig83"
 PRECISIONS = ("auto", "int8", "fp32")
 
 
+#: What every model's spec states (the contract test checks each shipped model has them all).
+SPEC_KEYS = ("input_size", "template", "normalisation", "embedding_dim", "precision", "licence",
+             "training_data")
+
+
 class Embedder(Protocol):
     """What the gallery, evaluation and the CLI rely on."""
 
     name: str
     input_size: int
+    template: Template
     fingerprint: str
     threshold: float | None
+    spec: dict
 
-    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray: ...
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256,
+              aligned: bool | Sequence[bool] = False) -> np.ndarray: ...
+
+
+def embed_faces(embedder: Embedder, faces: Sequence[Face]) -> np.ndarray:
+    """Embeddings of faces: crops detection aligned into the embedder's template are read as they are,
+    whole images are carried into it."""
+    return embedder.embed([f.crop for f in faces], aligned=[f.template == embedder.template.name for f in faces])
 
 
 def _as_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
@@ -99,11 +118,32 @@ class TorchEmbedder:
         self.threshold: float | None = config.get("int8", {}).get("threshold", config.get("threshold")) \
             if precision == "int8" else config.get("threshold")
         self.label_map: list[str] = config.get("label_map", [])
+        name_of_template = config.get("template", PUBFIG83.name)
+        if name_of_template not in TEMPLATES:
+            raise UserError(f"{name}: unknown alignment template {name_of_template!r} (known: {', '.join(TEMPLATES)})")
+        self.template: Template = TEMPLATES[name_of_template]
+        self.spec: dict = {
+            "input_size": self.net_size, "template": self.template.name,
+            "normalisation": config.get("normalisation", "RGB / 255"),
+            "embedding_dim": int(config.get("embedding_dim", 128)), "precision": precision,
+            "licence": config.get("licence"), "training_data": config.get("training_data"),
+        }
+
+    def _chips(self, images: np.ndarray | Sequence[np.ndarray], aligned: bool | Sequence[bool]) -> np.ndarray:
+        """The network's input pixels: PubFig83-framed crops resized (resface's own template), or each
+        whole crop carried into the template and each aligned one taken as it is."""
+        if self.template.name == PUBFIG83.name:
+            return _as_batch(images, self.input_size)
+        flags = [aligned] * len(images) if isinstance(aligned, bool) else list(aligned)
+        return _as_batch([np.asarray(im, np.uint8) if a else reframe(np.asarray(im, np.uint8), self.template)
+                          for im, a in zip(images, flags)], self.input_size)
 
     @torch.inference_mode()
-    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """Unit embeddings (N, D) of RGB uint8 crops of any size (resized to ``input_size``)."""
-        pixels = _as_batch(images, self.input_size)
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256,
+              aligned: bool | Sequence[bool] = False) -> np.ndarray:
+        """Unit embeddings (N, D) of RGB uint8 crops of any size: whole crops framed as PubFig83's, or
+        (``aligned``) crops already in the embedder's template."""
+        pixels = self._chips(images, aligned)
         out = []
         for i in range(0, len(pixels), batch_size):
             x = center_crop(to_tensor(pixels[i:i + batch_size]), self.net_size)
@@ -165,7 +205,8 @@ def load_model(model: str | Path | None = None, precision: str | None = None) ->
         raise UserError(f"{path}: weights do not fit architecture {config['arch']!r} ({e})") from None
     h = hashlib.sha1((path / checkpoints.WEIGHTS).read_bytes())
     h.update(json.dumps({"arch": config["arch"], "tta_flip": config.get("tta_flip", False),
-                          "crop": config.get("crop", 1.0)}).encode())
+                          "crop": config.get("crop", 1.0),
+                          **({"template": config["template"]} if "template" in config else {})}).encode())
     name = config.get("name", path.name)
     observers = quantization.load(path) if precision != "fp32" else None
     if precision == "int8" and observers is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegallery.alignment import PUBFIG83, Template
 from facegallery.images import load_image, warn_skip
 
 DETECT_MODES = ("auto", "on", "off")
@@ -24,6 +25,7 @@ class Face:
     detected: bool = False                   # False: the whole image was taken as the crop
     landmarks: list[list[float]] | None = None
     detection_score: float | None = None
+    template: str | None = None              # the alignment template of ``crop``; None: a whole image
     extra: dict = field(default_factory=dict)
 
 
@@ -33,19 +35,20 @@ def whole_image(pixels: np.ndarray) -> Face:
     return Face(crop=pixels, box=[0.0, 0.0, float(w), float(h)])
 
 
-def faces_in(pixels: np.ndarray, detect: str = "off") -> list[Face]:
-    """The faces of a decoded photo under a detection mode (see module docstring)."""
+def faces_in(pixels: np.ndarray, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
+    """The faces of a decoded photo under a detection mode (see module docstring), detected faces
+    aligned into ``template`` (the embedder's)."""
     if detect == "off":
         return [whole_image(pixels)]
     from facegallery.detection import detect_faces
 
-    return detect_faces(pixels, mode=detect)
+    return detect_faces(pixels, mode=detect, template=template)
 
 
-def read_faces(path: str | Path, detect: str = "off") -> list[Face]:
+def read_faces(path: str | Path, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
     """Decode ``path`` (one-line :class:`~facegallery.images.ImageReadError` if it is not a picture)
     and return its faces."""
-    return faces_in(load_image(path), detect)
+    return faces_in(load_image(path), detect, template)
 
 
 def only_face(faces: list[Face], where: Path) -> Face | None:

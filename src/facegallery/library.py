@@ -12,7 +12,7 @@ import numpy as np
 
 from facegallery.answers import face_answer
 from facegallery.datasets import discover
-from facegallery.embedder import Embedder
+from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
 from facegallery.faces import Face, only_face, read_faces
 from facegallery.images import ImageReadError, PixelCache, iter_images, load_batch, warn_skip
@@ -37,17 +37,17 @@ def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None 
 def embed_detected(embedder: Embedder, paths: list[Path], detect: str) -> tuple[np.ndarray, list[int]]:
     """Embed the one face of each photo found by detection (``auto`` / ``on``); unreadable photos and
     photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
-    crops, kept = [], []
+    faces, kept = [], []
     for i, path in enumerate(paths):
         try:
-            face = only_face(read_faces(path, detect), path)
+            face = only_face(read_faces(path, detect, embedder.template), path)
         except ImageReadError as e:
             warn_skip(path, str(e).split(": ", 1)[-1])
             continue
         if face is not None:
-            crops.append(face.crop)
+            faces.append(face)
             kept.append(i)
-    return embedder.embed(crops), kept  # the embedder batches (and returns (0, D) for no crops)
+    return embed_faces(embedder, faces), kept  # the embedder batches (and returns (0, D) for no crops)
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Library:
         """Answers for the faces of one photo (see :mod:`facegallery.answers`)."""
         if not faces:
             return []
-        emb = self.embedder.embed([f.crop for f in faces])
+        emb = embed_faces(self.embedder, faces)
         idx, dist = self.centroids.nearest(emb, top)
         return [face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
                 for f, i, d in zip(faces, idx, dist)]
@@ -94,7 +94,7 @@ class Library:
         results = []
         for path in iter_images(inputs):
             try:
-                faces = read_faces(path, detect)
+                faces = read_faces(path, detect, self.embedder.template)
             except ImageReadError as e:
                 warn_skip(path, str(e).split(": ", 1)[-1])
                 continue

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from facegallery.gallery import Gallery
+from facegallery.alignment import PUBFIG83
 
 
 @pytest.fixture
@@ -21,8 +22,9 @@ class VectorsOnly:
     """An embedder stand-in for galleries filled with precomputed vectors (it cannot embed photos)."""
 
     name, input_size, fingerprint, threshold = "vectors", 64, "vectors:0", 0.5
+    template, spec = PUBFIG83, {}
 
-    def embed(self, images, batch_size=256):
+    def embed(self, images, batch_size=256, aligned=False):
         raise AssertionError("this test stores precomputed vectors only")
 
 

@@ -6,6 +6,7 @@ from facegallery.errors import UserError
 from facegallery.gallery import Gallery
 from facegallery.gallery import index as ix
 from facegallery.recognition import centroid_distances, squared_distances, top_k
+from facegallery.alignment import PUBFIG83
 
 
 def _data(n=3000, dim=32, seed=0):
@@ -132,11 +133,12 @@ class Lookup:
     """An embedder stand-in: a uniform image of value i embeds as row i of ``table``."""
 
     name, input_size, fingerprint, threshold = "lookup", 8, "lookup:0", 0.5
+    template, spec = PUBFIG83, {}
 
     def __init__(self, table: np.ndarray):
         self.table = table
 
-    def embed(self, images, batch_size=256):
+    def embed(self, images, batch_size=256, aligned=False):
         return self.table[[int(np.asarray(i)[0, 0, 0]) for i in images]]
 
 

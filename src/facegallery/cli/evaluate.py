@@ -1,4 +1,5 @@
-"""``facegallery evaluate``: the PubFig83 protocol for one model -> metrics.json, guesses.csv, figures."""
+"""``facegallery evaluate``: the PubFig83 protocol (metrics.json, guesses.csv, figures) or LFW's
+(metrics.json, roc.png) for one model."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,8 @@ from facegallery.evaluation import evaluate, guesses, write_guesses
 
 #: Data root (holding train/ and test/) when neither --data nor FACEGALLERY_DATA is given.
 DEFAULT_DATA = Path("..") / "shared" / "data" / "pubfig83"
+#: LFW's root (pairs.txt and lfw-deepfunneled/) when neither --data nor FACEGALLERY_LFW is given.
+DEFAULT_LFW = Path("..") / "shared" / "data" / "lfw"
 
 
 def _pct(x: float | None) -> str:
@@ -51,8 +54,13 @@ def headline(m: dict) -> str:
 
 @main.command("evaluate")
 @model_option
+@click.option("--protocol", type=click.Choice(["pubfig83", "lfw"]), default="pubfig83", show_default=True,
+              help="PubFig83's identification protocol, or LFW's pair verification.")
 @click.option("--data", type=click.Path(file_okay=False),
-              help="Root holding train/ and test/ [default: $FACEGALLERY_DATA or ../shared/data/pubfig83].")
+              help="PubFig83: root holding train/ and test/ [$FACEGALLERY_DATA or ../shared/data/pubfig83]; "
+                   "LFW: root holding pairs.txt and lfw-deepfunneled/ [$FACEGALLERY_LFW or ../shared/data/lfw].")
+@click.option("--pairs", type=click.Choice(["view2", "devtest"]), default="view2", show_default=True,
+              help="LFW: pairs.txt's 10 folds, or the quick pairsDevTest.txt (threshold from pairsDevTrain.txt).")
 @click.option("--train", type=click.Path(file_okay=False), help="Training tree; its people are the known ones.")
 @click.option("--test", type=click.Path(file_okay=False),
               help="Test tree: known people plus people never trained on.")
@@ -61,16 +69,17 @@ def headline(m: dict) -> str:
 @click.option("--plots", is_flag=True, help="Also draw the figures (t-SNE maps, k-means SSE, threshold sweep).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the calibration split when the checkpoint records none, and of the figures.")
-@click.option("--detect", type=click.Choice(["off"]), default="off", show_default=True,
-              help="The protocol embeds the test crops as they are.")
-def evaluate_cmd(model, data, train, test, out, plots, seed, detect) -> None:
-    """Closed-set, open-set (swept and calibrated), new-identity and verification figures of a model."""
+def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) -> None:
+    """Closed-set, open-set (swept and calibrated), new-identity and verification figures of a model
+    on PubFig83, or its LFW verification figures."""
     t0 = time.perf_counter()
-    root = Path(data or os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA)
-    train, test = Path(train or root / "train"), Path(test or root / "test")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    if protocol == "lfw":
+        return _evaluate_lfw(model, Path(data or os.environ.get("FACEGALLERY_LFW") or DEFAULT_LFW), pairs, out, t0)
+    root = Path(data or os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA)
+    train, test = Path(train or root / "train"), Path(test or root / "test")
     embedder = load_model(model)
     metrics, embedded = evaluate(embedder, train, test, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,3 +98,16 @@ def evaluate_cmd(model, data, train, test, out, plots, seed, detect) -> None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     click.echo(f"wrote {out / 'metrics.json'}, {out / 'guesses.csv'}"
                + (f" and {len(figures)} figures" if plots else "") + f" in {metrics['timing']['total_s']:.0f}s")
+
+
+def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float) -> None:
+    from facegallery.lfw import evaluate_lfw, headline as lfw_headline, plot_roc
+
+    embedder = load_model(model)
+    metrics, curves = evaluate_lfw(embedder, root, pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_roc(curves, out / "roc.png", f"LFW {metrics['pairs']}: {embedder.name}")
+    metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    click.echo(lfw_headline(metrics))
+    click.echo(f"wrote {out / 'metrics.json'} and {out / 'roc.png'} in {metrics['timing']['total_s']:.0f}s")

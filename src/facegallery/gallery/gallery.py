@@ -21,7 +21,7 @@ import numpy as np
 
 from facegallery.answers import face_answer
 from facegallery.datasets import discover
-from facegallery.embedder import Embedder, load_model, split_precision
+from facegallery.embedder import Embedder, embed_faces, load_model, split_precision
 from facegallery.errors import UserError
 from facegallery.faces import Face, faces_in, only_face, read_faces
 from facegallery.gallery import threshold as th
@@ -207,11 +207,13 @@ class Gallery:
 
     # ----- reading photos -------------------------------------------------------------------------
     def _faces(self, images: Sequence[ImageLike], detect: str, with_hash: bool, known: set[str] | None = None,
-               ) -> Iterator[tuple[ImageLike, str | None, list[Face] | None]]:
+               embedder: Embedder | None = None) -> Iterator[tuple[ImageLike, str | None, list[Face] | None]]:
         """(image, content sha256 or None, faces or None) per image, in order: None for an unreadable
         image (warned) or one whose hash is in ``known`` (not decoded at all). Decoding runs on a thread
-        pool using all cores; detection (when on) runs here, one photo at a time."""
+        pool using all cores; detection (when on) runs here, one photo at a time, aligning faces into the
+        template of ``embedder`` (the gallery's)."""
         known = known or set()
+        template = (embedder or self.embedder).template
 
         def decode(item: ImageLike) -> tuple[ImageLike, str | None, np.ndarray | str | None]:
             """(item, hash, pixels or None if known), or (item, None, why) when it cannot be read."""
@@ -231,7 +233,7 @@ class Gallery:
                 for item, sha, pixels in pool.map(decode, images[s:s + BATCH]):
                     if isinstance(pixels, str):
                         warn_skip(Path(item), pixels)
-                    yield item, sha, faces_in(pixels, detect) if isinstance(pixels, np.ndarray) else None
+                    yield item, sha, faces_in(pixels, detect, template) if isinstance(pixels, np.ndarray) else None
 
     # ----- enrolment ------------------------------------------------------------------------------
     def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], detect: str = "off",
@@ -283,13 +285,13 @@ class Gallery:
 
     def _enroll_chunk(self, people: list[tuple[str, Sequence[ImageLike]]], detect: str,
                       metadata: dict[str, dict], embedder: Embedder, bar: Any) -> list[EnrollResult]:
-        results, crops, owners = [], [], []
+        results, faces_kept, owners = [], [], []
         for name, images in people:
             res = EnrollResult(name)
             ident = self.store.identity_id(name)
             known = self.store.photo_hashes(ident) if ident is not None else set()
             rows = []
-            for item, sha, faces in self._faces(list(images), detect, with_hash=True, known=known):
+            for item, sha, faces in self._faces(list(images), detect, with_hash=True, known=known, embedder=embedder):
                 bar.update(1)
                 where = Path(item) if not isinstance(item, np.ndarray) else Path("<array>")
                 if sha in known:
@@ -300,10 +302,10 @@ class Gallery:
                     known.add(sha)
                     source = None if isinstance(item, np.ndarray) else str(Path(item).resolve())
                     rows.append((source, sha, detect))
-                    crops.append(face.crop)
+                    faces_kept.append(face)
             owners.append(rows)
             results.append(res)
-        emb = embedder.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        emb = embed_faces(embedder, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         start = 0
         for (name, _), rows, res in zip(people, owners, results):
             vectors = emb[start:start + len(rows)]
@@ -611,7 +613,7 @@ class Gallery:
             decoded = [(p, faces) for p, _, faces in self._faces(paths[s:s + BATCH], detect, with_hash=False)
                        if faces is not None]
             flat = [f for _, faces in decoded for f in faces]
-            found = self.identify_embeddings(self.embedder.embed([f.crop for f in flat]), top_k, thr) \
+            found = self.identify_embeddings(embed_faces(self.embedder, flat), top_k, thr) \
                 if flat else []
             it = iter(found)
             for path, faces in decoded:
@@ -716,16 +718,17 @@ class Gallery:
                 missing.append((p, "source changed since enrolment"))
             else:
                 usable.append(p)
-        crops, kept = [], []
+        faces_kept, kept = [], []
         bar = tqdm(total=len(usable), unit="photo", disable=not progress, dynamic_ncols=True, desc="reembed")
         for detect in sorted({p.detect for p in usable}):
             group = [p for p in usable if p.detect == detect]
-            for p, (_, _, faces) in zip(group, self._faces([p.source for p in group], detect, with_hash=False)):
+            for p, (_, _, faces) in zip(group, self._faces([p.source for p in group], detect, with_hash=False,
+                                                           embedder=new)):
                 bar.update(1)
                 if faces is None or len(faces) != 1:
                     missing.append((p, "unreadable now" if faces is None else f"{len(faces)} faces now"))
                 else:
-                    crops.append(faces[0].crop)
+                    faces_kept.append(faces[0])
                     kept.append(p)
         bar.close()
         for p, why in missing:
@@ -733,7 +736,7 @@ class Gallery:
         if missing and not drop_missing:
             raise UserError(f"{self.path}: {len(missing)} photo(s) cannot be re-embedded (see warnings); "
                             "nothing changed. Restore them, or pass --drop-missing to drop them")
-        emb = new.embed(crops) if crops else np.zeros((0, 0), np.float32)
+        emb = embed_faces(new, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         self._model_arg = model
         with self.store.transaction():
             self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(p.id,) for p, _ in missing])

@@ -35,4 +35,4 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from facegallery.models import resface, seed_cnn  # noqa: E402,F401  (fill the registry)
+from facegallery.models import dlib_resnet, resface, seed_cnn  # noqa: E402,F401  (fill the registry)

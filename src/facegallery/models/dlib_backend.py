@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from facegallery.alignment import PUBFIG83
 from facegallery.detection import dlib_model_file, import_dlib
 from facegallery.images import resize
 
@@ -47,6 +48,7 @@ class DlibEmbedder:
 
     name = "dlib"
     input_size = CHIP_SIZE
+    template = PUBFIG83   # it reads PubFig83-framed crops and finds the landmarks in them itself
 
     def __init__(self) -> None:
         dlib = import_dlib()
@@ -57,6 +59,9 @@ class DlibEmbedder:
         self.fingerprint = fingerprint([rec, marks])
         self.threshold: float | None = THRESHOLD
         self.config: dict = {}
+        self.spec: dict = {"input_size": CHIP_SIZE, "template": "dlib get_face_chip of the crop's landmarks",
+                           "normalisation": "dlib's", "embedding_dim": 128, "precision": "fp32 (dlib)",
+                           "licence": "CC0-1.0", "training_data": "dlib's ~3M faces (see dlib-resnet29-v1's card)"}
 
     def chip(self, crop: np.ndarray) -> np.ndarray:
         """dlib's aligned 150x150 chip of a face crop."""
@@ -66,8 +71,10 @@ class DlibEmbedder:
         shape = self._shape(crop, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         return np.asarray(self._dlib.get_face_chip(crop, shape, CHIP_SIZE, CHIP_PADDING), dtype=np.uint8)
 
-    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """Unit embeddings (N, 128) of RGB uint8 face crops of any size."""
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64,
+              aligned: bool | Sequence[bool] = False) -> np.ndarray:
+        """Unit embeddings (N, 128) of RGB uint8 face crops of any size (aligned or not: dlib finds the
+        landmarks in each crop)."""
         out = []
         for i in range(0, len(images), batch_size):
             chips = [self.chip(im) for im in images[i:i + batch_size]]

@@ -1,0 +1,230 @@
+"""Reading dlib's serialised networks (the ``.dat`` files ``dlib::serialize`` writes) with numpy alone.
+
+dlib writes a network from the loss layer inwards: every wrapper (``add_loss_layer``, ``add_layer``,
+``add_tag_layer``, ``add_skip_layer``) first writes its version integer, then the layers it wraps,
+then its own details. So a file holds all the version headers (outermost first), then the input
+layer, then each computing layer's details from the input outwards, each followed by the wrapper's
+state (three bools and three, usually empty, cached tensors), and last the loss layer's details.
+
+Encoding (``dlib/serialize.h``): an integer is a control byte (bit 7: negative, low 4 bits: byte
+count) and that many little-endian bytes of its magnitude; a bool is the byte ``'1'`` or ``'0'``; a
+string is an integer length and its bytes; a float is an integer mantissa and an integer exponent
+(m * 2^e). A tensor is its version (2), four integers (n, k, rows, cols) and n*k*rows*cols float32;
+a shape-only "alias" tensor is version 1 and four integers.
+
+The reader is strict: a file is read to its last byte, and anything unexpected (a truncated file, an
+unknown layer kind, bytes left over) is a one-line :class:`~facegallery.errors.UserError` naming the
+file and the offset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facegallery.errors import UserError
+
+#: Versions of the layer wrappers: computing layers (2; 3 for the one on the input, which also writes
+#: its sample expansion factor), tag and skip layers (1).
+LAYER_VERSION, INPUT_LAYER_VERSION, TAG_VERSION = 2, 3, 1
+
+
+@dataclass
+class Layer:
+    """One computing layer: dlib's name for its kind, its flat parameter tensor, its settings."""
+
+    kind: str
+    params: np.ndarray | None = None
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass
+class Network:
+    """What a ``.dat`` file holds, in computation order (input first)."""
+
+    loss: str
+    loss_fields: dict
+    input: str
+    input_fields: dict
+    headers: list[int]                      # the wrappers' version integers, outermost first
+    layers: list[Layer]
+
+    def kinds(self) -> list[str]:
+        """The computing layers' kinds, input side first."""
+        return [layer.kind for layer in self.layers]
+
+
+class _Stream:
+    """dlib's primitive encodings over a bytes buffer, with errors that name the file and offset."""
+
+    def __init__(self, data: bytes, path: Path):
+        self.data, self.path, self.pos = data, path, 0
+
+    def fail(self, what: str) -> UserError:
+        return UserError(f"{self.path}: not a dlib network file of the expected kind ({what} at byte {self.pos})")
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise self.fail(f"truncated: {n} more bytes expected, {len(self.data) - self.pos} left")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def int(self) -> int:
+        control = self.take(1)[0]
+        if control & 0x70:
+            raise self.fail(f"bad integer control byte 0x{control:02x}")
+        value = int.from_bytes(self.take(control & 0x0F), "little")
+        return -value if control & 0x80 else value
+
+    def bool(self) -> bool:
+        byte = self.take(1)
+        if byte not in (b"0", b"1"):
+            raise self.fail(f"bool expected, got 0x{byte[0]:02x}")
+        return byte == b"1"
+
+    def string(self, limit: int = 256) -> str:
+        n = self.int()
+        if not 0 <= n <= limit:
+            raise self.fail(f"string length {n} out of range")
+        try:
+            return self.take(n).decode("ascii")
+        except UnicodeDecodeError:
+            raise self.fail("non-ASCII string") from None
+
+    def float(self) -> float:
+        mantissa, exponent = self.int(), self.int()
+        special = {32000: np.inf, 32001: -np.inf, 32002: np.nan}
+        return float(special[exponent]) if exponent in special else float(mantissa) * 2.0 ** exponent
+
+    def tensor(self) -> np.ndarray:
+        """A tensor with data, as float32 (n, k, rows, cols)."""
+        version = self.int()
+        if version != 2:
+            raise self.fail(f"tensor version 2 expected, got {version}")
+        shape = tuple(self.int() for _ in range(4))
+        if min(shape) < 0:
+            raise self.fail(f"negative tensor shape {shape}")
+        count = int(np.prod(shape))
+        return np.frombuffer(self.take(4 * count), dtype="<f4").astype(np.float32).reshape(shape)
+
+    def alias(self) -> tuple[int, ...]:
+        """A shape-only tensor: its four dimensions."""
+        version = self.int()
+        if version != 1:
+            raise self.fail(f"alias tensor version 1 expected, got {version}")
+        return tuple(self.int() for _ in range(4))
+
+    def peek_string(self) -> str | None:
+        """The string starting here if it is a known layer or input name, without consuming it."""
+        pos = self.pos
+        try:
+            name = self.string()
+        except UserError:
+            name = None
+        self.pos = pos
+        return name if name in _DETAILS or name in _INPUTS else None
+
+
+def _multipliers(s: _Stream) -> dict:
+    names = ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay")
+    return {f"{n}_multiplier": s.float() for n in names}
+
+
+def _con(s: _Stream) -> Layer:
+    params = s.tensor()
+    f = {k: s.int() for k in ("filters", "kernel_rows", "kernel_cols", "stride_y", "stride_x",
+                               "padding_y", "padding_x")}
+    f["filter_shape"], f["bias_shape"] = s.alias(), s.alias()
+    f.update(_multipliers(s))
+    return Layer("con_4", params, f)
+
+
+def _affine(s: _Stream) -> Layer:
+    params = s.tensor()
+    f = {"gamma_shape": s.alias(), "beta_shape": s.alias(), "mode": s.int()}
+    return Layer("affine_", params, f)
+
+
+def _pool(kind: str) -> Callable[[_Stream], Layer]:
+    def read(s: _Stream) -> Layer:
+        return Layer(kind, None, {k: s.int() for k in ("kernel_rows", "kernel_cols", "stride_y", "stride_x",
+                                                        "padding_y", "padding_x")})
+    return read
+
+
+def _fc(s: _Stream) -> Layer:
+    f = {"outputs": s.int(), "inputs": s.int()}
+    params = s.tensor()
+    f["weight_shape"], f["bias_shape"] = s.alias(), s.alias()
+    f["bias_mode"] = s.int()
+    f.update(_multipliers(s))
+    return Layer("fc_2", params, f)
+
+
+#: Readers of each computing layer's details, by the name dlib writes first.
+_DETAILS: dict[str, Callable[[_Stream], Layer]] = {
+    "con_4": _con,
+    "affine_": _affine,
+    "relu_": lambda s: Layer("relu_"),
+    "add_prev_": lambda s: Layer("add_prev_"),
+    "max_pool_2": _pool("max_pool_2"),
+    "avg_pool_2": _pool("avg_pool_2"),
+    "fc_2": _fc,
+}
+
+#: Readers of the input layers' details.
+_INPUTS: dict[str, Callable[[_Stream], dict]] = {
+    "input_rgb_image_sized": lambda s: {"mean": (s.float(), s.float(), s.float()), "rows": s.int(),
+                                        "cols": s.int()},
+}
+
+#: Readers of the loss layers' details.
+_LOSSES: dict[str, Callable[[_Stream], dict]] = {
+    "loss_metric_2": lambda s: {"margin": s.float(), "distance_threshold": s.float()},
+}
+
+
+def read_network(path: str | Path) -> Network:
+    """Parse a dlib network file to its last byte."""
+    path = Path(path)
+    try:
+        s = _Stream(path.read_bytes(), path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    version = s.int()
+    if version != 1:
+        raise s.fail(f"loss layer version 1 expected, got {version}")
+    loss = s.string()
+    if loss not in _LOSSES:
+        raise s.fail(f"unknown loss layer {loss!r} (known: {', '.join(_LOSSES)})")
+    loss_fields = _LOSSES[loss](s)
+    headers = []
+    while s.peek_string() is None:
+        headers.append(s.int())
+        if headers[-1] not in (LAYER_VERSION, INPUT_LAYER_VERSION, TAG_VERSION) or len(headers) > 100_000:
+            raise s.fail(f"layer wrapper version {headers[-1]} unexpected")
+    name = s.string()
+    if name not in _INPUTS:
+        raise s.fail(f"input layer expected, found {name!r}")
+    input_fields = _INPUTS[name](s)
+    computing = [v for v in headers if v != TAG_VERSION]
+    if not computing or computing[-1] != INPUT_LAYER_VERSION or INPUT_LAYER_VERSION in computing[:-1]:
+        raise s.fail("one input-side layer wrapper (version 3), innermost, expected")
+    layers = []
+    for i, wrapper in enumerate(reversed(computing)):
+        kind = s.string()
+        if kind not in _DETAILS:
+            raise s.fail(f"unknown layer kind {kind!r} (known: {', '.join(_DETAILS)})")
+        layers.append(_DETAILS[kind](s))
+        for _ in range(3):          # setup called, gradient stale, output getters disabled
+            s.bool()
+        for _ in range(3):          # cached tensors (x_grad, output, gradient): empty in saved models
+            s.tensor()
+        if wrapper == INPUT_LAYER_VERSION:
+            s.int()                 # sample expansion factor
+    if s.pos != len(s.data):
+        raise s.fail(f"{len(s.data) - s.pos} bytes left over after the last layer")
+    return Network(loss, loss_fields, name, input_fields, headers, layers)
