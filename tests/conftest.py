@@ -1,6 +1,8 @@
 """Shared fixtures: small generated face-like trees and a tiny untrained checkpoint."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +104,55 @@ def lfw() -> Path:
     if not (root / "pairs.txt").is_file():
         pytest.skip("LFW not available")
     return root
+
+
+class DatWriter:
+    """dlib's encodings (serialize.h), written independently of the reader under test."""
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def int(self, v: int) -> "DatWriter":
+        mag = abs(v).to_bytes(max(1, (abs(v).bit_length() + 7) // 8), "little")
+        self.out += bytes([len(mag) | (0x80 if v < 0 else 0)]) + mag
+        return self
+
+    def bool(self, v: bool) -> "DatWriter":
+        self.out += b"1" if v else b"0"
+        return self
+
+    def str(self, s: str) -> "DatWriter":
+        self.int(len(s))
+        self.out += s.encode()
+        return self
+
+    def float(self, x: float) -> "DatWriter":
+        m, e = math.frexp(x)
+        return self.int(int(m * 2 ** 24)).int(e - 24)
+
+    def tensor(self, a: np.ndarray) -> "DatWriter":
+        dims = list(a.shape) + [1] * (4 - a.ndim)
+        self.int(2)
+        for d in dims:
+            self.int(d)
+        self.out += np.asarray(a, "<f4").tobytes()
+        return self
+
+    def alias(self, *dims: int) -> "DatWriter":
+        self.int(1)
+        for d in dims:
+            self.int(d)
+        return self
+
+    def wrapper_state(self, input_side: bool) -> None:
+        self.bool(True).bool(False).bool(False)
+        for _ in range(3):
+            self.tensor(np.zeros((0, 0, 0, 0), np.float32))
+        if input_side:
+            self.int(1)
+
+
+@pytest.fixture(scope="session")
+def dat_writer() -> type[DatWriter]:
+    """The writer of dlib's serialisation format, for synthetic model files."""
+    return DatWriter

@@ -17,14 +17,22 @@ from facegallery.recognition import centroids, squared_distances
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_model()
+    return load_model("resface64-pubfig83")
 
 
-def test_default_is_shipped_and_self_describing(shipped):
-    assert DEFAULT_MODEL in shipped_models() and shipped.name.split("@")[0] == DEFAULT_MODEL
+def test_default_is_the_pretrained_port_and_self_describing():
+    default = load_model()
+    assert DEFAULT_MODEL == "dlib-resnet29-v1" and DEFAULT_MODEL in shipped_models()
+    assert default.name.split("@")[0] == DEFAULT_MODEL and default.config["arch"] == "dlib-resnet29"
+    assert default.template.name == "dlib-chip-150-0.25" and default.spec["licence"].startswith("CC0")
+    assert 0.0 < default.threshold < 0.36   # calibrated for centroids; dlib's pair rule (0.36) is far looser
+
+
+def test_resface_is_shipped_and_self_describing(shipped):
+    assert shipped.name.split("@")[0] == "resface64-pubfig83"
     # the shipped model carries an int8 calibration, used wherever this PyTorch can run it
     assert shipped.precision == ("int8" if quantization.available() else "fp32")
-    assert shipped.name == DEFAULT_MODEL + ("@int8" if quantization.available() else "")
+    assert shipped.name == "resface64-pubfig83" + ("@int8" if quantization.available() else "")
     assert shipped.config["arch"] == "resface64" and len(set(shipped.label_map)) == len(shipped.label_map) > 1
     assert 0.0 < shipped.threshold < 4.0 and shipped.flip
     assert " train --data " in shipped.config["command"]  # how it was made travels with it

@@ -3,8 +3,8 @@
 Every embedder reads faces in one template: ``resface64`` was trained on PubFig83's own 100x100 crops
 (:data:`PUBFIG83`), dlib's ResNet on dlib's 150x150 "face chips" (:data:`DLIB_CHIP`). Detection aligns
 each found face straight into the embedder's template (one resampling of the photo); a face crop taken
-whole, without landmarks, is assumed to be framed as PubFig83's crops are and is carried into another
-template by the fixed transform between the two (:func:`reframe`).
+whole is assumed to be framed as PubFig83's crops are: its landmarks are found inside the box where
+faces sit in such crops (:func:`crop_box`) and it is aligned by them.
 
 Points are in pixel-edge coordinates (the centre of pixel index i is at i + 0.5), in dlib's 5-point
 order: outer and inner corner of the eye on the image's right, outer and inner corner of the other
@@ -30,6 +30,10 @@ CANONICAL_LANDMARKS = np.array([
     [0.4250, 0.4358],
     [0.5014, 0.6248],
 ], dtype=np.float64)
+
+#: Where dlib's HOG detector puts the face in a PubFig83 crop, as fractions [x0, y0, x1, y1] of its
+#: sides (median over 2000 random train crops, seed 0): a whole crop's landmarks are looked for there.
+CROP_FACE_BOX = (0.17, 0.25, 0.81, 0.88)
 
 #: dlib's 5-point face template on the unit square, before padding, in pixel-index coordinates
 #: (``get_face_chip_details`` in dlib/image_transforms/interpolation.h).
@@ -111,8 +115,7 @@ def align(pixels: np.ndarray, landmarks: np.ndarray, template: Template = PUBFIG
     return warp(pixels, similarity_transform(landmarks, template.pixels()), template.size)
 
 
-def reframe(crop: np.ndarray, template: Template) -> np.ndarray:
-    """A whole face crop framed as PubFig83's (any size) carried into ``template`` by the fixed
-    transform between the two templates."""
+def crop_box(crop: np.ndarray) -> tuple[float, float, float, float]:
+    """:data:`CROP_FACE_BOX` in a PubFig83-framed crop's pixels."""
     h, w = crop.shape[:2]
-    return align(crop, CANONICAL_LANDMARKS * [w, h], template)
+    return (CROP_FACE_BOX[0] * w, CROP_FACE_BOX[1] * h, CROP_FACE_BOX[2] * w, CROP_FACE_BOX[3] * h)

@@ -140,17 +140,12 @@ def get_detector(name: str = DEFAULT_DETECTOR) -> Detector:
     return DETECTORS[name]()
 
 
-@lru_cache(maxsize=None)
-def _shape_predictor() -> Any:
-    return import_dlib().shape_predictor(str(dlib_model_file("shape_predictor_5_face_landmarks.dat")))
-
-
 def landmarks_in(pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """dlib's 5 landmarks (5, 2) of the face in ``box``, in pixel-edge coordinates."""
-    dlib = import_dlib()
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    shape = _shape_predictor()(pixels, dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
-    return np.array([[p.x + 0.5, p.y + 0.5] for p in shape.parts()], dtype=np.float64)
+    """The 5 landmarks (5, 2) of the face in ``box``, in pixel-edge coordinates (dlib's CC0 shape
+    predictor, run by :mod:`facegallery.landmarks` without dlib)."""
+    from facegallery.landmarks import shipped
+
+    return shipped().predict(pixels, box)
 
 
 # ----- scanning a photo at the right scale -----------------------------------------------------

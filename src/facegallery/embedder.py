@@ -18,14 +18,16 @@ import numpy as np
 import torch
 
 from facegallery import checkpoints, quantization
-from facegallery.alignment import PUBFIG83, TEMPLATES, Template, reframe
+from facegallery.alignment import PUBFIG83, TEMPLATES, Template
 from facegallery.errors import UserError
 from facegallery.faces import Face
 from facegallery.images import resize
+from facegallery import landmarks
+from facegallery.landmarks import align_crop
 from facegallery.models import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "resface64-pubfig83"
+DEFAULT_MODEL = "dlib-resnet29-v1"
 PRECISIONS = ("auto", "int8", "fp32")
 
 
@@ -129,13 +131,14 @@ class TorchEmbedder:
             "licence": config.get("licence"), "training_data": config.get("training_data"),
         }
 
-    def _chips(self, images: np.ndarray | Sequence[np.ndarray], aligned: bool | Sequence[bool]) -> np.ndarray:
+    def network_pixels(self, images: np.ndarray | Sequence[np.ndarray], aligned: bool | Sequence[bool] = False) \
+            -> np.ndarray:
         """The network's input pixels: PubFig83-framed crops resized (resface's own template), or each
-        whole crop carried into the template and each aligned one taken as it is."""
+        whole crop aligned into the template by its landmarks and each aligned one taken as it is."""
         if self.template.name == PUBFIG83.name:
             return _as_batch(images, self.input_size)
         flags = [aligned] * len(images) if isinstance(aligned, bool) else list(aligned)
-        return _as_batch([np.asarray(im, np.uint8) if a else reframe(np.asarray(im, np.uint8), self.template)
+        return _as_batch([np.asarray(im, np.uint8) if a else align_crop(np.asarray(im, np.uint8), self.template)
                           for im, a in zip(images, flags)], self.input_size)
 
     @torch.inference_mode()
@@ -143,7 +146,7 @@ class TorchEmbedder:
               aligned: bool | Sequence[bool] = False) -> np.ndarray:
         """Unit embeddings (N, D) of RGB uint8 crops of any size: whole crops framed as PubFig83's, or
         (``aligned``) crops already in the embedder's template."""
-        pixels = self._chips(images, aligned)
+        pixels = self.network_pixels(images, aligned)
         out = []
         for i in range(0, len(pixels), batch_size):
             x = center_crop(to_tensor(pixels[i:i + batch_size]), self.net_size)
@@ -207,6 +210,8 @@ def load_model(model: str | Path | None = None, precision: str | None = None) ->
     h.update(json.dumps({"arch": config["arch"], "tta_flip": config.get("tta_flip", False),
                           "crop": config.get("crop", 1.0),
                           **({"template": config["template"]} if "template" in config else {})}).encode())
+    if config.get("template", PUBFIG83.name) != PUBFIG83.name:   # whole crops are aligned by these landmarks
+        h.update(landmarks.WEIGHTS.read_bytes())
     name = config.get("name", path.name)
     observers = quantization.load(path) if precision != "fp32" else None
     if precision == "int8" and observers is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from facegallery.alignment import Template
 from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
 from facegallery.faces import Face, faces_in, whole_image
@@ -95,29 +96,24 @@ def centre_crop(pixels: np.ndarray, side: int = CENTRE_CROP) -> np.ndarray:
     return pixels[top:top + side, left:left + side]
 
 
-def embed_photos(embedder: Embedder, root: Path, photos: list[str], detect: str = "on",
-                 progress: bool = True, batch: int = 256) -> tuple[np.ndarray, int]:
-    """Unit embeddings of ``photos`` (relative to ``root``), one face each (see module docstring), and
-    how many of them fell back to the centre crop."""
+def photo_faces(root: Path, photos: list[str], template: Template, detect: str = "on",
+                progress: bool = True) -> tuple[list[Face], int]:
+    """One face per photo of ``photos`` (relative to ``root``), aligned into ``template`` (see the
+    module docstring), and how many of them fell back to the centre crop."""
     from tqdm import tqdm
 
-    out, pending, fallback = [], [], 0
-    for rel in tqdm(photos, unit="photo", disable=not progress, dynamic_ncols=True, desc="lfw"):
+    faces, fallback = [], 0
+    for rel in tqdm(photos, unit="photo", disable=not progress, dynamic_ncols=True, desc="lfw", mininterval=2):
         try:
             pixels = load_image(root / rel)
         except ImageReadError as e:
             raise UserError(f"{e} (LFW needs every photo of its pair list)") from None
-        face = nearest_centre(faces_in(pixels, detect, embedder.template), pixels.shape) if detect != "off" else None
+        face = nearest_centre(faces_in(pixels, detect, template), pixels.shape) if detect != "off" else None
         if face is None:
             fallback += 1
             face = whole_image(centre_crop(pixels))
-        pending.append(face)
-        if len(pending) == batch:
-            out.append(embed_faces(embedder, pending))
-            pending = []
-    if pending:
-        out.append(embed_faces(embedder, pending))
-    return np.concatenate(out), fallback
+        faces.append(face)
+    return faces, fallback
 
 
 def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
@@ -166,49 +162,81 @@ def verification_figures(dist: np.ndarray, same: np.ndarray, fold: np.ndarray | 
     return out
 
 
-def evaluate_lfw(embedder: Embedder, root: str | Path, pairs: str = "view2", detect: str = "on",
-                 progress: bool = True) -> tuple[dict, dict]:
-    """The LFW protocol for one embedder: (metrics, the distances and labels for the ROC figure)."""
+@dataclass
+class Protocol:
+    """A pair list (plus View 1's development list), its photos, and the PubFig83 people to leave out."""
+
+    images: Path
+    pairs: Pairs
+    dev: Pairs | None
+    photos: list[str]
+    excluded: set[str] | None
+    name: str
+
+
+def load_protocol(root: str | Path, pairs: str = "view2") -> Protocol:
+    """LFW's files under ``root``, checked (every photo of the lists present)."""
     root = Path(root)
     if pairs not in PAIRS:
         raise UserError(f"unknown LFW pair list {pairs!r} (one of {', '.join(PAIRS)})")
     images = root / IMAGES
     if not images.is_dir():
         raise UserError(f"{root}: no {IMAGES}/ folder (expected LFW deep-funneled and its pair lists)")
-    lists = [read_pairs(root / PAIRS[pairs])] + ([read_pairs(root / DEV_TRAIN)] if pairs == "devtest" else [])
-    photos = sorted({p for lst in lists for p in lst.left + lst.right})
+    main = read_pairs(root / PAIRS[pairs])
+    dev = read_pairs(root / DEV_TRAIN) if pairs == "devtest" else None
+    photos = sorted({p for lst in (main, dev) if lst is not None for p in lst.left + lst.right})
     missing = [p for p in photos if not (images / p).is_file()]
     if missing:
         raise UserError(f"{images / missing[0]}: missing ({len(missing)} photos of the pair lists are)")
     pubfig = root / PUBFIG83_PEOPLE
     excluded = set(pubfig.read_text().split()) if pubfig.is_file() else None
-    t0 = time.perf_counter()
-    emb, fallback = embed_photos(embedder, images, photos, detect, progress)
-    seconds = time.perf_counter() - t0
-    row = {p: i for i, p in enumerate(photos)}
+    return Protocol(images, main, dev, photos, excluded, PAIRS[pairs])
+
+
+def score(protocol: Protocol, emb: np.ndarray) -> tuple[dict, dict]:
+    """The figures of embeddings of ``protocol.photos`` (row i: photo i), with and without PubFig83
+    people; and the distances and labels for the ROC figure."""
+    row = {p: i for i, p in enumerate(protocol.photos)}
 
     def distances(lst: Pairs) -> np.ndarray:
         a, b = emb[[row[p] for p in lst.left]], emb[[row[p] for p in lst.right]]
         return ((a - b) ** 2).sum(1)
 
-    main = lists[0]
+    def kept(lst: Pairs) -> np.ndarray:
+        return np.array([not (set(lst.people(i)) & protocol.excluded) for i in range(len(lst.same))])
+
+    main, dev = protocol.pairs, protocol.dev
     dist = distances(main)
-    dev = (distances(lists[1]), lists[1].same) if pairs == "devtest" else None
-    metrics = {"protocol": "lfw", "pairs": PAIRS[pairs], "detect": detect,
-               "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
-               "photos": len(photos), "centre_crop_fallback": fallback,
-               "distance": "squared Euclidean between unit embeddings",
-               **verification_figures(dist, main.same, main.fold, dev)}
-    if excluded is not None:
-        keep = np.array([not (set(main.people(i)) & excluded) for i in range(len(dist))])
+    dev_dist = distances(dev) if dev is not None else None
+    metrics = verification_figures(dist, main.same, main.fold, None if dev is None else (dev_dist, dev.same))
+    if protocol.excluded is not None:
+        keep = kept(main)
         dev_kept = None
         if dev is not None:
-            dev_keep = np.array([not (set(lists[1].people(i)) & excluded) for i in range(len(dev[0]))])
-            dev_kept = (dev[0][dev_keep], dev[1][dev_keep])
-        metrics["without_pubfig83_people"] = {"people_excluded": len(excluded), **verification_figures(
+            k = kept(dev)
+            dev_kept = (dev_dist[k], dev.same[k])
+        metrics["without_pubfig83_people"] = {"people_excluded": len(protocol.excluded), **verification_figures(
             dist[keep], main.same[keep], main.fold[keep], dev_kept)}
-    metrics["timing"] = {"embed_s": round(seconds, 2), "photos_per_s": round(len(photos) / seconds, 1)}
     return metrics, {"distance": dist, "same": main.same}
+
+
+def evaluate_lfw(embedder: Embedder, root: str | Path, pairs: str = "view2", detect: str = "on",
+                 progress: bool = True) -> tuple[dict, dict]:
+    """The LFW protocol for one embedder: (metrics, the distances and labels for the ROC figure)."""
+    protocol = load_protocol(root, pairs)
+    t0 = time.perf_counter()
+    faces, fallback = photo_faces(protocol.images, protocol.photos, embedder.template, detect, progress)
+    t1 = time.perf_counter()
+    emb = embed_faces(embedder, faces)
+    t2 = time.perf_counter()
+    figures, curves = score(protocol, emb)
+    metrics = {"protocol": "lfw", "pairs": protocol.name, "detect": detect,
+               "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
+               "photos": len(protocol.photos), "centre_crop_fallback": fallback,
+               "distance": "squared Euclidean between unit embeddings", **figures,
+               "timing": {"faces_s": round(t1 - t0, 2), "embed_s": round(t2 - t1, 2),
+                          "embed_photos_per_s": round(len(faces) / max(t2 - t1, 1e-9), 1)}}
+    return metrics, curves
 
 
 def headline(m: dict) -> str:

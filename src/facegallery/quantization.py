@@ -131,6 +131,8 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
     net = create_model(config["arch"], **config.get("arch_kwargs", {}))
     net.load_state_dict(checkpoints.load_weights(folder))
     size = int(net.input_size)
+    # the network's own input: photos carried into its alignment template, resized, centre-cropped
+    calibration = load_model(folder, precision="fp32").network_pixels(calibration)
     batches = (center_crop(to_tensor(calibration[i:i + 128]), size) for i in range(0, len(calibration), 128))
     save(folder, calibrate(net, batches))
     info: dict = {"backend": BACKEND, "calibration_photos": int(len(calibration)), "torch": torch.__version__}

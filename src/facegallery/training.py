@@ -352,6 +352,9 @@ class Trainer:
             "validation": asdict(cal) if cal else None,
             "command": command_line(), "replans": self.replans,
             "torch": torch.__version__, "processes": self.world.size,
+            # the model card: what it read and under whose terms (the data's own terms carry over)
+            "training_data": f"{cfg.data}: {len(self.names)} people, data fingerprint {self.fingerprint}",
+            "licence": "the training photos' terms apply", "normalisation": "RGB / 255",
         }
 
     def _state(self, aug_states: list[torch.Tensor]) -> dict[str, torch.Tensor]:

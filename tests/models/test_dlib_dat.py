@@ -1,5 +1,4 @@
 """dlib's network file format: synthetic files written here in the same encoding, and the real one."""
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,53 +12,7 @@ from facegallery.models.dlib_resnet import LEVELS, DlibResNet, from_dat
 REAL = "dlib_face_recognition_resnet_model_v1.dat"
 
 
-class DatWriter:
-    """dlib's encodings (serialize.h), written independently of the reader under test."""
-
-    def __init__(self):
-        self.out = bytearray()
-
-    def int(self, v: int) -> "DatWriter":
-        mag = abs(v).to_bytes(max(1, (abs(v).bit_length() + 7) // 8), "little")
-        self.out += bytes([len(mag) | (0x80 if v < 0 else 0)]) + mag
-        return self
-
-    def bool(self, v: bool) -> "DatWriter":
-        self.out += b"1" if v else b"0"
-        return self
-
-    def str(self, s: str) -> "DatWriter":
-        self.int(len(s))
-        self.out += s.encode()
-        return self
-
-    def float(self, x: float) -> "DatWriter":
-        m, e = math.frexp(x)
-        return self.int(int(m * 2 ** 24)).int(e - 24)
-
-    def tensor(self, a: np.ndarray) -> "DatWriter":
-        dims = list(a.shape) + [1] * (4 - a.ndim)
-        self.int(2)
-        for d in dims:
-            self.int(d)
-        self.out += np.asarray(a, "<f4").tobytes()
-        return self
-
-    def alias(self, *dims: int) -> "DatWriter":
-        self.int(1)
-        for d in dims:
-            self.int(d)
-        return self
-
-    def wrapper_state(self, input_side: bool) -> None:
-        self.bool(True).bool(False).bool(False)
-        for _ in range(3):
-            self.tensor(np.zeros((0, 0, 0, 0), np.float32))
-        if input_side:
-            self.int(1)
-
-
-def write_layers(w: DatWriter, layers: list[tuple[str, dict]], tags: int = 0) -> bytes:
+def write_layers(w, layers: list[tuple[str, dict]], tags: int = 0) -> bytes:
     """A whole file: loss_metric_2 over ``layers`` (kind, settings) on a 150x150 RGB input."""
     w.int(1).str("loss_metric_2").float(0.04).float(0.6)
     for _ in range(len(layers) - 1):
@@ -114,7 +67,7 @@ def resnet_layers(model: DlibResNet) -> list[tuple[str, dict]]:
     return layers
 
 
-def test_reader_reads_every_field_of_a_small_synthetic_file(tmp_path):
+def test_reader_reads_every_field_of_a_small_synthetic_file(tmp_path, dat_writer):
     rng = np.random.default_rng(0)
     wt, b = rng.normal(size=(4, 3, 3, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     fc = rng.normal(size=(4, 2)).astype(np.float32)
@@ -122,7 +75,7 @@ def test_reader_reads_every_field_of_a_small_synthetic_file(tmp_path):
               ("affine_", {"gamma": np.ones(4, np.float32), "beta": np.full(4, -0.5, np.float32)}),
               ("relu_", {}), ("avg_pool_2", {"geometry": (0, 0, 1, 1, 0, 0)}), ("fc_2", {"weight": fc})]
     path = tmp_path / "small.dat"
-    path.write_bytes(write_layers(DatWriter(), layers, tags=2))
+    path.write_bytes(write_layers(dat_writer(), layers, tags=2))
     net = read_network(path)
     assert net.loss == "loss_metric_2" and net.loss_fields["distance_threshold"] == pytest.approx(0.6)
     assert net.input_fields == {"mean": pytest.approx((122.782, 117.001, 104.298)), "rows": 150, "cols": 150}
@@ -135,9 +88,9 @@ def test_reader_reads_every_field_of_a_small_synthetic_file(tmp_path):
     assert net.layers[4].fields["outputs"] == 2 and np.array_equal(net.layers[4].params.reshape(4, 2), fc)
 
 
-def test_truncated_extended_or_foreign_files_are_one_line_errors_naming_the_file(tmp_path):
+def test_truncated_extended_or_foreign_files_are_one_line_errors_naming_the_file(tmp_path, dat_writer):
     layers = [("relu_", {}), ("avg_pool_2", {"geometry": (0, 0, 1, 1, 0, 0)})]
-    good = write_layers(DatWriter(), layers)
+    good = write_layers(dat_writer(), layers)
     cases = {"truncated.dat": good[:-7], "extended.dat": good + b"\x01\x02",
              "foreign.dat": good.replace(b"loss_metric_2", b"loss_mmod_abc"), "empty.dat": b""}
     for name, data in cases.items():
@@ -150,7 +103,7 @@ def test_truncated_extended_or_foreign_files_are_one_line_errors_naming_the_file
         from_dat(tmp_path / "other-net.dat")
 
 
-def test_a_resnet_written_in_dlibs_format_reads_back_into_the_same_network(tmp_path):
+def test_a_resnet_written_in_dlibs_format_reads_back_into_the_same_network(tmp_path, dat_writer):
     torch.manual_seed(0)
     model = DlibResNet().eval()
     with torch.no_grad():
@@ -159,7 +112,7 @@ def test_a_resnet_written_in_dlibs_format_reads_back_into_the_same_network(tmp_p
             bn.bias.uniform_(-0.1, 0.1)
     assert sum(n for _, n in LEVELS) + len(LEVELS) - 1 == len(model.blocks) == 14
     path = tmp_path / "resnet.dat"
-    path.write_bytes(write_layers(DatWriter(), resnet_layers(model), tags=22))
+    path.write_bytes(write_layers(dat_writer(), resnet_layers(model), tags=22))
     back = from_dat(path)
     x = torch.rand(2, 3, 150, 150)
     with torch.no_grad():

@@ -12,15 +12,12 @@ from typing import Sequence
 
 import numpy as np
 
-from facegallery.alignment import PUBFIG83
+from facegallery.alignment import CROP_FACE_BOX, PUBFIG83
 from facegallery.detection import dlib_model_file, import_dlib
 from facegallery.images import resize
 
 RECOGNITION_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARK_WEIGHTS = "shape_predictor_5_face_landmarks.dat"
-#: Where dlib's HOG detector puts the face in a PubFig83 crop, as fractions [x0, y0, x1, y1] of
-#: its sides (median over 2000 random train crops, seed 0); the shape predictor looks there.
-CROP_FACE_BOX = (0.17, 0.25, 0.81, 0.88)
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 #: Identification distance (squared, unit vectors, divided by 1 + 1/n for a centroid of n photos) above

@@ -228,3 +228,70 @@ def read_network(path: str | Path) -> Network:
     if s.pos != len(s.data):
         raise s.fail(f"{len(s.data) - s.pos} bytes left over after the last layer")
     return Network(loss, loss_fields, name, input_fields, headers, layers)
+
+
+# ----- shape predictors (an ensemble of regression trees, not a network) ----------------------------
+
+@dataclass
+class ShapePredictorFile:
+    """dlib's ``shape_predictor``: a cascade of regression-tree forests over pixel-difference features.
+
+    Shapes are (parts * 2,) vectors of (x, y) in the face box's unit square. For cascade c and tree t:
+    ``splits[c, t, n] = (idx1, idx2)`` and ``thresholds[c, t, n]`` of node n (breadth first: children of
+    n are 2n + 1 when ``pixel[idx1] - pixel[idx2] > threshold``, else 2n + 2), ``leaves[c, t, l]`` the
+    shape increment of leaf l; each cascade samples its pixels at ``anchors[c, p]`` (a part of the shape)
+    plus ``deltas[c, p]`` (an offset in the initial shape's frame)."""
+
+    initial_shape: np.ndarray      # (2P,) float32
+    splits: np.ndarray             # (C, T, N, 2) int32
+    thresholds: np.ndarray         # (C, T, N) float32
+    leaves: np.ndarray             # (C, T, N + 1, 2P) float32
+    anchors: np.ndarray            # (C, F) int32
+    deltas: np.ndarray             # (C, F, 2) float32
+
+
+def _float_matrix(s: _Stream) -> np.ndarray:
+    rows, cols = abs(s.int()), abs(s.int())   # dlib writes the dimensions negated (its newer format)
+    return np.array([s.float() for _ in range(rows * cols)], np.float32)
+
+
+def _vector(s: _Stream, item: Callable[[_Stream], object], limit: int = 1_000_000) -> list:
+    n = s.int()
+    if not 0 <= n <= limit:
+        raise s.fail(f"vector length {n} out of range")
+    return [item(s) for _ in range(n)]
+
+
+def read_shape_predictor(path: str | Path) -> ShapePredictorFile:
+    """Parse dlib's ``shape_predictor`` file (e.g. ``shape_predictor_5_face_landmarks.dat``) to its last byte."""
+    path = Path(path)
+    try:
+        s = _Stream(path.read_bytes(), path)
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
+    version = s.int()
+    if version != 1:
+        raise s.fail(f"shape predictor version 1 expected, got {version}")
+    initial = _float_matrix(s)
+
+    def tree(s: _Stream) -> tuple[list, list]:
+        splits = _vector(s, lambda s: (s.int(), s.int(), s.float()))
+        leaves = _vector(s, _float_matrix)
+        if len(leaves) != len(splits) + 1 or any(len(v) != len(initial) for v in leaves):
+            raise s.fail("a regression tree's leaves do not fit its splits and the shape")
+        return splits, leaves
+
+    forests = _vector(s, lambda s: _vector(s, tree))
+    anchors = _vector(s, lambda s: _vector(s, lambda s: s.int()))
+    deltas = _vector(s, lambda s: _vector(s, lambda s: (s.float(), s.float())))
+    if s.pos != len(s.data):
+        raise s.fail(f"{len(s.data) - s.pos} bytes left over after the shape predictor")
+    shapes = {len(f) for f in forests}, {len(t[0]) for f in forests for t in f}, {len(a) for a in anchors}
+    if not forests or any(len(x) != 1 for x in shapes) or not len(anchors) == len(forests) == len(deltas):
+        raise s.fail("the cascades are not all alike (trees per cascade, tree depth, features)")
+    return ShapePredictorFile(
+        initial_shape=initial,
+        splits=np.array([[[sp[:2] for sp in t[0]] for t in f] for f in forests], np.int32),
+        thresholds=np.array([[[sp[2] for sp in t[0]] for t in f] for f in forests], np.float32),
+        leaves=np.array([[t[1] for t in f] for f in forests], np.float32),
+        anchors=np.array(anchors, np.int32), deltas=np.array(deltas, np.float32))
