@@ -1,9 +1,9 @@
-"""Convert dlib's face recognition ResNet file into a checkpoint folder, the way the shipped
-``dlib-resnet29-v1`` was made::
+"""Convert dlib's CC0 model files into what facegallery ships, the way the shipped ones were made::
 
-    python -m facegallery.convert_dlib dlib_face_recognition_resnet_model_v1.dat OUT
+    python -m facegallery.convert_dlib recognition dlib_face_recognition_resnet_model_v1.dat OUT
+    python -m facegallery.convert_dlib landmarks shape_predictor_5_face_landmarks.dat [OUT]
 
-(the file comes with the ``face_recognition_models`` package, for instance). The shipped model's
+(the files come with the ``face_recognition_models`` package, for instance). The recognition model's
 unknown threshold and int8 calibration are added afterwards (``benchmarks/bench_detection.py
 calibrate`` and ``facegallery quantize``; the model's README says how).
 """
@@ -13,8 +13,12 @@ import argparse
 import hashlib
 from pathlib import Path
 
+import numpy as np
+
 from facegallery.checkpoints import save_checkpoint
 from facegallery.errors import UserError
+from facegallery.landmarks import WEIGHTS as LANDMARKS
+from facegallery.models.dlib_dat import read_shape_predictor
 from facegallery.models.dlib_resnet import CHIP, from_dat
 
 #: The model card's config fields for the converted network (README.md beside the weights says more).
@@ -32,18 +36,36 @@ def convert(dat: str | Path, out: str | Path, name: str = "dlib-resnet29-v1") ->
     """Write dlib's file as a checkpoint folder (weights.safetensors + config.json with the card)."""
     dat = Path(dat)
     source = {"file": dat.name, "sha256": hashlib.sha256(dat.read_bytes()).hexdigest(),
-              "command": f"python -m facegallery.convert_dlib {dat.name} {Path(out).name}"}
+              "command": f"python -m facegallery.convert_dlib recognition {dat.name} {Path(out).name}"}
     return save_checkpoint(out, from_dat(dat), {**CARD, "name": name, "source": source})
 
 
+def convert_landmarks(dat: str | Path, out: str | Path = LANDMARKS) -> Path:
+    """Write dlib's shape predictor file as a safetensors file of its arrays."""
+    from dataclasses import asdict
+
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in asdict(read_shape_predictor(dat)).items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(arrays, str(out), metadata={"source": Path(dat).name, "licence": "CC0-1.0"})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Convert dlib's dlib_face_recognition_resnet_model_v1.dat into a checkpoint folder."""
+    """Convert dlib's CC0 model files (the face recognition ResNet, the 5-point shape predictor)."""
     parser = argparse.ArgumentParser(prog="python -m facegallery.convert_dlib", description=main.__doc__)
-    parser.add_argument("dat", type=Path, help="dlib_face_recognition_resnet_model_v1.dat")
-    parser.add_argument("out", type=Path, help="checkpoint folder to write")
+    sub = parser.add_subparsers(dest="what", required=True)
+    rec = sub.add_parser("recognition", help="dlib_face_recognition_resnet_model_v1.dat -> checkpoint folder")
+    rec.add_argument("dat", type=Path)
+    rec.add_argument("out", type=Path, help="checkpoint folder to write")
+    marks = sub.add_parser("landmarks", help="shape_predictor_5_face_landmarks.dat -> safetensors")
+    marks.add_argument("dat", type=Path)
+    marks.add_argument("out", type=Path, nargs="?", default=LANDMARKS)
     args = parser.parse_args(argv)
     try:
-        print(f"{convert(args.dat, args.out)}: written")
+        print(f"{(convert if args.what == 'recognition' else convert_landmarks)(args.dat, args.out)}: written")
     except UserError as e:
         parser.exit(2, f"error: {e}\n")
 

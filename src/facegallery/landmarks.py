@@ -11,12 +11,10 @@ rectangle. Landmarks are returned in pixel-edge coordinates (+0.5), unrounded (d
 whole pixels).
 
 The predictor's arrays ship as ``weights/dlib-landmarks5/landmarks.safetensors``, converted from
-``shape_predictor_5_face_landmarks.dat`` by :func:`convert` (``python -m facegallery.landmarks DAT OUT``).
+``shape_predictor_5_face_landmarks.dat`` by ``python -m facegallery.convert_dlib landmarks DAT``.
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -90,32 +88,3 @@ def shipped() -> ShapePredictor:
     if not WEIGHTS.is_file():
         raise UserError(f"{WEIGHTS}: the shipped landmark model is missing; reinstall facegallery")
     return ShapePredictor(load_file(str(WEIGHTS)))
-
-
-def convert(dat: str | Path, out: str | Path) -> Path:
-    """Write dlib's shape predictor file as a safetensors file of its arrays."""
-    from safetensors.numpy import save_file
-
-    from facegallery.models.dlib_dat import read_shape_predictor
-
-    arrays = {k: np.ascontiguousarray(v) for k, v in asdict(read_shape_predictor(dat)).items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(arrays, str(out), metadata={"source": Path(dat).name, "licence": "CC0-1.0"})
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Convert dlib's shape_predictor_5_face_landmarks.dat into the shipped safetensors file."""
-    parser = argparse.ArgumentParser(prog="python -m facegallery.landmarks", description=main.__doc__)
-    parser.add_argument("dat", type=Path)
-    parser.add_argument("out", type=Path, nargs="?", default=WEIGHTS)
-    args = parser.parse_args(argv)
-    try:
-        print(f"{convert(args.dat, args.out)}: written")
-    except UserError as e:
-        parser.exit(2, f"error: {e}\n")
-
-
-if __name__ == "__main__":
-    main()

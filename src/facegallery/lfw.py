@@ -230,7 +230,7 @@ def evaluate_lfw(embedder: Embedder, root: str | Path, pairs: str = "view2", det
     emb = embed_faces(embedder, faces)
     t2 = time.perf_counter()
     figures, curves = score(protocol, emb)
-    metrics = {"protocol": "lfw", "pairs": protocol.name, "detect": detect,
+    metrics = {"protocol": "lfw", "pair_list": protocol.name, "detect": detect,
                "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
                "photos": len(protocol.photos), "centre_crop_fallback": fallback,
                "distance": "squared Euclidean between unit embeddings", **figures,
@@ -248,7 +248,7 @@ def headline(m: dict) -> str:
         return f"{label:<28} {f['pairs']:5d} pairs   {a}   AUC {f['roc_auc']:.4f}   " \
                f"TAR@FAR={FAR:g} {100 * f[f'tar_at_far_{FAR:g}']:.1f}%"
 
-    lines = [f"model {m['model']['name']} ({m['model']['fingerprint']}), LFW {m['pairs']}, {m['photos']} photos "
+    lines = [f"model {m['model']['name']} ({m['model']['fingerprint']}), LFW {m['pair_list']}, {m['photos']} photos "
              f"({m['centre_crop_fallback']} without a detected face: centre crop)", line("all pairs", m)]
     if "without_pubfig83_people" in m:
         lines.append(line("without PubFig83 people", m["without_pubfig83_people"]))

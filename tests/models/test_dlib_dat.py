@@ -123,3 +123,25 @@ def test_the_real_file_is_read_to_its_last_byte(dlib_models: Path):
     net = read_network(dlib_models / REAL)        # raises if a byte is left over
     assert len(net.layers) == 108 and net.kinds().count("con_4") == 29
     assert sum(int(np.prod(layer.params.shape)) for layer in net.layers if layer.params is not None) == sum(p.numel() for p in DlibResNet().parameters())
+
+
+def test_converter_refuses_a_damaged_file_in_one_line(tmp_path, capsys):
+    from facegallery.convert_dlib import main
+
+    (tmp_path / "half.dat").write_bytes(b"\x01\x01\x01\x0dloss_metric_2\x03")
+    with pytest.raises(SystemExit) as e:
+        main(["recognition", str(tmp_path / "half.dat"), str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "half.dat" in err and "\n" not in err and not (tmp_path / "out").exists()
+
+
+def test_converting_the_real_file_reproduces_the_shipped_weights(tmp_path, dlib_models):
+    from facegallery import checkpoints
+    from facegallery.convert_dlib import convert
+    from facegallery.embedder import checkpoint_folder
+
+    out = convert(dlib_models / REAL, tmp_path / "converted")
+    shipped = checkpoints.load_weights(checkpoint_folder("dlib-resnet29-v1"))
+    assert all(torch.equal(v, shipped[k]) for k, v in checkpoints.load_weights(out).items())
+    assert checkpoints.read_config(out)["source"]["sha256"] == \
+        checkpoints.read_config(checkpoint_folder("dlib-resnet29-v1"))["source"]["sha256"]

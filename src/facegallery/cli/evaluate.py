@@ -106,7 +106,7 @@ def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: floa
     embedder = load_model(model)
     metrics, curves = evaluate_lfw(embedder, root, pairs)
     out.mkdir(parents=True, exist_ok=True)
-    plot_roc(curves, out / "roc.png", f"LFW {metrics['pairs']}: {embedder.name}")
+    plot_roc(curves, out / "roc.png", f"LFW {metrics['pair_list']}: {embedder.name}")
     metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     click.echo(lfw_headline(metrics))

@@ -187,8 +187,8 @@ _LOSSES: dict[str, Callable[[_Stream], dict]] = {
 }
 
 
-def read_network(path: str | Path) -> Network:
-    """Parse a dlib network file to its last byte."""
+def _open(path: str | Path, what: str) -> _Stream:
+    """A stream over the file, past its leading version integer (1 for both kinds of file)."""
     path = Path(path)
     try:
         s = _Stream(path.read_bytes(), path)
@@ -196,7 +196,13 @@ def read_network(path: str | Path) -> Network:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     version = s.int()
     if version != 1:
-        raise s.fail(f"loss layer version 1 expected, got {version}")
+        raise s.fail(f"{what} version 1 expected, got {version}")
+    return s
+
+
+def read_network(path: str | Path) -> Network:
+    """Parse a dlib network file to its last byte."""
+    s = _open(path, "loss layer")
     loss = s.string()
     if loss not in _LOSSES:
         raise s.fail(f"unknown loss layer {loss!r} (known: {', '.join(_LOSSES)})")
@@ -264,14 +270,7 @@ def _vector(s: _Stream, item: Callable[[_Stream], object], limit: int = 1_000_00
 
 def read_shape_predictor(path: str | Path) -> ShapePredictorFile:
     """Parse dlib's ``shape_predictor`` file (e.g. ``shape_predictor_5_face_landmarks.dat``) to its last byte."""
-    path = Path(path)
-    try:
-        s = _Stream(path.read_bytes(), path)
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
-    version = s.int()
-    if version != 1:
-        raise s.fail(f"shape predictor version 1 expected, got {version}")
+    s = _open(path, "shape predictor")
     initial = _float_matrix(s)
 
     def tree(s: _Stream) -> tuple[list, list]:

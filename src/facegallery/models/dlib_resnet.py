@@ -20,7 +20,7 @@ returns unit rows, as every registry model does; :meth:`DlibResNet.features` the
 returns (norms ~1.3-1.6; dlib's rule is Euclidean distance < 0.6 between those).
 
 :func:`from_dat` builds the network from dlib's file with :mod:`facegallery.models.dlib_dat`;
-``python -m facegallery.convert_dlib DAT OUT`` converts the file into a checkpoint folder.
+``python -m facegallery.convert_dlib recognition DAT OUT`` converts the file into a checkpoint folder.
 """
 from __future__ import annotations
 
