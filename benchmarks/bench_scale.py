@@ -176,7 +176,7 @@ def real(args: argparse.Namespace, workdir: Path) -> None:
     root = Path(args.data)
     with Gallery.open(workdir / "real.db", model=args.real, create=True) as g:
         t = time.perf_counter()
-        res = g.enroll_folder(root / "train")
+        res = g.enroll_folder(root / "train", detect="off")
         enrol = time.perf_counter() - t
         photos = sum(r.added for r in res)
         probes = list(iter_images([root / "test"]))

@@ -61,7 +61,7 @@ class Library:
 
     @classmethod
     def from_folder(cls, root: str | Path, embedder: Embedder, threshold: float | None = None,
-                    cache: PixelCache | None = None, detect: str = "off") -> "Library":
+                    cache: PixelCache | None = None, detect: str = "auto") -> "Library":
         """Embed every photo of ``root/<Person>/`` and average per person.
 
         ``detect="off"``: each photo is a face crop (the PubFig83 protocol); otherwise faces are found
@@ -89,7 +89,7 @@ class Library:
         return [face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
                 for f, i, d in zip(faces, idx, dist)]
 
-    def identify(self, inputs: list[str | Path], top: int = 5, detect: str = "off") -> list[dict]:
+    def identify(self, inputs: list[str | Path], top: int = 5, detect: str = "auto") -> list[dict]:
         """One answer object per photo of ``inputs`` (files or folders); unreadable files are skipped."""
         results = []
         for path in iter_images(inputs):

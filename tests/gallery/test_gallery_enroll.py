@@ -194,3 +194,20 @@ def test_gallery_keeps_the_precision_it_was_enrolled_with(tiny_model_dir, face_t
         assert g.embedder.precision == "int8" and g.identify(face_tree / "Person 1" / "4.jpg").name == "Person 1"
     with pytest.raises(UserError, match="reembed"):  # the float network's embeddings are not the int8 ones
         Gallery.open(new, model=f"{model}@fp32").embedder
+
+
+def test_python_api_detects_faces_by_default_as_the_cli_does(tmp_path):
+    """Gallery.enroll / identify / verify find the face in an ordinary photo unless told detect="off":
+    the astronaut enrolled from her photo is recognised in the same photo placed on a larger canvas."""
+    pytest.importorskip("dlib")
+    photo = pytest.importorskip("skimage.data").astronaut()
+    canvas = np.full((700, 900, 3), 90, np.uint8)
+    canvas[150:662, 300:812] = photo
+    with Gallery.open(tmp_path / "a.db", create=True) as g:
+        assert g.enroll("Eileen Collins", [photo]).added == 1
+        who = g.identify(canvas)
+        assert who.name == "Eileen Collins" and who.distance < 0.05
+        assert g.verify(photo, canvas).same
+        assert g.identify(canvas, detect="off").distance > who.distance + 0.1   # the whole canvas is no face
+        with pytest.raises(UserError, match="no face found"):
+            g.identify(np.full((400, 400, 3), 128, np.uint8))

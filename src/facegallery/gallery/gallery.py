@@ -236,7 +236,7 @@ class Gallery:
                     yield item, sha, faces_in(pixels, detect, template) if isinstance(pixels, np.ndarray) else None
 
     # ----- enrolment ------------------------------------------------------------------------------
-    def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], detect: str = "off",
+    def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], detect: str = "auto",
                metadata: dict | None = None, progress: bool = False) -> EnrollResult:
         """Add photos (paths, or RGB uint8 arrays) of one person, creating the person if new.
 
@@ -249,7 +249,7 @@ class Gallery:
         return self.enroll_many([(name, list(images))], detect, {name: metadata} if metadata else None,
                                 progress)[0]
 
-    def enroll_folder(self, root: str | os.PathLike, detect: str = "off",
+    def enroll_folder(self, root: str | os.PathLike, detect: str = "auto",
                       progress: bool = False) -> list[EnrollResult]:
         """Enrol ``root/<Person Name>/<photos>``: one person per subfolder (junk files skipped)."""
         folder = discover(root)
@@ -259,7 +259,7 @@ class Gallery:
         return self.enroll_many([(folder.names[i], by_person[i]) for i in sorted(by_person)], detect,
                                 progress=progress)
 
-    def enroll_many(self, people: Sequence[tuple[str, Sequence[ImageLike]]], detect: str = "off",
+    def enroll_many(self, people: Sequence[tuple[str, Sequence[ImageLike]]], detect: str = "auto",
                     metadata: dict[str, dict] | None = None, progress: bool = False) -> list[EnrollResult]:
         """Enrol several people; photos of many people are decoded and embedded in shared batches,
         and each person is written in its own transaction as soon as their photos are embedded."""
@@ -580,26 +580,37 @@ class Gallery:
         return out
 
     def identify(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5,
-                 threshold: float | None = None) -> Identification | list[Identification]:
-        """Who is in a face crop (path or RGB array), or in each of a batch (list, or (N, H, W, 3))."""
+                 threshold: float | None = None, detect: str = "auto") -> Identification | list[Identification]:
+        """Who is in a photo (path or RGB array), or in each of a batch (list, or (N, H, W, 3)): its
+        largest face under ``detect`` (as the CLI's; "off": the photo is a face crop). Every face of
+        each photo, with boxes: :meth:`answer_photos`."""
         single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
         batch = [images] if single else list(images)
-        res = self.identify_embeddings(self._embed_crops(batch), top_k, threshold)
+        res = self.identify_embeddings(self._embed_main_faces(batch, detect), top_k, threshold)
         return res[0] if single else res
 
-    def _embed_crops(self, images: Sequence[ImageLike]) -> np.ndarray:
-        """Embeddings of whole-image face crops; an unreadable one is an error (the caller chose it)."""
-        crops = [np.asarray(i, np.uint8) if isinstance(i, np.ndarray) else read_faces(i)[0].crop for i in images]
-        return self.embedder.embed(crops)
+    def _embed_main_faces(self, images: Sequence[ImageLike], detect: str) -> np.ndarray:
+        """Embeddings of each photo's largest face; an unreadable photo, or one without a face, is an
+        error (the caller chose it)."""
+        faces = []
+        for item in images:
+            found = faces_in(np.asarray(item, np.uint8), detect, self.embedder.template) \
+                if isinstance(item, np.ndarray) else read_faces(item, detect, self.embedder.template)
+            if not found:
+                where = "an array" if isinstance(item, np.ndarray) else str(item)
+                raise UserError(f"{where}: no face found (detect={detect})")
+            faces.append(found[0])
+        return embed_faces(self.embedder, faces)
 
-    def verify(self, a: ImageLike, b: ImageLike) -> Verification:
-        """Whether two face crops show the same person, with the calibrated photo-vs-photo threshold."""
-        ea, eb = self._embed_crops([a, b])
+    def verify(self, a: ImageLike, b: ImageLike, detect: str = "auto") -> Verification:
+        """Whether the largest faces of two photos show the same person, with the calibrated
+        photo-vs-photo threshold."""
+        ea, eb = self._embed_main_faces([a, b], detect)
         d = float(((ea - eb) ** 2).sum())
         fit = self.calibration().verify
         return Verification(d <= fit.threshold, round(d, 6), round(float(fit.score(d)), 6), fit.threshold)
 
-    def answer_photos(self, inputs: Sequence[str | os.PathLike], top_k: int = 5, detect: str = "off",
+    def answer_photos(self, inputs: Sequence[str | os.PathLike], top_k: int = 5, detect: str = "auto",
                       threshold: float | None = None, progress: bool = False) -> list[dict]:
         """The shared answer shape (:mod:`facegallery.answers`) plus ``score`` per face, for photo files
         and folders; unreadable files are skipped with a warning."""
