@@ -97,3 +97,15 @@ def test_landmarks_match_dlib_bin_on_real_photos(dlib_models, lfw):
     assert len(errors) >= 15
     # dlib rounds its points to whole pixels (a mean error of ~0.38 px by itself); ours are unrounded
     assert np.mean(errors) <= 0.5 and max(errors) < 1.0
+
+
+def test_many_faces_at_once_give_each_face_its_own_landmarks():
+    """Batching is only faster: photos of different sizes, boxes partly outside the photo."""
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(100, 100), (180, 240), (64, 90)]]
+    boxes = [(17.0, 25.0, 81.0, 88.0), (-20.0, 10.0, 150.0, 170.0), (30.0, 20.0, 89.0, 63.0)]
+    sp = landmarks.shipped()
+    many = sp.predict_many(photos, boxes)
+    assert many.shape == (3, 5, 2) and np.isfinite(many).all()
+    for photo, box, got in zip(photos, boxes, many):
+        assert np.allclose(sp.predict(photo, box), got, atol=1e-4)

@@ -23,7 +23,7 @@ from facegallery.errors import UserError
 from facegallery.faces import Face
 from facegallery.images import resize
 from facegallery import landmarks
-from facegallery.landmarks import align_crop
+from facegallery.landmarks import align_crops
 from facegallery.models import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -138,8 +138,11 @@ class TorchEmbedder:
         if self.template.name == PUBFIG83.name:
             return _as_batch(images, self.input_size)
         flags = [aligned] * len(images) if isinstance(aligned, bool) else list(aligned)
-        return _as_batch([np.asarray(im, np.uint8) if a else align_crop(np.asarray(im, np.uint8), self.template)
-                          for im, a in zip(images, flags)], self.input_size)
+        chips = [np.asarray(im, np.uint8) for im in images]
+        whole = [i for i, a in enumerate(flags) if not a]
+        for i, chip in zip(whole, align_crops([chips[i] for i in whole], self.template)):
+            chips[i] = chip
+        return _as_batch(chips, self.input_size)
 
     @torch.inference_mode()
     def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.alignment import Template, align, crop_box, similarity_transform
+from facegallery.alignment import Template, align, crop_box
 from facegallery.errors import UserError
 
 WEIGHTS = Path(__file__).parent / "weights" / "dlib-landmarks5" / "landmarks.safetensors"
@@ -49,35 +49,58 @@ class ShapePredictor:
     def predict(self, pixels: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
         """The landmarks (parts, 2) of the face in ``box`` ([x0, y0, x1, y1], pixel edges) of an RGB or
         grey uint8 photo, in pixel-edge coordinates."""
-        grey = pixels if pixels.ndim == 2 else pixels.astype(np.uint16).sum(2) // 3
-        grey = grey.astype(np.float32)
-        h, w = grey.shape
+        return self.predict_many([pixels], [box])[0]
+
+    def predict_many(self, photos: list[np.ndarray], boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
+        """:meth:`predict` for many faces at once (N, parts, 2): every level of the cascade runs over all
+        faces together, their grey levels gathered from one flat buffer."""
+        n = len(photos)
+        if n == 0:
+            return np.zeros((0, self.parts, 2))
+        greys = [p if p.ndim == 2 else p.astype(np.uint16).sum(2) // 3 for p in photos]
+        sizes = np.array([g.shape for g in greys], np.int64)                      # (N, 2): h, w
+        offsets = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]])
+        flat = np.concatenate([g.ravel() for g in greys]).astype(np.float32)
         # dlib's rectangle(x0, y0, x1 - 1, y1 - 1); (0, 0) -> its top left, (1, 1) -> its bottom right
-        x0, y0 = int(round(box[0])), int(round(box[1]))
-        x1, y1 = int(round(box[2])) - 1, int(round(box[3])) - 1
-        origin = np.array([x0, y0], np.float32)
-        scale = np.array([x1 - x0, y1 - y0], np.float32)
-        shape = self.initial.copy()
+        b = np.rint(np.asarray(boxes, np.float64)).astype(np.int64)
+        origin = b[:, None, :2].astype(np.float32)
+        scale = (b[:, None, 2:] - 1 - b[:, None, :2]).astype(np.float32)
+        shape = np.repeat(self.initial[None], n, 0)                                # (N, parts, 2)
+        ref = self.initial - self.initial.mean(0)
+        ref_c = ref[:, 0] + 1j * ref[:, 1]
+        trees = self._trees[None, :]
         for level in range(len(self.leaves)):
-            m = similarity_transform(self.initial, shape)[:, :2].astype(np.float32)
-            points = (self.deltas[level] @ m.T + shape[self.anchors[level]]) * scale + origin
+            # the similarity taking the initial shape to each current one (closed form in complex numbers,
+            # the least-squares fit dlib's find_similarity_transform makes); only its rotation-scale part
+            cur = shape - shape.mean(1, keepdims=True)
+            spread = (np.abs(ref_c) ** 2).sum()
+            a = (np.conj(ref_c)[None] * (cur[..., 0] + 1j * cur[..., 1])).sum(1) / spread if spread > 0 else \
+                np.ones(n, complex)                                                 # one part: identity, as dlib
+            d = self.deltas[level]                                                  # (F, 2)
+            dc = (d[:, 0] + 1j * d[:, 1])[None] * a[:, None]                        # (N, F)
+            anchor = shape[:, self.anchors[level]]                                  # (N, F, 2)
+            points = (np.stack([dc.real, dc.imag], -1) + anchor) * scale + origin
             px = np.floor(points + 0.5).astype(np.int64)
-            inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
-            values = np.zeros(len(px), np.float32)
-            values[inside] = grey[px[inside, 1], px[inside, 0]]
-            node = np.zeros(len(self._trees), np.int64)
+            h, w = sizes[:, None, 0], sizes[:, None, 1]
+            inside = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
+            where = offsets[:, None] + np.clip(px[..., 1], 0, h - 1) * w + np.clip(px[..., 0], 0, w - 1)
+            values = np.where(inside, flat[where], 0.0).astype(np.float32)          # (N, F)
+            node = np.zeros((n, len(self._trees)), np.int64)
             for _ in range(self.depth):
-                diff = values[self.idx1[level, self._trees, node]] - values[self.idx2[level, self._trees, node]]
-                node = 2 * node + np.where(diff > self.thresholds[level, self._trees, node], 1, 2)
+                i1 = self.idx1[level][trees, node]                                  # (N, T)
+                i2 = self.idx2[level][trees, node]
+                diff = np.take_along_axis(values, i1, 1) - np.take_along_axis(values, i2, 1)
+                node = 2 * node + np.where(diff > self.thresholds[level][trees, node], 1, 2)
             leaf = node - self.thresholds.shape[2]
-            shape = shape + self.leaves[level, self._trees, leaf].sum(0).reshape(-1, 2)
+            shape = shape + self.leaves[level][trees, leaf].sum(1).reshape(n, -1, 2)
         return (shape * scale + origin + 0.5).astype(np.float64)
 
 
-def align_crop(crop: np.ndarray, template: Template) -> np.ndarray:
-    """A whole face crop framed as PubFig83's, aligned into ``template`` by the landmarks found in the
-    box where such crops hold the face."""
-    return align(crop, shipped().predict(crop, crop_box(crop)), template)
+def align_crops(crops: list[np.ndarray], template: Template) -> list[np.ndarray]:
+    """Whole face crops framed as PubFig83's, each aligned into ``template`` by the landmarks found in
+    the box where such crops hold the face."""
+    marks = shipped().predict_many(crops, [crop_box(c) for c in crops])
+    return [align(c, m, template) for c, m in zip(crops, marks)]
 
 
 @lru_cache(maxsize=None)
