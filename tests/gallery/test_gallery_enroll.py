@@ -211,3 +211,19 @@ def test_python_api_detects_faces_by_default_as_the_cli_does(tmp_path):
         assert g.identify(canvas, detect="off").distance > who.distance + 0.1   # the whole canvas is no face
         with pytest.raises(UserError, match="no face found"):
             g.identify(np.full((400, 400, 3), 128, np.uint8))
+
+
+def test_names_typed_in_either_unicode_form_are_one_person(face_tree, tiny_model_dir, tmp_path):
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    assert nfc != nfd
+    with Gallery.open(tmp_path / "u.db", model=tiny_model_dir, create=True) as g:
+        g.enroll(nfc, [face_tree / "Person 0" / "1.jpg"], detect="off")
+        assert g.enroll(nfd, [face_tree / "Person 0" / "2.jpg"], detect="off").added == 1
+        assert [(p.name, p.photos) for p in g.people()] == [(nfc, 2)]
+        g.enroll("Ana", [face_tree / "Person 1" / "1.jpg"], detect="off")
+        with pytest.raises(UserError, match="already enrolled"):
+            g.rename("Ana", nfd)
+        g.remove(nfd)
+        assert [p.name for p in g.people()] == ["Ana"]

@@ -379,7 +379,7 @@ class Gallery:
 
     def rename(self, old: str, new: str) -> None:
         """Rename a person (the new name must be free)."""
-        check_name(new)
+        new = check_name(new)
         ident = self.store.require_identity(old)
         if self.store.identity_id(new) is not None:
             raise UserError(f"{new!r}: already enrolled in {self.path}")

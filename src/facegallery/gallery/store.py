@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,12 @@ CREATE TABLE centroids (
 
 
 def check_name(name: str) -> str:
-    """A person's name, or a one-line error: names become folder names and table keys, so empty names,
-    path separators, non-printable characters, '.'/'..' and surrounding spaces are refused."""
+    """A person's name in Unicode NFC (so "José" typed either way is one person), or a one-line error:
+    names become folder names and table keys, so empty names, path separators, non-printable
+    characters, '.'/'..' and surrounding spaces are refused."""
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"{name!r}: a person's name cannot be empty")
+    name = unicodedata.normalize("NFC", name)
     if name != name.strip():
         raise UserError(f"{name!r}: a person's name cannot start or end with spaces")
     if "/" in name or "\\" in name or name in (".", ".."):
@@ -234,6 +237,7 @@ class Store:
         return int(d) if d is not None else None
 
     def identity_id(self, name: str) -> int | None:
+        name = unicodedata.normalize("NFC", name) if isinstance(name, str) else name
         row = self.conn.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
         return row[0] if row else None
 
@@ -327,6 +331,7 @@ class Store:
         caller's transaction, with ``executemany`` and ids assigned here. Names must all be new.
         Returns the number of identities added."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        names = [unicodedata.normalize("NFC", str(n)) for n in names]
         uniq, inverse = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
         for n in uniq:
             check_name(str(n))
