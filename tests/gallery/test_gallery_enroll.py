@@ -227,3 +227,36 @@ def test_names_typed_in_either_unicode_form_are_one_person(face_tree, tiny_model
             g.rename("Ana", nfd)
         g.remove(nfd)
         assert [p.name for p in g.people()] == ["Ana"]
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "not unit", "wrong dimension"])
+def test_import_refuses_damaged_embeddings_and_changes_nothing(enrolled, tmp_path, damage):
+    out = tmp_path / "g.npz"
+    with Gallery.open(enrolled) as g:
+        g.export_to(out)
+    with np.load(out, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    emb = arrays["embeddings"]
+    if damage == "nan":
+        emb[3, 5] = np.nan
+    elif damage == "inf":
+        emb[0, 0] = np.inf
+    elif damage == "not unit":
+        emb[1] *= 3
+    else:
+        emb = np.hstack([emb, np.zeros((len(emb), 2), np.float32)])
+    arrays["embeddings"] = emb
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    before = enrolled.read_bytes()
+    with Gallery.open(enrolled) as g, pytest.raises(UserError, match="bad.npz: .*(NaN|unit|-D)"):
+        g.import_from(bad)
+    assert enrolled.read_bytes() == before
+    with Gallery.open(tmp_path / "fresh.db", create=True) as g:
+        if damage == "wrong dimension":   # a new gallery adopts the export's model, whose vectors are 128-D
+            with pytest.raises(UserError, match="-D"):
+                g.import_from(bad)
+        else:
+            with pytest.raises(UserError):
+                g.import_from(bad)
+        assert g.store.count("photos") == 0

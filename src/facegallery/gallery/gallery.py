@@ -680,6 +680,15 @@ class Gallery:
             raise UserError(f"{path}: not a facegallery export ({e.__class__.__name__})") from None
         if not ok or info.get("format") != EXPORT_FORMAT:
             raise UserError(f"{path}: not a facegallery export (inconsistent arrays or format)")
+        if not np.issubdtype(emb.dtype, np.floating) or not np.isfinite(emb).all():
+            raise UserError(f"{path}: embeddings hold NaN, infinite or non-numeric values; nothing imported")
+        if len(emb) and not np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3):
+            raise UserError(f"{path}: embeddings are not unit vectors as every facegallery model's are; nothing imported")
+        dim = self.store.dimension
+        if self.store.count("photos") and dim and emb.shape[1] != dim:
+            raise UserError(f"{path}: {emb.shape[1]}-D embeddings, this gallery holds {dim}-D ones; nothing imported")
+        if info.get("dimension") not in (None, emb.shape[1]):
+            raise UserError(f"{path}: says {info['dimension']}-D embeddings but holds {emb.shape[1]}-D ones")
         for p in people:
             check_name(p["name"])
         mine = self.store.meta("model_fingerprint")
