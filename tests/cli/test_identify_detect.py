@@ -66,14 +66,56 @@ def test_annotate_draws_boxes_and_names(face_tree, tiny_model_dir, photos, tmp_p
     out_dir = tmp_path / "annotated"
     r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--annotate", out_dir, "--json", photos)
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out_dir.iterdir()) == ["crop.png", "group.png", "wall.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["crop.jpg.png", "group.jpg.png", "wall.jpg.png"]
     original = np.asarray(Image.open(photos / "group.jpg").convert("RGB")).astype(int)
-    drawn = np.asarray(Image.open(out_dir / "group.png")).astype(int)
+    drawn = np.asarray(Image.open(out_dir / "group.jpg.png")).astype(int)
     assert drawn.shape == original.shape
     changed = np.abs(drawn - original).max(2) > 60
     for f in json.loads(r.stdout)[1]["faces"]:
         x0, y0, x1, y1 = (int(round(v)) for v in f["box"])
         assert changed[y0:y1, x0 - 1:x0 + 2].any(1).mean() > 0.9  # the box's left edge is drawn
     assert changed[400:, :300].mean() == 0  # nothing drawn away from the faces
-    wall = np.asarray(Image.open(out_dir / "wall.png")).astype(int)
+    wall = np.asarray(Image.open(out_dir / "wall.jpg.png")).astype(int)
     assert np.abs(wall - 30).max() <= 2  # no face, nothing drawn
+
+
+def test_annotate_never_overwrites_an_input_and_keeps_same_stem_photos_apart(face_tree, tiny_model_dir, tmp_path):
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(np.full((80, 80, 3), 90, np.uint8)).save(photos / "x.jpg")
+    Image.fromarray(np.full((80, 80, 3), 160, np.uint8)).save(photos / "x.png")
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--annotate", photos,
+             photos)
+    assert r.exit_code == 0, r.output
+    assert {p.name: p.read_bytes() for p in photos.iterdir() if p.name in before} == before
+    assert sorted(p.name for p in photos.iterdir()) == ["x.jpg", "x.jpg.png", "x.png", "x.png.png"]
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--annotate", photos,
+             photos / "x.jpg.png")   # its own annotation would be x.jpg.png.png: never the input
+    assert r.exit_code == 0 and (photos / "x.jpg.png.png").is_file()
+
+
+def test_identify_and_embed_fail_when_nothing_could_be_read(face_tree, tiny_model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"not a jpeg")
+    (bad / "b.png").write_bytes(b"\x89PNG broken")
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, bad)
+    assert r.exit_code == 2 and "none of the 2 photos could be read" in r.output
+    r = _run("embed", "--model", tiny_model_dir, "--out", tmp_path / "e.npz", bad)
+    assert r.exit_code == 2 and not (tmp_path / "e.npz").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_identify_reads_photo_lists_and_checks_its_options_first(face_tree, tiny_model_dir, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{face_tree / 'Person 1' / '2.jpg'}\n\n{face_tree / 'Person 2' / '3.jpg'}\n")
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--json", f"@{listing}")
+    assert r.exit_code == 0, r.output
+    assert [a["path"] for a in json.loads(r.stdout)] == [str(face_tree / "Person 1" / "2.jpg"),
+                                                         str(face_tree / "Person 2" / "3.jpg")]
+    for bad in ("nan", "-0.1", "99"):
+        r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--threshold", bad, face_tree)
+        assert r.exit_code == 2 and "0..4" in r.output, bad
+    r = _run("embed", "--model", tiny_model_dir, "--out", tmp_path / "missing" / "e.npz", face_tree)
+    assert r.exit_code == 2 and "no such folder" in r.output

@@ -1,8 +1,12 @@
 """Options shared by several commands, defined once."""
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import click
 
+from facegallery.errors import UserError
 from facegallery.faces import DETECT_MODES
 
 model_option = click.option("--model", default=None,
@@ -11,3 +15,44 @@ detect_option = click.option(
     "--detect", type=click.Choice(DETECT_MODES), default="auto", show_default=True,
     help="Face detection: 'on' finds and aligns every face; 'auto' also takes an image of at most "
          "250x250 without a found face whole as a face crop; 'off' treats every image as a face crop.")
+
+
+def _distance(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and 0.0 <= value <= 4.0):
+        raise UserError(f"--threshold {value}: a distance between unit vectors lies in 0..4")
+    return value
+
+
+threshold_option = click.option(
+    "--threshold", type=float, callback=_distance,
+    help="Unknown above this distance (squared, divided by 1 + 1/n for a person of n photos; 0..4; "
+         "default: calibrated).")
+
+
+def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
+    """Photo paths from files, folders (recursively, junk skipped with a warning) and ``@list.txt``
+    files of one path per line; a missing file or folder is a one-line error, before any work."""
+    from facegallery.images import iter_images
+
+    paths: list[Path] = []
+    for item in inputs:
+        if item.startswith("@"):
+            listing = Path(item[1:])
+            if not listing.is_file():
+                raise UserError(f"{listing}: no such image list")
+            paths += [Path(line.strip()) for line in listing.read_text().splitlines() if line.strip()]
+        elif not Path(item).exists():
+            raise UserError(f"{item}: no such file or folder")
+        else:
+            paths += list(iter_images([item]))
+    return paths
+
+
+def output_file(out: str | Path) -> Path:
+    """An output file's path, checked before any work: its folder must exist and it must not be one."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: no such folder for {out.name}")
+    return out

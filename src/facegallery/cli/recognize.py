@@ -9,11 +9,11 @@ import click
 import numpy as np
 
 from facegallery.cli import main
-from facegallery.cli.options import detect_option, model_option
+from facegallery.cli.options import detect_option, expand_inputs, model_option, output_file, threshold_option
 from facegallery.detection import draw_faces
 from facegallery.embedder import load_model
 from facegallery.errors import UserError
-from facegallery.images import iter_images, load_image
+from facegallery.images import load_image
 from facegallery.library import Library, embed_paths
 
 
@@ -38,21 +38,22 @@ def print_answers(results: list[dict], as_json: bool) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 def embed_cmd(model, out, inputs) -> None:
     """Embed photos (files, folders, or @list.txt with one path per line) as face crops."""
-    paths = []
-    for item in inputs:
-        if item.startswith("@"):
-            listing = Path(item[1:])
-            if not listing.is_file():
-                raise UserError(f"{listing}: no such image list")
-            paths += [Path(line.strip()) for line in listing.read_text().splitlines() if line.strip()]
-        else:
-            paths += list(iter_images([item]))
+    out = output_file(out)
+    paths = expand_inputs(inputs)
     if not paths:
         raise UserError("no photos to embed")
     embedder = load_model(model)
     emb, kept = embed_paths(embedder, paths)
-    np.savez(out, embeddings=emb, paths=np.array([str(paths[i]) for i in kept]),
-             model=np.array(embedder.fingerprint))
+    if not kept:
+        raise UserError(f"none of the {len(paths)} photos could be read; nothing written")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, embeddings=emb, paths=np.array([str(paths[i]) for i in kept]),
+                     model=np.array(embedder.fingerprint))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     click.echo(f"wrote {len(kept)} embeddings of dimension {emb.shape[1]} to {out}")
 
 
@@ -64,8 +65,12 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
         return
     paths = [Path(r["path"]).resolve() for r in results]
     common = Path(os.path.commonpath([p.parent for p in paths]))
-    for r, p in zip(results, paths):
-        out = Path(annotate) / p.relative_to(common).with_suffix(".png")
+    # x.jpg -> x.jpg.png: never an input's own name, and x.jpg and x.png do not collide
+    outs = [Path(annotate).resolve() / p.relative_to(common).with_name(p.name + ".png") for p in paths]
+    clash = next((o for o in outs if o in set(paths)), None)
+    if clash is not None:
+        raise UserError(f"{clash}: --annotate would overwrite an input photo; choose another folder")
+    for r, p, out in zip(results, paths, outs):
         out.parent.mkdir(parents=True, exist_ok=True)
         draw_faces(load_image(p), r["faces"]).save(out)
 
@@ -75,8 +80,7 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
 @click.option("--gallery", type=click.Path(dir_okay=False), help="Gallery file made by `facegallery enroll`.")
 @model_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Candidates per face.")
-@click.option("--threshold", type=float, help="Unknown above this distance (squared, divided by 1 + 1/n for "
-              "a person of n photos; default: calibrated).")
+@threshold_option
 @detect_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array (stable shape).")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with boxes and names here.")
@@ -85,16 +89,19 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
     """Say who is in each photo, or 'unknown'."""
     if bool(library) == bool(gallery):
         raise UserError("give exactly one of --library DIR (one subfolder per person) or --gallery G.db")
-    missing = next((p for p in inputs if not Path(p).exists()), None)
-    if missing is not None:  # before the minutes a library may take to embed
-        raise UserError(f"{missing}: no such file or folder")
+    paths = [str(p) for p in expand_inputs(inputs)]   # before the minutes a library may take to embed
+    if not paths:
+        raise UserError("no photos to identify")
     if gallery:
         from facegallery.gallery import Gallery
 
         with Gallery.open(gallery, model=model) as g:
-            show_answers(g.answer_photos(list(inputs), top_k, detect, threshold), as_json, annotate)
-        return
-    embedder = load_model(model)
-    # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
-    lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto")
-    show_answers(lib.identify(list(inputs), top_k, detect), as_json, annotate)
+            results = g.answer_photos(paths, top_k, detect, threshold)
+    else:
+        embedder = load_model(model)
+        # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
+        lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto")
+        results = lib.identify(paths, top_k, detect)
+    show_answers(results, as_json, annotate)
+    if not results:
+        raise UserError(f"none of the {len(paths)} photos could be read")
