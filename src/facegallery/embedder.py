@@ -4,7 +4,7 @@ The stable contract: ``embed(images) -> float32 (N, D)`` of unit rows, with ``na
 (the side whole crops are loaded at), the alignment ``template`` it reads, a ``spec`` (its model card
 in brief) and a ``fingerprint`` that changes whenever the outputs would. ``embed`` takes whole face
 crops framed as PubFig83's and carries them into the template itself; crops that detection already
-aligned into the template are marked ``aligned`` (:func:`embed_faces` does this for :class:`Face`\ s).
+aligned into the template are marked ``aligned`` (:func:`embed_faces` does this for faces).
 """
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from facegallery import checkpoints, quantization
+from facegallery import checkpoints, landmarks, quantization
 from facegallery.alignment import PUBFIG83, TEMPLATES, Template
 from facegallery.errors import UserError
 from facegallery.faces import Face
 from facegallery.images import resize
-from facegallery import landmarks
-from facegallery.landmarks import align_crops
 from facegallery.models import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -140,7 +138,7 @@ class TorchEmbedder:
         flags = [aligned] * len(images) if isinstance(aligned, bool) else list(aligned)
         chips = [np.asarray(im, np.uint8) for im in images]
         whole = [i for i, a in enumerate(flags) if not a]
-        for i, chip in zip(whole, align_crops([chips[i] for i in whole], self.template)):
+        for i, chip in zip(whole, landmarks.align_crops([chips[i] for i in whole], self.template)):
             chips[i] = chip
         return _as_batch(chips, self.input_size)
 

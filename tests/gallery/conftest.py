@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from facegallery.gallery import Gallery
 from facegallery.alignment import PUBFIG83
+from facegallery.gallery import Gallery
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
+from facegallery.alignment import PUBFIG83
 from facegallery.errors import UserError
 from facegallery.gallery import Gallery
 from facegallery.gallery import index as ix
 from facegallery.recognition import centroid_distances, squared_distances, top_k
-from facegallery.alignment import PUBFIG83
 
 
 def _data(n=3000, dim=32, seed=0):
