@@ -18,6 +18,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -221,6 +222,10 @@ class Trainer:
         self.size = load_size(self.net_size, cfg.crop)  # photos load at this side, then are cropped
         folder = discover(cfg.data)
         self.fingerprint = folder.fingerprint()
+        if cfg.val_impostors > len(folder.names) // 4 and self.world.main:
+            warnings.warn(f"{cfg.data}: --val-impostors {cfg.val_impostors} holds out {cfg.val_impostors} of "
+                          f"{len(folder.names)} identities: training on {len(folder.names) - cfg.val_impostors}",
+                          stacklevel=2)
         self.split = make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed, cfg.holdout) \
             if (cfg.val_impostors or cfg.val_fraction) else Split((), ())
         train, hold, imp = self.split.parts(folder)

@@ -57,7 +57,9 @@ def test_port_matches_dlib_bin_on_real_chips(dlib, dlib_models, chips):
         raw = net.eval().features(to_tensor(theirs)).numpy()
     assert np.abs(raw - ref).max() <= 1e-4
     # as the embedder runs it (affine folded into the convs, channels-last): dlib's vectors made unit
-    unit = load_model(f"{MODEL}@fp32").embed(theirs, aligned=True)
+    model = load_model(f"{MODEL}@fp32")
+    model.flip = False                   # the shipped default averages with the mirrored chip
+    unit = model.embed(theirs, aligned=True)
     assert np.abs(unit - ref / np.linalg.norm(ref, axis=1, keepdims=True)).max() <= 1e-4
     d_ref = np.linalg.norm(ref[:, None] - ref[None], axis=2)
     d_raw = np.linalg.norm(raw[:, None] - raw[None], axis=2)

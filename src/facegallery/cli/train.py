@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
+from facegallery.checkpoints import CONFIG
 from facegallery.cli import main
+from facegallery.errors import UserError
 from facegallery.training import TrainConfig, parse_duration, train_processes
 
 
@@ -15,7 +18,7 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
 @click.option("--model", "arch", default="resface64", show_default=True, help="Architecture from the registry.")
 @click.option("--recipe", type=click.Choice(["facenet", "original"]), default="facenet", show_default=True,
               help="'original' = the student project's recipe (random triplets, summed loss, Adam 1e-3).")
-@click.option("--steps", type=int, help="Train exactly this many steps.")
+@click.option("--steps", type=click.IntRange(1), help="Train exactly this many steps.")
 @click.option("--budget", help="Or a time budget (45m, 1.5h): the step count is fixed by timing steps 10-30 "
                                     "and re-fixed at validations when the pace changes.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -41,23 +44,37 @@ from facegallery.training import TrainConfig, parse_duration, train_processes
               help="Data-parallel training processes on this machine (DDP over gloo); P must divide evenly. "
                    "For several machines use torchrun.")
 @click.option("--val-impostors", type=click.IntRange(0),
-              help="Identities held out entirely to calibrate the unknown threshold (8); 0 trains on every "
-                   "identity and calibrates from the held-out photos alone (a genuine acceptance rate).")
+              help="Identities held out entirely to calibrate the unknown threshold (8, or a fifth of the "
+                   "identities when fewer than 40); 0 trains on every identity and calibrates from the "
+                   "held-out photos alone (a genuine acceptance rate).")
 @click.option("--accept-rate", type=click.FloatRange(0, 1, min_open=True), help="With --val-impostors 0: the "
               "fraction of held-out genuine photos the unknown threshold accepts (0.8).")
 @click.option("--eval-every", type=int, help="Validate every N steps.")
 @click.option("--patience", type=int, help="Stop after N validations without improvement.")
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
+@click.option("--force", is_flag=True, help="Replace a model already trained in OUT.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
 def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight,
               cosface_margin, cosface_scale, spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16,
-              threads, procs, val_impostors, accept_rate, eval_every, patience, resume, cache) -> None:
+              threads, procs, val_impostors, accept_rate, eval_every, patience, resume, force, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
+    if steps is not None and budget:
+        raise UserError("give --steps or --budget, not both")
+    if not resume and not force and (Path(out) / CONFIG).is_file():
+        raise UserError(f"{out}: holds a trained model already; --resume continues it, --force replaces it")
     given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
              "triplet_weight": triplet_weight, "cosface_margin": cosface_margin, "cosface_scale": cosface_scale,
              "spread_weight": spread_weight, "lr": lr, "weight_decay": weight_decay, "crop": crop,
              "val_impostors": val_impostors, "accept_rate": accept_rate, "eval_every": eval_every, "patience": patience}
     kw = {key: v for key, v in given.items() if v is not None}
+    if val_impostors is None and not resume:   # the default 8 would leave a small folder few people to train on
+        from facegallery.datasets import discover
+
+        people = len(discover(data).names)
+        if people < 40:
+            kw["val_impostors"] = max(1, people // 5)
+            click.echo(f"facegallery: {people} identities: holding out {kw['val_impostors']} to calibrate "
+                       "the unknown threshold (--val-impostors)", err=True)
     if no_augment:
         kw["augment"] = False
     if strong_augment is not None:
