@@ -78,3 +78,15 @@ def test_junk_is_skipped_with_one_warning_each(tmp_path):
     assert kept == [1] and pixels.shape == (1, 16, 16, 3)
     skipped = sorted(str(x.message).split(":")[0] for x in w if issubclass(x.category, SkipWarning))
     assert len(skipped) == 3
+
+
+def test_avif_photos_are_read_in_folders_as_they_are_by_name(tmp_path):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow cannot write AVIF")
+    photo = tmp_path / "people" / "a.avif"
+    photo.parent.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(photo)
+    assert list(iter_images([photo.parent])) == [photo] == list(iter_images([photo]))
+    assert load_image(photo).shape == (40, 40, 3)

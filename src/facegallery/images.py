@@ -18,7 +18,7 @@ from facegallery.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".avif"}
 #: Refuse pictures above this many pixels before decoding them (a 1 GB bitmap is an attack or a mistake).
 MAX_PIXELS = 40_000_000
 

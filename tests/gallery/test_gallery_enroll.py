@@ -260,3 +260,13 @@ def test_import_refuses_damaged_embeddings_and_changes_nothing(enrolled, tmp_pat
             with pytest.raises(UserError):
                 g.import_from(bad)
         assert g.store.count("photos") == 0
+
+
+def test_a_subfolder_that_cannot_be_a_name_is_skipped_and_the_rest_enrolled(face_tree, tiny_model_dir, tmp_path):
+    bad = face_tree / " Trailing space "
+    bad.mkdir()
+    shutil.copy(face_tree / "Person 0" / "1.jpg", bad / "1.jpg")
+    with Gallery.open(tmp_path / "s.db", model=tiny_model_dir, create=True) as g:
+        with pytest.warns(SkipWarning, match="Trailing space"):
+            g.enroll_folder(face_tree, detect="off")
+        assert sorted(p.name for p in g.people()) == [f"Person {i}" for i in range(4)]

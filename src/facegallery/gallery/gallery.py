@@ -251,13 +251,21 @@ class Gallery:
 
     def enroll_folder(self, root: str | os.PathLike, detect: str = "auto",
                       progress: bool = False) -> list[EnrollResult]:
-        """Enrol ``root/<Person Name>/<photos>``: one person per subfolder (junk files skipped)."""
+        """Enrol ``root/<Person Name>/<photos>``: one person per subfolder (junk files skipped, and a
+        subfolder whose name cannot be a person's skipped with a warning)."""
         folder = discover(root)
         by_person: dict[int, list[Path]] = {}
         for p, label in zip(folder.paths, folder.labels):
             by_person.setdefault(int(label), []).append(p)
-        return self.enroll_many([(folder.names[i], by_person[i]) for i in sorted(by_person)], detect,
-                                progress=progress)
+        people = []
+        for i in sorted(by_person):
+            try:
+                people.append((check_name(folder.names[i]), by_person[i]))
+            except UserError as e:
+                warn_skip(Path(root) / folder.names[i], str(e))
+        if not people:
+            raise UserError(f"{root}: no subfolder is a person's name to enrol")
+        return self.enroll_many(people, detect, progress=progress)
 
     def enroll_many(self, people: Sequence[tuple[str, Sequence[ImageLike]]], detect: str = "auto",
                     metadata: dict[str, dict] | None = None, progress: bool = False) -> list[EnrollResult]:
