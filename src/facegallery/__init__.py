@@ -8,8 +8,25 @@
         g.enroll("Ada", ["ada1.jpg", "ada2.jpg"])
         g.identify("photo.jpg").name
 """
-from facegallery.embedder import DEFAULT_MODEL, load_model
-from facegallery.gallery import Gallery
-from facegallery.library import Library
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["DEFAULT_MODEL", "Gallery", "Library", "load_model"]
+#: Where each public name lives; imported on first use, so that ``facegallery --help`` and the light
+#: commands start without PyTorch.
+_HOMES = {"DEFAULT_MODEL": "facegallery.embedder", "load_model": "facegallery.embedder",
+          "Gallery": "facegallery.gallery", "Library": "facegallery.library"}
+
+if TYPE_CHECKING:
+    from facegallery.embedder import DEFAULT_MODEL, load_model
+    from facegallery.gallery import Gallery
+    from facegallery.library import Library
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'facegallery' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -97,3 +97,23 @@ def test_one_line_errors_and_nothing_lost(face_tree, tiny_model_dir, other_model
     assert notdb.read_text() == "hello"
     people = json.loads(_run("people", "--gallery", db, "--json").stdout)
     assert people == [{"name": f"Person {i}", "photos": 5} for i in range(4)]
+
+
+def test_help_and_people_start_without_the_heavy_libraries(face_tree, tiny_model_dir, tmp_path):
+    """Start-up stays light: `--help` and `people` import neither PyTorch nor scikit-learn (whose imports
+    took ~2 s of every command); what a command needs is imported when it runs."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "g.db"
+    from facegallery.gallery import Gallery
+
+    with Gallery.open(db, model=tiny_model_dir, create=True) as g:
+        g.enroll("Ada", [face_tree / "Person 0" / "1.jpg"], detect="off")
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom facegallery.cli import main\n"
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output\n"
+            f"r = CliRunner().invoke(main, ['people', '--gallery', {str(db)!r}]); assert 'Ada' in r.output, r.output\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib', 'faiss') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -11,9 +11,7 @@ import click
 
 from facegallery.cli import main
 from facegallery.cli.options import model_option
-from facegallery.embedder import load_model
 from facegallery.errors import UserError
-from facegallery.evaluation import evaluate, guesses, write_guesses
 
 #: Data root (holding train/ and test/) when neither --data nor FACEGALLERY_DATA is given.
 DEFAULT_DATA = Path("..") / "shared" / "data" / "pubfig83"
@@ -78,6 +76,9 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
         raise UserError(f"{out}: exists and is not a folder")
     if protocol == "lfw":
         return _evaluate_lfw(model, Path(data or os.environ.get("FACEGALLERY_LFW") or DEFAULT_LFW), pairs, out, t0)
+    from facegallery.embedder import load_model
+    from facegallery.evaluation import evaluate, guesses, write_guesses
+
     root = Path(data or os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA)
     train, test = Path(train or root / "train"), Path(test or root / "test")
     embedder = load_model(model)
@@ -101,6 +102,7 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
 
 
 def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float) -> None:
+    from facegallery.embedder import load_model
     from facegallery.lfw import evaluate_lfw, headline as lfw_headline, plot_roc
 
     embedder = load_model(model)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from facegallery.cli import main
 from facegallery.cli.options import detect_option, model_option
 from facegallery.errors import UserError
-from facegallery.gallery import Gallery
-from facegallery.images import iter_images
+
+if TYPE_CHECKING:
+    from facegallery.gallery import Gallery
 
 gallery_option = click.option("--gallery", "gallery", required=True, type=click.Path(dir_okay=False),
                               help="Gallery file (SQLite).")
 
 
 def _open(path: str, model: str | None = None, create: bool = False) -> Gallery:
+    from facegallery.gallery import Gallery
+
     return Gallery.open(path, model=model, create=create)
 
 
@@ -34,6 +38,8 @@ def enroll_cmd(gallery, create, name, model, detect, inputs) -> None:
     """
     if name is None and len(inputs) != 1:
         raise UserError("give one folder with a subfolder per person, or --name NAME with photos")
+    from facegallery.images import iter_images
+
     paths = list(iter_images(inputs)) if name is not None else None
     if paths is not None and not paths:
         raise UserError(f"no photos of {name!r} in {' '.join(inputs)}")

@@ -6,15 +6,10 @@ import os
 from pathlib import Path
 
 import click
-import numpy as np
 
 from facegallery.cli import main
 from facegallery.cli.options import detect_option, expand_inputs, model_option, output_file, threshold_option
-from facegallery.detection import draw_faces
-from facegallery.embedder import load_model
 from facegallery.errors import UserError
-from facegallery.images import load_image
-from facegallery.library import Library, embed_paths
 
 
 def print_answers(results: list[dict], as_json: bool) -> None:
@@ -38,6 +33,11 @@ def print_answers(results: list[dict], as_json: bool) -> None:
 @click.argument("inputs", nargs=-1, required=True)
 def embed_cmd(model, out, inputs) -> None:
     """Embed photos (files, folders, or @list.txt with one path per line) as face crops."""
+    import numpy as np
+
+    from facegallery.embedder import load_model
+    from facegallery.library import embed_paths
+
     out = output_file(out)
     paths = expand_inputs(inputs)
     if not paths:
@@ -63,6 +63,9 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
     print_answers(results, as_json)
     if not annotate or not results:
         return
+    from facegallery.detection import draw_faces
+    from facegallery.images import load_image
+
     paths = [Path(r["path"]).resolve() for r in results]
     common = Path(os.path.commonpath([p.parent for p in paths]))
     # x.jpg -> x.jpg.png: never an input's own name, and x.jpg and x.png do not collide
@@ -98,6 +101,9 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
         with Gallery.open(gallery, model=model) as g:
             results = g.answer_photos(paths, top_k, detect, threshold)
     else:
+        from facegallery.embedder import load_model
+        from facegallery.library import Library
+
         embedder = load_model(model)
         # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
         lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto")

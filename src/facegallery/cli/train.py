@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from facegallery.checkpoints import CONFIG
 from facegallery.cli import main
 from facegallery.errors import UserError
-from facegallery.training import TrainConfig, parse_duration, train_processes
 
 
 @main.command("train")
@@ -58,6 +56,9 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
               cosface_margin, cosface_scale, spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16,
               threads, procs, val_impostors, accept_rate, eval_every, patience, resume, force, cache) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
+    from facegallery.checkpoints import CONFIG
+    from facegallery.training import TrainConfig, parse_duration, train_processes
+
     if steps is not None and budget:
         raise UserError("give --steps or --budget, not both")
     if not resume and not force and (Path(out) / CONFIG).is_file():

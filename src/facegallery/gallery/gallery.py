@@ -15,13 +15,12 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from facegallery.answers import face_answer
 from facegallery.datasets import discover
-from facegallery.embedder import Embedder, embed_faces, load_model, split_precision
 from facegallery.errors import UserError
 from facegallery.faces import Face, faces_in, only_face, read_faces
 from facegallery.gallery import threshold as th
@@ -30,6 +29,9 @@ from facegallery.gallery.index import CompressedIndex, ExactIndex
 from facegallery.gallery.store import Person, Store, check_name, sha256_of
 from facegallery.images import ImageReadError, iter_images, load_image, warn_skip
 from facegallery.recognition import searchable_centroids, searchable_queries
+
+if TYPE_CHECKING:   # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
+    from facegallery.embedder import Embedder
 
 ImageLike = str | os.PathLike | np.ndarray
 EXPORT_FORMAT = 1
@@ -90,12 +92,19 @@ class ReembedReport:
     dropped: list[str] = field(default_factory=list)
 
 
+def _emb() -> Any:
+    """:mod:`facegallery.embedder`, imported when first needed."""
+    from facegallery import embedder
+
+    return embedder
+
+
 def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
     """How to find the model again later: an absolute checkpoint path, or its (shipped) name, with the
     precision ``embedder`` runs at (``@int8``/``@fp32``) so that it reloads as the same network."""
     if not isinstance(model, (str, os.PathLike)):
         return model.name
-    base, _ = split_precision(model)
+    base, _ = _emb().split_precision(model)
     ref = str(Path(base).resolve()) if Path(base).exists() else str(base)
     precision = getattr(embedder, "precision", None)
     return f"{ref}@{precision}" if precision else ref
@@ -179,12 +188,12 @@ class Gallery:
         if model is None and self.store.meta("model_ref"):
             ref = self.store.meta("model_ref")
             # a reference without a precision predates int8 networks: its embeddings are float ones
-            legacy = split_precision(ref)[1] == "auto" and self.store.count("photos")
+            legacy = _emb().split_precision(ref)[1] == "auto" and self.store.count("photos")
             try:
-                return load_model(ref, precision="fp32" if legacy else None)
+                return _emb().load_model(ref, precision="fp32" if legacy else None)
             except UserError as e:
                 raise UserError(f"{self.path}: cannot load its model {ref!r} ({e}); pass --model") from None
-        return load_model(model)
+        return _emb().load_model(model)
 
     def _check_model(self, embedder: Embedder) -> Embedder:
         stored = self.store.meta("model_fingerprint")
@@ -313,7 +322,7 @@ class Gallery:
                     faces_kept.append(face)
             owners.append(rows)
             results.append(res)
-        emb = embed_faces(embedder, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
+        emb = _emb().embed_faces(embedder, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         start = 0
         for (name, _), rows, res in zip(people, owners, results):
             vectors = emb[start:start + len(rows)]
@@ -608,7 +617,7 @@ class Gallery:
                 where = "an array" if isinstance(item, np.ndarray) else str(item)
                 raise UserError(f"{where}: no face found (detect={detect})")
             faces.append(found[0])
-        return embed_faces(self.embedder, faces)
+        return _emb().embed_faces(self.embedder, faces)
 
     def verify(self, a: ImageLike, b: ImageLike, detect: str = "auto") -> Verification:
         """Whether the largest faces of two photos show the same person, with the calibrated
@@ -632,7 +641,7 @@ class Gallery:
             decoded = [(p, faces) for p, _, faces in self._faces(paths[s:s + BATCH], detect, with_hash=False)
                        if faces is not None]
             flat = [f for _, faces in decoded for f in faces]
-            found = self.identify_embeddings(embed_faces(self.embedder, flat), top_k, thr) \
+            found = self.identify_embeddings(_emb().embed_faces(self.embedder, flat), top_k, thr) \
                 if flat else []
             it = iter(found)
             for path, faces in decoded:
@@ -764,7 +773,7 @@ class Gallery:
         if missing and not drop_missing:
             raise UserError(f"{self.path}: {len(missing)} photo(s) cannot be re-embedded (see warnings); "
                             "nothing changed. Restore them, or pass --drop-missing to drop them")
-        emb = embed_faces(new, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
+        emb = _emb().embed_faces(new, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         self._model_arg = model
         with self.store.transaction():
             self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(p.id,) for p, _ in missing])
