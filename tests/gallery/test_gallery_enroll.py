@@ -270,3 +270,43 @@ def test_a_subfolder_that_cannot_be_a_name_is_skipped_and_the_rest_enrolled(face
         with pytest.warns(SkipWarning, match="Trailing space"):
             g.enroll_folder(face_tree, detect="off")
         assert sorted(p.name for p in g.people()) == [f"Person {i}" for i in range(4)]
+
+
+def test_two_writers_with_different_models_cannot_mix_embeddings(face_tree, tiny_model_dir, other_model_dir, tmp_path):
+    """Both open the empty gallery and load their models (each check passes: no photos yet); the first
+    to write makes its model the gallery's, the second is refused under the write lock."""
+    db = tmp_path / "race.db"
+    Gallery.open(db, model=tiny_model_dir, create=True).close()
+    a, b = Gallery.open(db, model=tiny_model_dir), Gallery.open(db, model=other_model_dir)
+    try:
+        assert a.embedder and b.embedder                      # both loaded before either wrote
+        a.enroll("A", [face_tree / "Person 0" / "1.jpg"], detect="off")
+        with pytest.raises(UserError, match="reembed"):
+            b.enroll("B", [face_tree / "Person 1" / "1.jpg"], detect="off")
+    finally:
+        a.close()
+        b.close()
+    with Gallery.open(db, model=tiny_model_dir) as g:
+        assert [p.name for p in g.people()] == ["A"] and g.store.count("photos") == 1
+
+
+def test_two_writers_enrolling_the_same_photos_store_them_once(face_tree, tiny_model_dir, tmp_path, monkeypatch):
+    """The second writer read the person's photos before the first committed (simulated: its first
+    look finds none); it must skip them inside its transaction, not fail on the unique index."""
+    from facegallery.gallery.store import Store
+
+    db = tmp_path / "same.db"
+    photos = [face_tree / "Person 0" / f"{i}.jpg" for i in (1, 2, 3)]
+    with Gallery.open(db, model=tiny_model_dir, create=True) as g:
+        g.enroll("Ada", photos[:2], detect="off")
+    real, calls = Store.photo_hashes, []
+
+    def stale_first_look(self, ident):
+        calls.append(ident)
+        return set() if len(calls) == 1 else real(self, ident)
+
+    monkeypatch.setattr(Store, "photo_hashes", stale_first_look)
+    with Gallery.open(db, model=tiny_model_dir) as g:
+        r = g.enroll("Ada", photos, detect="off")
+        assert (r.added, r.duplicates) == (1, 2)
+        assert [(p.name, p.photos) for p in g.people()] == [("Ada", 3)]

@@ -205,7 +205,10 @@ class Gallery:
         return embedder
 
     def _record_model(self, embedder: Embedder, dim: int) -> None:
-        """Inside a write: make ``embedder`` the gallery's model if it has none (or no photos)."""
+        """Inside a write: make ``embedder`` the gallery's model if it has none (or no photos). Checked
+        again here, under the write lock: another process may have enrolled with another model since
+        this one loaded its embedder."""
+        self._check_model(embedder)
         if self.store.meta("model_fingerprint") != embedder.fingerprint:
             self.store.set_meta("model_name", embedder.name)
             self.store.set_meta("model_ref", _model_ref(self._model_arg if self._model_arg is not None
@@ -328,13 +331,14 @@ class Gallery:
             vectors = emb[start:start + len(rows)]
             start += len(rows)
             if rows:
-                self._write_person(name, rows, vectors, metadata.get(name), embedder)
-                res.added = len(rows)
+                res.added = self._write_person(name, rows, vectors, metadata.get(name), embedder)
+                res.duplicates += len(rows) - res.added
         return results
 
     def _write_person(self, name: str, rows: list[tuple[str | None, str, str]], vectors: np.ndarray,
-                      metadata: dict | None, embedder: Embedder) -> None:
-        """One person's new photos in one transaction (identity, photos, embeddings, centroid)."""
+                      metadata: dict | None, embedder: Embedder) -> int:
+        """One person's new photos in one transaction (identity, photos, embeddings, centroid); returns
+        how many were added. Photos another process stored meanwhile are left out, not written twice."""
         before = self.store.generation()
         with self.store.transaction():
             self._record_model(embedder, vectors.shape[1])
@@ -343,9 +347,12 @@ class Gallery:
                 ident = self.store.add_identity(name, metadata)
             elif metadata:
                 self.store.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), ident))
-            self.store.add_photos(ident, rows, vectors)
+            stored = self.store.photo_hashes(ident)
+            keep = [i for i, (_, sha, _) in enumerate(rows) if sha not in stored]
+            self.store.add_photos(ident, [rows[i] for i in keep], vectors[keep])
             self.store.update_centroid(ident)
         self._after_write(before, [ident])
+        return len(keep)
 
     def enroll_embeddings(self, names: Sequence[str], embeddings: np.ndarray,
                           embedder: Embedder | None = None) -> int:
