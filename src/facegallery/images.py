@@ -95,7 +95,8 @@ def iter_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
 
 def warn_skip(path: Path, why: str) -> None:
     """One warning line per skipped file."""
-    warnings.warn(f"skipping {path}: {why}", SkipWarning, stacklevel=2)
+    shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")   # names not UTF-8
+    warnings.warn(f"skipping {shown}: {why}", SkipWarning, stacklevel=2)
 
 
 class SkipWarning(UserWarning):

@@ -1,5 +1,6 @@
 """Enrolment, management, identification and export of a gallery of generated faces."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,3 +311,18 @@ def test_two_writers_enrolling_the_same_photos_store_them_once(face_tree, tiny_m
         r = g.enroll("Ada", photos, detect="off")
         assert (r.added, r.duplicates) == (1, 2)
         assert [(p.name, p.photos) for p in g.people()] == [("Ada", 3)]
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_with_a_readable_warning(face_tree, tiny_model_dir, tmp_path):
+    import os
+
+    bad = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xff.jpg"))
+    try:
+        shutil.copy(face_tree / "Person 0" / "1.jpg", bad)
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    with Gallery.open(tmp_path / "n.db", model=tiny_model_dir, create=True) as g:
+        with pytest.warns(SkipWarning, match="not valid UTF-8") as caught:
+            r = g.enroll("Ada", [bad, face_tree / "Person 0" / "2.jpg"], detect="off")
+        assert (r.added, r.rejected) == (1, 1)
+        str(caught[0].message).encode("utf-8")             # printable as it is

@@ -233,6 +233,10 @@ class Gallery:
                 sha = sha256_of(item) if with_hash else None
                 return item, sha, None if sha in known else np.asarray(item, np.uint8)
             try:
+                str(item).encode("utf-8")
+            except UnicodeEncodeError:   # the gallery stores sources as text: it could not find the file again
+                return item, None, "its file name is not valid UTF-8; rename the file"
+            try:
                 sha = sha256_of(Path(item).read_bytes()) if with_hash else None
                 return item, sha, None if sha in known else load_image(item)
             except OSError as e:
