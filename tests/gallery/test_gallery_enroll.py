@@ -326,3 +326,45 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_a_readable_warning(face_tr
             r = g.enroll("Ada", [bad, face_tree / "Person 0" / "2.jpg"], detect="off")
         assert (r.added, r.rejected) == (1, 1)
         str(caught[0].message).encode("utf-8")             # printable as it is
+
+
+def test_export_checks_its_folder_and_a_full_disk_leaves_no_debris(enrolled, tmp_path, monkeypatch):
+    import errno
+
+    with Gallery.open(enrolled) as g:
+        with pytest.raises(UserError, match="no such folder"):
+            g.export_to(tmp_path / "missing" / "g.npz")
+
+        def full(f, **arrays):
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(np, "savez", full)
+        with pytest.raises(UserError, match="g.npz: cannot write \\(No space left on device\\)"):
+            g.export_to(tmp_path / "g.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.db", "people"]   # no g.npz, no .tmp debris
+
+
+@pytest.mark.parametrize("damage", ["no model", "people not objects", "info not an object", "photo without hash"])
+def test_import_of_a_malformed_export_is_one_line(enrolled, tmp_path, damage):
+    import json
+
+    out = tmp_path / "g.npz"
+    with Gallery.open(enrolled) as g:
+        g.export_to(out)
+    with np.load(out, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    info = json.loads(str(arrays["info"]))
+    if damage == "no model":
+        del info["model_fingerprint"]
+    elif damage == "people not objects":
+        info["people"] = [p["name"] for p in info["people"]]
+    elif damage == "info not an object":
+        info = [info]
+    else:
+        del info["photos"][0]["sha256"]
+    arrays["info"] = np.array(json.dumps(info))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with Gallery.open(tmp_path / "fresh.db", create=True) as g, \
+            pytest.raises(UserError, match="bad.npz: not a facegallery export"):
+        g.import_from(tmp_path / "bad.npz")

@@ -674,6 +674,8 @@ class Gallery:
         out = Path(out)
         if out.exists():
             raise UserError(f"{out}: already exists (choose another name)")
+        if not out.parent.is_dir():
+            raise UserError(f"{out.parent}: no such folder for {out.name}")
         people = self.store.people()
         pos = {p.id: i for i, p in enumerate(people)}
         photos = self.store.photos()
@@ -685,10 +687,15 @@ class Gallery:
                 "people": [{"name": p.name, "metadata": p.metadata, "created": p.created} for p in people],
                 "photos": [{"source": p.source, "sha256": p.sha256, "detect": p.detect} for p in photos]}
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, embeddings=emb.astype(np.float32), person=np.array([pos[int(l)] for l in labels], np.int64),
-                     info=np.array(json.dumps(info)))
-        os.replace(tmp, out)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, embeddings=emb.astype(np.float32), person=np.array([pos[int(l)] for l in labels], np.int64),
+                         info=np.array(json.dumps(info)))
+            os.replace(tmp, out)
+        except OSError as e:   # a full disk, say: no debris, one line
+            raise UserError(f"{out}: cannot write ({e.strerror or e}); nothing exported") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return out
 
     def import_from(self, path: str | os.PathLike) -> list[EnrollResult]:
@@ -700,11 +707,14 @@ class Gallery:
             with np.load(path, allow_pickle=False) as z:
                 emb, person, info = z["embeddings"], z["person"], json.loads(str(z["info"]))
             people, photos = info["people"], info["photos"]
-            ok = emb.ndim == 2 and len(emb) == len(person) == len(photos) and \
-                (len(person) == 0 or 0 <= person.min() <= person.max() < len(people))
+            missing = [k for k in ("format", "model_name", "model_ref", "model_fingerprint") if k not in info]
+            ok = not missing and emb.ndim == 2 and len(emb) == len(person) == len(photos) and \
+                (len(person) == 0 or 0 <= person.min() <= person.max() < len(people)) and \
+                all(isinstance(p, dict) and "name" in p for p in people) and \
+                all(isinstance(p, dict) and "sha256" in p for p in photos)
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:
             raise UserError(f"{path}: not a facegallery export ({e.__class__.__name__})") from None
         if not ok or info.get("format") != EXPORT_FORMAT:
             raise UserError(f"{path}: not a facegallery export (inconsistent arrays or format)")
