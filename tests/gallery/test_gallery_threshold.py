@@ -96,12 +96,13 @@ def test_small_gallery_falls_back_to_model_threshold(tmp_path, tiny_model_dir, f
 
 def test_settings_are_stored_in_the_gallery(enrolled):
     with Gallery.open(enrolled) as g:
-        assert g.calibration().source == "gallery"
+        assert g.calibration().verify.far is not None       # photo pairs of 4 people: measurable
         g.set_threshold(raw=0.42)
     with Gallery.open(enrolled) as g:
         assert g.calibration().identify.threshold == 0.42
         cal = g.set_threshold(far=0.05)
-        assert cal.method == "far=0.05" and cal.identify.far <= 0.05
+        # 4 people: no FAR is claimed, and the unknown threshold is never more lenient than the model's
+        assert cal.method == "far=0.05" and cal.identify.far is None and cal.identify.threshold <= 0.5
         with pytest.raises(Exception, match="between 0 and 1"):
             g.set_threshold(far=5)
 
@@ -118,3 +119,32 @@ def test_a_calibration_cached_before_centroid_distances_is_recomputed(enrolled):
         cal = g.calibration()
         assert cal.identify.threshold != 3.5 and cal.version == th.VERSION
         assert json.loads(g.store.meta("calibration"))["version"] == th.VERSION
+
+
+@pytest.mark.parametrize("people", [2, 3, 4, 9])
+def test_few_people_keep_the_models_threshold_and_claim_no_far(people):
+    """With a handful of people each photo's nearest stranger is one of very few: the FAR threshold drawn
+    from them is far too lenient for people never enrolled. Below MIN_STRANGERS people the model's
+    threshold holds (or the gallery's, if stricter) and no FAR is claimed."""
+    rng = np.random.default_rng(people)
+    emb, labels, mu = _people(rng, people, 12)
+    cal, search = _calibrate(emb, labels, 0.01)
+    free = th.fit(*th.identification_distances(emb, labels, *_own(emb, labels), search), 0.01)
+    assert cal.identify.far is None and cal.identify.threshold == min(0.5, free.threshold)
+    assert cal.identify.frr is not None
+    strangers, _, _ = _people(rng, 300, 1)
+    accepted = float((search(strangers, 1)[1][:, 0] <= cal.identify.threshold).mean())
+    assert accepted <= float((search(strangers, 1)[1][:, 0] <= free.threshold).mean())
+
+
+def test_enough_people_calibrate_from_the_gallery_alone():
+    rng = np.random.default_rng(0)
+    emb, labels, _ = _people(rng, th.MIN_STRANGERS, 12)
+    cal, _ = _calibrate(emb, labels, 0.01)
+    assert cal.source == "gallery" and cal.identify.far is not None
+
+
+def _own(emb, labels):
+    cents = np.stack([emb[labels == i].mean(0) for i in range(labels.max() + 1)])
+    counts = np.bincount(labels)
+    return cents[labels], counts[labels]

@@ -132,11 +132,12 @@ def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
         click.echo(json.dumps(cal.to_json(), indent=2))
         return
     source = "the gallery's own photos" if cal.source == "gallery" else \
-        "the model's threshold (gallery too small to calibrate)"
+        "the model's threshold (too few people in the gallery to calibrate it)"
     click.echo(f"{gallery}: {people} people; calibrated from {source}; method {cal.method}")
     for what, f in (("identify (photo vs person)", cal.identify), ("verify (photo vs photo)", cal.verify)):
-        rates = "" if f.far is None else f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} " \
-                                         f"({f.impostors} impostor, {f.genuine} genuine distances)"
+        rates = f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} ({f.impostors} impostor, {f.genuine} genuine " \
+                "distances)" if f.far is not None else \
+            (f"; FAR not estimable with {people} people; FRR {f.frr:.4f}" if f.frr is not None else "")
         click.echo(f"  {what}: threshold {f.threshold:.4f}{rates}; score 0.5 at {f.midpoint:.4f}, "
                    f"slope {f.slope:.2f}")
 

@@ -18,7 +18,10 @@ squared distance divided by 1 + 1/n for a centroid of n photos):
 
 A gallery too small to calibrate (fewer than :data:`MIN_PEOPLE` people or :data:`MIN_SAMPLES` genuine
 or impostor distances) falls back to the model's own calibrated threshold, with the score's midpoint at
-that threshold and the slope :data:`FALLBACK_SLOPE`.
+that threshold and the slope :data:`FALLBACK_SLOPE`. A gallery of fewer than :data:`MIN_STRANGERS`
+people has too few strangers for each photo's nearest one to stand for people never enrolled (with 2-4
+people the FAR threshold landed at 1.2-1.7 against a model's 0.69, naming most strangers): its unknown
+threshold is the model's, or the gallery's own where that is stricter, and no FAR is claimed for it.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ from facegallery.recognition import count_factor
 
 MIN_PEOPLE = 2
 MIN_SAMPLES = 10
+#: People a gallery needs before its own nearest-stranger distances set the unknown threshold alone.
+MIN_STRANGERS = 10
 DEFAULT_FAR = 0.01
 #: Distances sampled at most per kind (a million-person gallery calibrates in seconds).
 MAX_SAMPLES = 20_000
@@ -41,8 +46,9 @@ FALLBACK_SLOPE = 15.0
 #: Distance used as threshold and score midpoint when neither gallery nor model is calibrated.
 UNCALIBRATED_THRESHOLD = 1.0
 #: What a :class:`Calibration` was fitted on, bumped when the distances change so that one cached by an
-#: older version is recomputed. 2: identification distances divided by 1 + 1/n (1: raw squared distances).
-VERSION = 2
+#: older version is recomputed. 2: identification distances divided by 1 + 1/n (1: raw squared distances);
+#: 3: galleries of fewer than MIN_STRANGERS people keep the model's threshold where it is stricter.
+VERSION = 3
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
@@ -197,5 +203,11 @@ def calibrate(emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray, own
         gen, imp = identification_distances(emb, labels, own_centroid, own_count, search)
         pgen, pimp = pair_distances(emb, labels)
         if min(len(gen), len(imp), len(pgen), len(pimp)) >= MIN_SAMPLES:
-            return Calibration("gallery", method, fit(gen, imp, far, raw), fit(pgen, pimp, far))
+            ident, source = fit(gen, imp, far, raw), "gallery"
+            if raw is None and people < MIN_STRANGERS and model_threshold is not None:
+                thr = min(ident.threshold, float(model_threshold))
+                ident = Fit(thr, None, error_rates(gen, imp, thr)[1], ident.midpoint, ident.slope, ident.genuine,
+                            ident.impostors)
+                source = "model" if thr == model_threshold else "gallery"
+            return Calibration(source, method, ident, fit(pgen, pimp, far))
     return Calibration("model", method, fallback(model_threshold, raw), fallback(model_threshold))
