@@ -169,7 +169,9 @@ def test_no_face_modes(dlib):
     assert not whole.detected and whole.box == [0.0, 0.0, 100.0, 100.0] and whole.crop is blank_small
     assert detect_faces(blank_small, "on") == []
     assert detect_faces(blank_large, "auto") == []  # a photo without a face: no face, no error
-    assert detect_faces(np.zeros((3, 2, 3), np.uint8), "auto")[0].box == [0.0, 0.0, 2.0, 3.0]
+    with pytest.warns(UserWarning, match="too small to be a face crop"):
+        assert detect_faces(np.zeros((3, 2, 3), np.uint8), "auto") == []   # a 2x3 image is no face
+    assert detect_faces(np.zeros((20, 20, 3), np.uint8), "auto")[0].box == [0.0, 0.0, 20.0, 20.0]
 
 
 def test_without_dlib_auto_takes_small_images_whole_and_refuses_photos(monkeypatch):

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from facegallery.alignment import PUBFIG83, Template, align
 from facegallery.errors import UserError
-from facegallery.faces import Face, whole_image
+from facegallery.faces import Face, whole_faces
 from facegallery.images import MAX_PIXELS
 
 #: In ``auto`` mode an image without a detected face is taken whole as a face crop when neither side
@@ -180,7 +180,7 @@ def _no_detector(pixels: np.ndarray, mode: str) -> list[Face]:
             warnings.warn(f"face detection needs the dlib extra ({INSTALL_HINT}); "
                           "taking small images whole as face crops", stacklevel=3)
             _warned_no_dlib = True
-        return [whole_image(pixels)]
+        return whole_faces(pixels)
     raise UserError(f"a {w}x{h} photo needs face detection, which needs the dlib extra: {INSTALL_HINT}")
 
 
@@ -213,7 +213,7 @@ def detect_faces(pixels: np.ndarray, mode: str = "auto", detector: str | Detecto
                           detected=True, landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in marks],
                           detection_score=round(d.score, 4)))
     if not faces and mode == "auto" and max(h, w) <= WHOLE_IMAGE_MAX_SIDE:
-        return [whole_image(pixels)]
+        return whole_faces(pixels)
     return faces
 
 

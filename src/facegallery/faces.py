@@ -5,6 +5,7 @@ Detection and alignment (``auto`` / ``on``) live in :mod:`facegallery.detection`
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,17 +30,32 @@ class Face:
     extra: dict = field(default_factory=dict)
 
 
+#: A whole image smaller than this on either side is no face crop (a 1x1 "photo" would otherwise be
+#: embedded and averaged into a person's centroid).
+MIN_CROP_SIDE = 20
+
+
 def whole_image(pixels: np.ndarray) -> Face:
     """The whole picture as one face crop."""
     h, w = pixels.shape[:2]
     return Face(crop=pixels, box=[0.0, 0.0, float(w), float(h)])
 
 
+def whole_faces(pixels: np.ndarray) -> list[Face]:
+    """``[whole_image(pixels)]``, or no face (warned) for an image under :data:`MIN_CROP_SIDE` a side."""
+    h, w = pixels.shape[:2]
+    if min(h, w) < MIN_CROP_SIDE:
+        warnings.warn(f"a {w}x{h} image is too small to be a face crop (under {MIN_CROP_SIDE} px a side): "
+                      "no face in it", stacklevel=3)
+        return []
+    return [whole_image(pixels)]
+
+
 def faces_in(pixels: np.ndarray, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
     """The faces of a decoded photo under a detection mode (see module docstring), detected faces
     aligned into ``template`` (the embedder's)."""
     if detect == "off":
-        return [whole_image(pixels)]
+        return whole_faces(pixels)
     from facegallery.detection import detect_faces
 
     return detect_faces(pixels, mode=detect, template=template)

@@ -368,3 +368,17 @@ def test_import_of_a_malformed_export_is_one_line(enrolled, tmp_path, damage):
     with Gallery.open(tmp_path / "fresh.db", create=True) as g, \
             pytest.raises(UserError, match="bad.npz: not a facegallery export"):
         g.import_from(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("detect", ["off", "auto"])
+def test_degenerate_images_are_not_taken_as_faces(face_tree, tiny_model_dir, tmp_path, detect):
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    for name, size in (("1x1.png", (1, 1)), ("5x60.png", (5, 60))):
+        Image.fromarray(np.full((size[1], size[0], 3), 128, np.uint8)).save(tiny / name)
+    with Gallery.open(tmp_path / "d.db", model=tiny_model_dir, create=True) as g:
+        with pytest.warns(UserWarning, match="too small to be a face crop"):
+            r = g.enroll("Ada", sorted(tiny.iterdir()) + [face_tree / "Person 0" / "1.jpg"], detect=detect)
+        assert (r.added, r.rejected) == (1, 2)
+        [answer] = g.answer_photos([tiny / "1x1.png"], detect=detect)
+        assert answer["faces"] == []

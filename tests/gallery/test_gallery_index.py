@@ -158,7 +158,7 @@ def test_few_photos_person_wins_by_centroid_distance(tmp_path):
         assert [x.name for x in r.candidates] == ["One", "Many"]
         assert [x.distance for x in r.candidates] == pytest.approx([0.50 / 2, 0.40 / 1.25], abs=1e-5)
         index = gal._index
-        gal.enroll("Many", [np.zeros((8, 8, 3), np.uint8)])           # a 5th photo at c: same centroid, n = 5
+        gal.enroll("Many", [np.zeros((32, 32, 3), np.uint8)])           # a 5th photo at c: same centroid, n = 5
         assert gal._index is index                                    # updated in place, count included
         ids, d = gal.search(q, 2)
         assert gal.store.names_of(ids[0])[int(ids[0, 1])] == "Many"
@@ -169,7 +169,7 @@ def test_first_enrolment_after_searching_an_empty_gallery(tmp_path):
     with Gallery.open(tmp_path / "g.db", model=Lookup(np.eye(8, dtype=np.float32)), create=True) as gal:
         with pytest.raises(UserError, match="no one is enrolled"):
             gal.identify_embeddings(np.eye(8, dtype=np.float32)[:1])
-        gal.enroll("A", [np.zeros((8, 8, 3), np.uint8)])              # updates the (empty) index in place
+        gal.enroll("A", [np.zeros((32, 32, 3), np.uint8)])              # updates the (empty) index in place
         assert gal.identify_embeddings(np.eye(8, dtype=np.float32)[:1], 1)[0].candidates[0].name == "A"
 
 
