@@ -103,13 +103,16 @@ class TorchEmbedder:
     network is prepared for speed first (BatchNorm folded, channels-last)."""
 
     def __init__(self, model: torch.nn.Module, config: dict, name: str, fingerprint: str,
-                 precision: str = "fp32", net_size: int | None = None):
+                 precision: str = "fp32", net_size: int | None = None, reference: str | None = None):
         self.net_size = int(net_size or model.input_size)
         self.precision = precision
         # channels-last: ~1.4x faster convs on CPU; BatchNorm folded into convs: ~1.15x more
         self.model = model if precision == "int8" else fold_batchnorm(model).to(memory_format=torch.channels_last)
         self.config = config
         self.name = name
+        #: what ``load_model`` reloads this very network from (a shipped name or an absolute folder, with
+        #: its precision); the name alone may not be loadable (a checkpoint folder's)
+        self.reference = reference or name
         # photos are resized to input_size, then the central crop fraction is fed to the network
         self.input_size: int = load_size(self.net_size, float(config.get("crop", 1.0)))
         self.fingerprint = fingerprint
@@ -201,6 +204,7 @@ def load_model(model: str | Path | None = None, precision: str | None = None) ->
 
         return DlibEmbedder()
     path = checkpoint_folder(model)
+    ref = path.name if path.resolve().parent == WEIGHTS_DIR.resolve() else str(path.resolve())
     config = checkpoints.read_config(path)
     net = create_model(config["arch"], **config.get("arch_kwargs", {}))
     try:
@@ -230,5 +234,5 @@ def load_model(model: str | Path | None = None, precision: str | None = None) ->
         else:
             h.update((path / quantization.INT8).read_bytes() + quantization.BACKEND.encode())
             return TorchEmbedder(qnet, config, name=f"{name}@int8", fingerprint=f"{name}@int8:{h.hexdigest()[:16]}",
-                                 precision="int8", net_size=int(net.input_size))
-    return TorchEmbedder(net, config, name=name, fingerprint=f"{name}:{h.hexdigest()[:16]}")
+                                 precision="int8", net_size=int(net.input_size), reference=f"{ref}@int8")
+    return TorchEmbedder(net, config, name=name, fingerprint=f"{name}:{h.hexdigest()[:16]}", reference=f"{ref}@fp32")

@@ -382,3 +382,15 @@ def test_degenerate_images_are_not_taken_as_faces(face_tree, tiny_model_dir, tmp
         assert (r.added, r.rejected) == (1, 2)
         [answer] = g.answer_photos([tiny / "1x1.png"], detect=detect)
         assert answer["faces"] == []
+
+
+def test_the_mismatch_hint_names_a_model_that_loads(enrolled, other_model_dir):
+    """Given as a loaded embedder (no path), the hint still names the checkpoint folder, not its name."""
+    import re
+
+    from facegallery.embedder import load_model
+
+    with pytest.raises(UserError) as e:
+        Gallery.open(enrolled, model=load_model(other_model_dir)).embedder
+    ref = re.search(r"--model (\S+)`", str(e.value)).group(1)
+    assert load_model(ref).fingerprint == load_model(other_model_dir).fingerprint

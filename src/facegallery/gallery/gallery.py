@@ -103,7 +103,7 @@ def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
     """How to find the model again later: an absolute checkpoint path, or its (shipped) name, with the
     precision ``embedder`` runs at (``@int8``/``@fp32``) so that it reloads as the same network."""
     if not isinstance(model, (str, os.PathLike)):
-        return model.name
+        return getattr(model, "reference", model.name)
     base, _ = _emb().split_precision(model)
     ref = str(Path(base).resolve()) if Path(base).exists() else str(base)
     precision = getattr(embedder, "precision", None)
