@@ -72,9 +72,10 @@ class EvalData:
         return Centroids.of(self.train.emb, self.train.folder.labels, len(self.train.folder.names))
 
 
-def embed_folder(embedder: Embedder, folder: FaceFolder, cache: PixelCache | None = None) -> Embedded:
+def embed_folder(embedder: Embedder, folder: FaceFolder, cache: PixelCache | None = None,
+                 progress: bool = False) -> Embedded:
     """Embed every photo of ``folder``; unreadable ones are skipped (warned) and dropped."""
-    emb, kept = embed_paths(embedder, folder.paths, cache)
+    emb, kept = embed_paths(embedder, folder.paths, cache, progress=progress)
     if not kept:
         raise UserError(f"{folder.root}: no readable photos")
     return Embedded(folder.subset(kept), emb)
@@ -262,21 +263,21 @@ def run_protocol(data: EvalData, config: dict | None, seed: int) -> dict:
 
 
 def prepare(embedder: Embedder, train_root: str | Path, test_root: str | Path,
-            cache: PixelCache | None = None) -> tuple[EvalData, dict]:
+            cache: PixelCache | None = None, progress: bool = False) -> tuple[EvalData, dict]:
     """Discover and embed both trees; returns the data and the seconds each embedding took."""
     train_folder, test_folder = discover(train_root), discover(test_root)
     t0 = time.perf_counter()
-    train = embed_folder(embedder, train_folder, cache)
+    train = embed_folder(embedder, train_folder, cache, progress)
     t1 = time.perf_counter()
-    data = split_test(train, embed_folder(embedder, test_folder, cache))
+    data = split_test(train, embed_folder(embedder, test_folder, cache, progress))
     t2 = time.perf_counter()
     return data, {"embed_train_s": round(t1 - t0, 2), "embed_test_s": round(t2 - t1, 2)}
 
 
 def evaluate(embedder: Embedder, train_root: str | Path, test_root: str | Path, seed: int = 0,
-             cache: PixelCache | None = None) -> tuple[dict, EvalData]:
+             cache: PixelCache | None = None, progress: bool = False) -> tuple[dict, EvalData]:
     """The whole protocol for one embedder: (metrics, the embedded data for figures and guesses)."""
-    data, timing = prepare(embedder, train_root, test_root, cache)
+    data, timing = prepare(embedder, train_root, test_root, cache, progress)
     t0 = time.perf_counter()
     metrics = run_protocol(data, getattr(embedder, "config", None), seed)
     timing["protocol_s"] = round(time.perf_counter() - t0, 2)

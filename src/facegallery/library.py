@@ -20,25 +20,33 @@ from facegallery.recognition import Centroids
 
 
 def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None = None,
-                batch: int = 512) -> tuple[np.ndarray, list[int]]:
+                batch: int = 512, progress: bool = False) -> tuple[np.ndarray, list[int]]:
     """Embed face-crop photos (whole images), skipping unreadable ones with a warning.
     Returns (embeddings, indices of ``paths`` kept)."""
+    from tqdm import tqdm
+
     cache = cache or PixelCache()
     out, kept = [], []
+    bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="embed")
     for i in range(0, len(paths), batch):
         pixels, k = load_batch(paths[i:i + batch], embedder.input_size, cache)
         if len(k):
             out.append(embedder.embed(pixels))
             kept += [i + j for j in k]
+        bar.update(min(batch, len(paths) - i))
+    bar.close()
     dim = out[0].shape[1] if out else 128
     return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
 
 
-def embed_detected(embedder: Embedder, paths: list[Path], detect: str) -> tuple[np.ndarray, list[int]]:
+def embed_detected(embedder: Embedder, paths: list[Path], detect: str,
+                   progress: bool = False) -> tuple[np.ndarray, list[int]]:
     """Embed the one face of each photo found by detection (``auto`` / ``on``); unreadable photos and
     photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
+    from tqdm import tqdm
+
     faces, kept = [], []
-    for i, path in enumerate(paths):
+    for i, path in enumerate(tqdm(paths, unit="photo", disable=not progress, dynamic_ncols=True, desc="library")):
         try:
             face = only_face(read_faces(path, detect, embedder.template), path)
         except ImageReadError as e:
@@ -61,16 +69,16 @@ class Library:
 
     @classmethod
     def from_folder(cls, root: str | Path, embedder: Embedder, threshold: float | None = None,
-                    cache: PixelCache | None = None, detect: str = "auto") -> "Library":
+                    cache: PixelCache | None = None, detect: str = "auto", progress: bool = False) -> "Library":
         """Embed every photo of ``root/<Person>/`` and average per person.
 
         ``detect="off"``: each photo is a face crop (the PubFig83 protocol); otherwise faces are found
         and aligned as they are in probes, and a photo without exactly one face is skipped (warned)."""
         folder = discover(root)
         if detect == "off":
-            emb, kept = embed_paths(embedder, folder.paths, cache)
+            emb, kept = embed_paths(embedder, folder.paths, cache, progress=progress)
         else:
-            emb, kept = embed_detected(embedder, folder.paths, detect)
+            emb, kept = embed_detected(embedder, folder.paths, detect, progress)
         if not kept:
             raise UserError(f"{root}: no readable photos in the library")
         labels = folder.labels[kept]
@@ -89,10 +97,14 @@ class Library:
         return [face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
                 for f, i, d in zip(faces, idx, dist)]
 
-    def identify(self, inputs: list[str | Path], top: int = 5, detect: str = "auto") -> list[dict]:
+    def identify(self, inputs: list[str | Path], top: int = 5, detect: str = "auto",
+                 progress: bool = False) -> list[dict]:
         """One answer object per photo of ``inputs`` (files or folders); unreadable files are skipped."""
+        from tqdm import tqdm
+
         results = []
-        for path in iter_images(inputs):
+        for path in tqdm(list(iter_images(inputs)), unit="photo", disable=not progress, dynamic_ncols=True,
+                         desc="identify"):
             try:
                 faces = read_faces(path, detect, self.embedder.template)
             except ImageReadError as e:

@@ -117,3 +117,12 @@ def test_help_and_people_start_without_the_heavy_libraries(face_tree, tiny_model
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_enrolment_counts_read_as_english(face_tree, tiny_model_dir, tmp_path):
+    db = tmp_path / "g.db"
+    r = _run("enroll", "--gallery", db, "--create", "--model", tiny_model_dir, "--detect", "off", "--name", "Ada",
+             face_tree / "Person 0" / "1.jpg")
+    assert r.exit_code == 0 and f"{db}: 1 photo added; 1 person enrolled" in r.stdout
+    r = _run("enroll", "--gallery", db, "--name", "Bo", "--detect", "off", face_tree / "Person 1")
+    assert r.exit_code == 0 and f"{db}: 5 photos added; 2 people enrolled" in r.stdout

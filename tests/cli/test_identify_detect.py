@@ -119,3 +119,13 @@ def test_identify_reads_photo_lists_and_checks_its_options_first(face_tree, tiny
         assert r.exit_code == 2 and "0..4" in r.output, bad
     r = _run("embed", "--model", tiny_model_dir, "--out", tmp_path / "missing" / "e.npz", face_tree)
     assert r.exit_code == 2 and "no such folder" in r.output
+
+
+def test_text_output_names_each_faces_box_when_a_photo_has_several(face_tree, tiny_model_dir, photos):
+    pytest.importorskip("dlib")
+    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, photos / "group.jpg", photos / "crop.jpg")
+    assert r.exit_code == 0, r.output
+    group = [line for line in r.stdout.splitlines() if "group.jpg" in line]
+    assert len(group) == 2 and all("[face at " in line for line in group)
+    assert len(set(line.split("]")[0] for line in group)) == 2      # two different boxes
+    assert "[face at" not in next(line for line in r.stdout.splitlines() if "crop.jpg" in line)

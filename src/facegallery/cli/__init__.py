@@ -27,8 +27,11 @@ class _Group(click.Group):
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
-    """Warnings as one line each (``facegallery: warning: skipping x.jpg: ...``)."""
-    click.echo(f"facegallery: warning: {message}", err=True)
+    """Warnings as one line each (``facegallery: warning: skipping x.jpg: ...``), printed above a progress
+    bar rather than glued to it."""
+    from tqdm import tqdm
+
+    tqdm.write(f"facegallery: warning: {message}", file=sys.stderr)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

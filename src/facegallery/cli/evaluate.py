@@ -82,7 +82,7 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
     root = Path(data or os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA)
     train, test = Path(train or root / "train"), Path(test or root / "test")
     embedder = load_model(model)
-    metrics, embedded = evaluate(embedder, train, test, seed)
+    metrics, embedded = evaluate(embedder, train, test, seed, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     write_guesses(guesses(embedded, metrics["calibration"]["threshold"]), out / "guesses.csv")
     metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)

@@ -52,7 +52,13 @@ def enroll_cmd(gallery, create, name, model, detect, inputs) -> None:
         added = sum(r.added for r in results)
         if not added and all(r.rejected for r in results):
             raise UserError(f"nothing enrolled into {gallery}: no usable photo (see warnings)")
-        click.echo(f"{gallery}: {added} photos added; {len(g.people())} people enrolled")
+        people = len(g.people())
+        click.echo(f"{gallery}: {_count(added, 'photo')} added; {_count(people, 'person', 'people')} enrolled")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 photo``, ``2 photos``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 @main.command("people")

@@ -24,7 +24,8 @@ def print_answers(results: list[dict], as_json: bool) -> None:
             who = f["name"] if f["name"] is not None else "unknown"
             near = ", ".join(f"{c['name']} {c['distance']:.3f}" for c in f["candidates"][:3])
             score = f"  score {f['score']:.2f}" if "score" in f else ""
-            click.echo(f"{r['path']}: {who}  (distance {f['distance']:.3f}{score}; nearest: {near})")
+            where = " [face at " + ",".join(f"{v:.0f}" for v in f["box"]) + "]" if len(r["faces"]) > 1 else ""
+            click.echo(f"{r['path']}{where}: {who}  (distance {f['distance']:.3f}{score}; nearest: {near})")
 
 
 @main.command("embed")
@@ -43,7 +44,7 @@ def embed_cmd(model, out, inputs) -> None:
     if not paths:
         raise UserError("no photos to embed")
     embedder = load_model(model)
-    emb, kept = embed_paths(embedder, paths)
+    emb, kept = embed_paths(embedder, paths, progress=True)
     if not kept:
         raise UserError(f"none of the {len(paths)} photos could be read; nothing written")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -99,15 +100,16 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
         from facegallery.gallery import Gallery
 
         with Gallery.open(gallery, model=model) as g:
-            results = g.answer_photos(paths, top_k, detect, threshold)
+            results = g.answer_photos(paths, top_k, detect, threshold, progress=True)
     else:
         from facegallery.embedder import load_model
         from facegallery.library import Library
 
         embedder = load_model(model)
         # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
-        lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto")
-        results = lib.identify(paths, top_k, detect)
+        lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto",
+                                  progress=True)
+        results = lib.identify(paths, top_k, detect, progress=True)
     show_answers(results, as_json, annotate)
     if not results:
         raise UserError(f"none of the {len(paths)} photos could be read")
