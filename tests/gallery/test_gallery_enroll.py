@@ -394,3 +394,21 @@ def test_the_mismatch_hint_names_a_model_that_loads(enrolled, other_model_dir):
         Gallery.open(enrolled, model=load_model(other_model_dir)).embedder
     ref = re.search(r"--model (\S+)`", str(e.value)).group(1)
     assert load_model(ref).fingerprint == load_model(other_model_dir).fingerprint
+
+
+def test_a_full_disk_during_enrolment_is_one_line_and_keeps_everyone_stored(enrolled, face_tree, tmp_path):
+    """SQLite's page limit makes the database 'full' for real: the error is the first one (not SQLite's
+    'cannot rollback'), one line, and the people already stored are whole."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):   # enough new rows to overflow the page limit below
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(extra / f"{i}.png")
+    before = _people(enrolled)
+    with Gallery.open(enrolled) as g:
+        pages = g.store.conn.execute("PRAGMA page_count").fetchone()[0]
+        g.store.conn.execute(f"PRAGMA max_page_count = {pages + 1}")
+        with pytest.raises(UserError, match="full; nothing of this change was written") as e:
+            g.enroll("Newcomer", sorted(extra.iterdir()), detect="off")
+        assert "\n" not in str(e.value)
+    assert _people(enrolled) == before

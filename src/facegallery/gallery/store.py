@@ -207,8 +207,11 @@ class Store:
                 self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
             yield self.conn
             self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as e:
+            if self.conn.in_transaction:   # SQLite may have rolled back itself (a full disk): keep the first error
+                self.conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+                raise UserError(f"{self.path}: {e}; nothing of this change was written") from None
             raise
 
     def meta(self, key: str, default: str | None = None) -> str | None:
