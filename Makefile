@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DATA ?= $(or $(FACEGALLERY_DATA),../shared/data/pubfig83)
 OUT ?= out/demo
 
-.PHONY: demo test clean
+.PHONY: demo test lint clean
 
 $(BIN)/facegallery: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(BIN)/facegallery
 
 test: $(BIN)/facegallery
 	$(BIN)/python -m pytest
+
+lint: $(BIN)/facegallery
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) out

@@ -7,6 +7,7 @@ Trains each variant with `facegallery train --steps N` (runs/ablation/<variant>)
 validation figures recorded in the checkpoint (held out of the train folder: used for model selection)
 and, for reference only, closed-set top-1 on the known test photos (centroids from all train photos).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,6 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-
 
 VARIANTS = {
     "full recipe": [],
@@ -56,16 +56,30 @@ def main() -> None:
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         out = args.out / f"v{i}"
-        if not (out / "config.json").is_file() or json.loads((out / "config.json").read_text())["total_steps"] != args.steps:
-            cmd = [str(Path(sys.executable).parent / "facegallery"), "train", "--data", str(args.data / "train"),
-                   "--out", str(out), "--steps", str(args.steps), "--eval-every", str(args.steps // 4), *shlex.split(args.base), *extra]
+        if (
+            not (out / "config.json").is_file()
+            or json.loads((out / "config.json").read_text())["total_steps"] != args.steps
+        ):
+            cmd = [
+                str(Path(sys.executable).parent / "facegallery"),
+                "train",
+                "--data",
+                str(args.data / "train"),
+                "--out",
+                str(out),
+                "--steps",
+                str(args.steps),
+                "--eval-every",
+                str(args.steps // 4),
+                *shlex.split(args.base),
+                *extra,
+            ]
             print("$", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
         cfg = json.loads((out / "config.json").read_text())
         v = cfg["validation"]
         rows.append((name, v["closed_top1"], v["accuracy"], test_top1(out, args.data), cfg["train_seconds"]))
-        print(f"| {name} | {rows[-1][1]:.3f} | {rows[-1][2]:.3f} | {rows[-1][3]:.3f} | {rows[-1][4]:.0f} |",
-              flush=True)
+        print(f"| {name} | {rows[-1][1]:.3f} | {rows[-1][2]:.3f} | {rows[-1][3]:.3f} | {rows[-1][4]:.0f} |", flush=True)
     print(f"\n{args.steps} steps each, seed 0, base recipe: {args.base or 'defaults'}")
     print("| variant | val top-1 | val open-set (calibrated) | test closed top-1 | train s |")
     print("|---|---|---|---|---|")

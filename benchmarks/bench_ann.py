@@ -7,8 +7,10 @@ centroid is within the threshold), median time of one probe (k=5), and probes/s 
 
     .venv/bin/python benchmarks/bench_ann.py --n 100000
     .venv/bin/python benchmarks/bench_ann.py --n 1000000 --only PQ64x4fs,RFlat IVF4000,Flat
-    .venv/bin/python benchmarks/bench_ann.py --n 1000000 --probes 4000 --only IVF256,PQ64x4fs,RFlat IVF1024,PQ64x4fs,RFlat
+    .venv/bin/python benchmarks/bench_ann.py --n 1000000 --probes 4000 \
+        --only IVF256,PQ64x4fs,RFlat IVF1024,PQ64x4fs,RFlat
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +19,6 @@ import time
 
 import faiss
 import numpy as np
-
 from bench_scale import exact_nearest, noisy_probes, synthetic_gallery
 
 #: factory string -> search settings to sweep ("name=value" for faiss's ParameterSpace, or k_factor=).
@@ -55,10 +56,16 @@ def main() -> None:
     probes, src = noisy_probes(gal, args.probes)
     truth = exact_nearest(gal, probes)
     inside = ((probes - gal[truth]) ** 2).sum(1) <= THRESHOLD
-    print(f"n={args.n} cores={faiss.omp_get_max_threads()} exact==source {np.mean(truth == src):.3f} "
-          f"exact nearest within threshold {inside.mean():.3f}", flush=True)
-    print(f"{'index':>22} {'setting':>22} {'build s':>8} {'recall@1':>9} {'answers agree':>14} {'median ms':>10} "
-          f"{'batch/s':>8}", flush=True)
+    print(
+        f"n={args.n} cores={faiss.omp_get_max_threads()} exact==source {np.mean(truth == src):.3f} "
+        f"exact nearest within threshold {inside.mean():.3f}",
+        flush=True,
+    )
+    print(
+        f"{'index':>22} {'setting':>22} {'build s':>8} {'recall@1':>9} {'answers agree':>14} {'median ms':>10} "
+        f"{'batch/s':>8}",
+        flush=True,
+    )
     nlist = int(4 * np.sqrt(args.n))
     for spec, settings in CANDIDATES.items():
         spec = spec.format(nlist=nlist)
@@ -83,8 +90,11 @@ def main() -> None:
             t = time.perf_counter()
             index.search(probes, 5)
             batch = len(probes) / (time.perf_counter() - t)
-            print(f"{spec:>22} {setting:>22} {build:>8.1f} {recall:>9.3f} {agree:>14.3f} "
-                  f"{1e3 * statistics.median(times):>10.3f} {batch:>8.0f}", flush=True)
+            print(
+                f"{spec:>22} {setting:>22} {build:>8.1f} {recall:>9.3f} {agree:>14.3f} "
+                f"{1e3 * statistics.median(times):>10.3f} {batch:>8.0f}",
+                flush=True,
+            )
         del index
 
 

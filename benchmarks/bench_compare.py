@@ -10,6 +10,7 @@
 whole image when none is found. Its throughput is measured the way a user runs it: HOG detection +
 encoding per image, one process, one thread. Ours: embedding only, batch 256, one thread.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,9 +84,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resface64-pubfig83", "face_recognition"])
     ap.add_argument("--processes", type=int, default=os.cpu_count(), help="face_recognition worker processes")
     ap.add_argument("--out", type=Path, default=Path("runs/compare"))
-    ap.add_argument("--reuse", action="store_true",
-                    help="Reuse OUT/<model>.json accuracy when its fingerprint and the protocol version match "
-                         "(throughput is always timed).")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Reuse OUT/<model>.json accuracy when its fingerprint and the protocol version match "
+        "(throughput is always timed).",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -99,8 +103,13 @@ def main() -> None:
             torch.set_num_threads(os.cpu_count())
         saved = args.out / f"{Path(name).name}.json"
         old = json.loads(saved.read_text()) if args.reuse and saved.is_file() else None
-        if old and old["model"]["fingerprint"] == emb.fingerprint and old.get("protocol") == PROTOCOL and \
-                old["data"]["train"] == str(args.data / "train") and old["data"]["test"] == str(args.data / "test"):
+        if (
+            old
+            and old["model"]["fingerprint"] == emb.fingerprint
+            and old.get("protocol") == PROTOCOL
+            and old["data"]["train"] == str(args.data / "train")
+            and old["data"]["test"] == str(args.data / "test")
+        ):
             m = old  # same weights, same data: the protocol is deterministic
         else:
             m, _ = evaluate(emb, args.data / "train", args.data / "test")
@@ -111,11 +120,23 @@ def main() -> None:
             m["wall_s"] = time.perf_counter() - t0
         saved.write_text(json.dumps(m, indent=2))
         o, n = m["open_set"], m["new_identities"]
-        rows.append((Path(name).name, m["closed_set"]["top1"], m["closed_set"]["top6"], o["calibrated_accuracy"],
-                     o["best_accuracy"], m["open_set_all"]["calibrated_accuracy"], n["top1_5shot"], rate))
+        rows.append(
+            (
+                Path(name).name,
+                m["closed_set"]["top1"],
+                m["closed_set"]["top6"],
+                o["calibrated_accuracy"],
+                o["best_accuracy"],
+                m["open_set_all"]["calibrated_accuracy"],
+                n["top1_5shot"],
+                rate,
+            )
+        )
         print(rows[-1], flush=True)
-    print("\n| model | closed top-1 | closed top-6 | open (1260) calibrated | open (1260) best in hindsight "
-          "| open (all 3283) calibrated | new ids 5-shot top-1 | images/s, 1 core |")
+    print(
+        "\n| model | closed top-1 | closed top-6 | open (1260) calibrated | open (1260) best in hindsight "
+        "| open (all 3283) calibrated | new ids 5-shot top-1 | images/s, 1 core |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.3f} | {r[6]:.3f} | {r[7]:.0f} |")

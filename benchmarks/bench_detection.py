@@ -18,6 +18,7 @@ the same faces embedded as plain crops with centroids of plain train crops.
 
 ``protocol``: closed-set top-1 of the 1260 known test photos against train centroids, per detection mode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,24 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubfig83"
 #: (seed 0) scanned as the pipeline scans a 100 px crop (2x). IoU with the CNN's median box: 0.76.
 GT_FACE_BOX = (0.17, 0.25, 0.81, 0.88)
 PHOTO_SIZE = (1024, 768)
-BACKGROUNDS = ("coffee", "chelsea", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "retina",
-               "colorwheel", "immunohistochemistry", "logo", "moon", "coins", "clock", "text", "page")
+BACKGROUNDS = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "immunohistochemistry",
+    "logo",
+    "moon",
+    "coins",
+    "clock",
+    "text",
+    "page",
+)
 
 
 class HaarDetector:
@@ -62,8 +79,11 @@ class HaarDetector:
     def detect(self, pixels: np.ndarray) -> list[detection.Detection]:
         gray = self._cv2.cvtColor(pixels, self._cv2.COLOR_RGB2GRAY)
         rects, _, weights = self._det.detectMultiScale3(gray, 1.1, 3, outputRejectLevels=True)
-        return [detection.Detection((float(x), float(y), float(x + w), float(y + h)), float(s))
-                for (x, y, w, h), s in zip(rects, np.ravel(weights)) if s >= self.threshold]
+        return [
+            detection.Detection((float(x), float(y), float(x + w), float(y + h)), float(s))
+            for (x, y, w, h), s in zip(rects, np.ravel(weights))
+            if s >= self.threshold
+        ]
 
 
 detection.DETECTORS.setdefault(HaarDetector.name, HaarDetector)  # the registry takes plug-ins
@@ -73,8 +93,11 @@ def known_test(per_id: int | None = None) -> tuple[list[Path], np.ndarray, list[
     """Test photos of the 63 identities that are also in train, labelled by the train name list."""
     train = discover(DATA / "train")
     test = discover(DATA / "test").only(train.names)
-    idx = np.arange(len(test)) if per_id is None else np.concatenate(
-        [np.flatnonzero(test.labels == lab)[:per_id] for lab in range(len(train.names))])
+    idx = (
+        np.arange(len(test))
+        if per_id is None
+        else np.concatenate([np.flatnonzero(test.labels == lab)[:per_id] for lab in range(len(train.names))])
+    )
     return [test.paths[i] for i in idx], test.labels[idx], train.names
 
 
@@ -84,8 +107,11 @@ def train_centroids(embedder, mode: str, per_id: int | None, cache: Path) -> np.
     if f.exists():
         return np.load(f)
     train = discover(DATA / "train")
-    idx = np.arange(len(train)) if per_id is None else np.concatenate(
-        [np.flatnonzero(train.labels == lab)[:per_id] for lab in range(len(train.names))])
+    idx = (
+        np.arange(len(train))
+        if per_id is None
+        else np.concatenate([np.flatnonzero(train.labels == lab)[:per_id] for lab in range(len(train.names))])
+    )
     emb = embed_files(embedder, [train.paths[i] for i in idx], mode)
     cents = centroids(emb, train.labels[idx], len(train.names))
     cache.mkdir(parents=True, exist_ok=True)
@@ -102,11 +128,12 @@ def main_face(pixels: np.ndarray, mode: str) -> np.ndarray:
 def embed_files(embedder, paths: list[Path], mode: str, batch: int = 64) -> np.ndarray:
     out = []
     for i in range(0, len(paths), batch):
-        out.append(embedder.embed([main_face(load_image(p), mode) for p in paths[i:i + batch]]))
+        out.append(embedder.embed([main_face(load_image(p), mode) for p in paths[i : i + batch]]))
     return np.concatenate(out)
 
 
 # ----- canonical landmarks ---------------------------------------------------------------------
+
 
 def cmd_canonical(args) -> None:
     import dlib
@@ -115,7 +142,7 @@ def cmd_canonical(args) -> None:
     np.random.default_rng(0).shuffle(paths)
     up, pts, boxes = 4, [], []
     hog = dlib.get_frontal_face_detector()
-    for p in paths[:args.n]:
+    for p in paths[: args.n]:
         im = Image.open(p).convert("RGB")
         w, h = im.size
         a = np.asarray(im.resize((w * up, h * up), Image.Resampling.BILINEAR))
@@ -137,6 +164,7 @@ def cmd_canonical(args) -> None:
 
 # ----- composites ------------------------------------------------------------------------------
 
+
 def background(rng: np.random.Generator, samples: list[np.ndarray]) -> np.ndarray:
     w, h = PHOTO_SIZE
     kind = rng.choice(["patches", "noise", "gradient", "plain"], p=[0.55, 0.15, 0.15, 0.15])
@@ -154,7 +182,8 @@ def background(rng: np.random.Generator, samples: list[np.ndarray]) -> np.ndarra
         src = Image.fromarray(samples[rng.integers(len(samples))])
         pw, ph = int(rng.integers(200, 600)), int(rng.integers(200, 500))
         patch = src.resize((pw, ph), Image.Resampling.BILINEAR).filter(
-            ImageFilter.GaussianBlur(float(rng.uniform(0, 4))))
+            ImageFilter.GaussianBlur(float(rng.uniform(0, 4)))
+        )
         canvas.paste(patch, (int(rng.integers(-100, w - 100)), int(rng.integers(-100, h - 100))))
     return np.asarray(canvas)
 
@@ -224,8 +253,9 @@ def pr_at(photos: list[dict], results: list[list], threshold: float, min_size: i
         for f, j in zip(kept, m):
             if j is not None:
                 tp += ph["faces"][j]["size"] >= min_size
-            elif math.sqrt((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) / (GT_FACE_BOX[2] - GT_FACE_BOX[0]) \
-                    >= min_size:  # an unmatched box the size of a face we count
+            elif (
+                math.sqrt((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) / (GT_FACE_BOX[2] - GT_FACE_BOX[0]) >= min_size
+            ):  # an unmatched box the size of a face we count
                 fp += 1
     return tp / max(n, 1), tp / max(tp + fp, 1), n
 
@@ -236,8 +266,10 @@ def cmd_composite(args) -> None:
     photos = make_composites(args.photos, args.seed, paths)
     det = detection.DETECTORS[args.detector](threshold=args.low_threshold)
     n_faces = sum(len(p["faces"]) for p in photos)
-    print(f"{len(photos)} composites of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {n_faces} faces, seed {args.seed}; "
-          f"detector {args.detector}, min_face {args.min_face}")
+    print(
+        f"{len(photos)} composites of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {n_faces} faces, seed {args.seed}; "
+        f"detector {args.detector}, min_face {args.min_face}"
+    )
     t0 = time.perf_counter()
     results = [detection.detect_faces(p["pixels"], "on", det, min_face=args.min_face) for p in photos]
     dt = (time.perf_counter() - t0) / len(photos)
@@ -275,8 +307,7 @@ def cmd_composite(args) -> None:
     acc_plain = float((squared_distances(plain, off_cents).argmin(1) == truth).mean())
     print(f"identification, {emb.name}, {len(truth)} pasted faces >= 60 px, score >= {args.threshold:+.2f}:")
     print(f"  as plain crops (detect off): {acc_plain:.3f}")
-    print(f"  found in composites: {acc_comp:.3f} (misses count as wrong; {acc_found:.3f} of the "
-          f"{hit.sum()} found)")
+    print(f"  found in composites: {acc_comp:.3f} (misses count as wrong; {acc_found:.3f} of the {hit.sum()} found)")
     pred_off = squared_distances(q, off_cents).argmin(1)
     print(f"  found in composites, centroids of plain train crops: {float(((pred_off == truth) & hit).mean()):.3f}")
     print(f"  embedding cost on top of detection: {embed_s:.3f} s/photo")
@@ -293,9 +324,11 @@ def cmd_protocol(args) -> None:
         q = embed_files(emb, paths, mode)
         t2 = time.perf_counter()
         top1 = float((squared_distances(q, cents).argmin(1) == labels).mean())
-        print(f"{emb.name} detect={mode}: closed-set top-1 {top1:.4f} on {len(paths)} test photos "
-              f"(train photos per identity: {args.train_per_id or 'all'}; test {(t2 - t1) / len(paths) * 1000:.1f} "
-              f"ms/photo; centroids {t1 - t0:.0f} s)")
+        print(
+            f"{emb.name} detect={mode}: closed-set top-1 {top1:.4f} on {len(paths)} test photos "
+            f"(train photos per identity: {args.train_per_id or 'all'}; test {(t2 - t1) / len(paths) * 1000:.1f} "
+            f"ms/photo; centroids {t1 - t0:.0f} s)"
+        )
 
 
 def cmd_dlib_chip(args) -> None:
@@ -306,7 +339,7 @@ def cmd_dlib_chip(args) -> None:
 
     emb = load_model("dlib")
     train = discover(DATA / "train")
-    tidx = np.concatenate([np.flatnonzero(train.labels == lab)[:args.train_per_id] for lab in range(len(train.names))])
+    tidx = np.concatenate([np.flatnonzero(train.labels == lab)[: args.train_per_id] for lab in range(len(train.names))])
     paths, labels, _ = known_test(args.test_per_id)
     gal = [load_image(train.paths[i]) for i in tidx]
     probes = [load_image(p) for p in paths]
@@ -333,8 +366,10 @@ def cmd_dlib_chip(args) -> None:
             vec.append(d / np.linalg.norm(d, axis=1, keepdims=True))
         cents = centroids(vec[0], train.labels[tidx], len(train.names))
         top1 = float((squared_distances(vec[1], cents).argmin(1) == labels).mean())
-        print(f"chip from {name}: top-1 {top1:.4f} ({len(probes)} probes, {args.train_per_id} train photos per "
-              f"identity; {time.perf_counter() - t0:.0f} s)")
+        print(
+            f"chip from {name}: top-1 {top1:.4f} ({len(probes)} probes, {args.train_per_id} train photos per "
+            f"identity; {time.perf_counter() - t0:.0f} s)"
+        )
 
 
 def cmd_calibrate(args) -> None:
@@ -347,29 +382,30 @@ def cmd_calibrate(args) -> None:
     emb = load_model(args.model)
     train = discover(DATA / "train")
     rng = np.random.default_rng(args.seed)
-    strangers = set(rng.permutation(len(train.names))[:args.impostors].tolist())
+    strangers = set(rng.permutation(len(train.names))[: args.impostors].tolist())
     known = [lab for lab in range(len(train.names)) if lab not in strangers]
     gal, gen, imp = [], [], []
     for lab in range(len(train.names)):
         idx = rng.permutation(np.flatnonzero(train.labels == lab))
         if lab in strangers:
-            imp += idx[:args.per_impostor].tolist()
+            imp += idx[: args.per_impostor].tolist()
         else:
-            gal += idx[:args.gallery_per_id].tolist()
-            gen += idx[args.gallery_per_id:args.gallery_per_id + args.genuine_per_id].tolist()
+            gal += idx[: args.gallery_per_id].tolist()
+            gen += idx[args.gallery_per_id : args.gallery_per_id + args.genuine_per_id].tolist()
     remap = {lab: i for i, lab in enumerate(known)}
     vec = [embed_files(emb, [train.paths[i] for i in part], args.detect) for part in (gal, gen, imp)]
     lab = [np.array([remap[train.labels[i]] for i in part]) for part in (gal, gen)]
     cal = calibrate(vec[0], lab[0], len(known), vec[1], lab[1], vec[2])
-    print(f"{emb.name} (detect {args.detect}): threshold {cal.threshold:.4f}, balanced open-set accuracy "
-          f"{cal.accuracy:.4f}, closed top-1 {cal.closed_top1:.4f} ({cal.genuine} genuine, {cal.impostors} "
-          f"impostor photos; {len(known)} known, {len(strangers)} stranger identities; seed {args.seed})")
+    print(
+        f"{emb.name} (detect {args.detect}): threshold {cal.threshold:.4f}, balanced open-set accuracy "
+        f"{cal.accuracy:.4f}, closed top-1 {cal.closed_top1:.4f} ({cal.genuine} genuine, {cal.impostors} "
+        f"impostor photos; {len(known)} known, {len(strangers)} stranger identities; seed {args.seed})"
+    )
     d = Centroids.of(vec[0], lab[0], len(known)).distances(np.concatenate(vec[1:]))  # what thresholds apply to
     truth = np.concatenate([lab[1], np.full(len(vec[2]), -1)])
     w = np.concatenate([np.full(len(vec[1]), 0.5 / len(vec[1])), np.full(len(vec[2]), 0.5 / len(vec[2]))])
     for t in args.also:
-        print(f"  at threshold {t}: balanced open-set accuracy "
-              f"{accuracy_at(d.argmin(1), d.min(1), truth, t, w):.4f}")
+        print(f"  at threshold {t}: balanced open-set accuracy {accuracy_at(d.argmin(1), d.min(1), truth, t, w):.4f}")
 
 
 def main() -> None:
@@ -407,8 +443,13 @@ def main() -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--also", type=float, nargs="*", default=[0.36], help="Also report accuracy at these.")
     args = ap.parse_args()
-    {"canonical": cmd_canonical, "composite": cmd_composite, "protocol": cmd_protocol,
-     "dlib-chip": cmd_dlib_chip, "calibrate": cmd_calibrate}[args.cmd](args)
+    {
+        "canonical": cmd_canonical,
+        "composite": cmd_composite,
+        "protocol": cmd_protocol,
+        "dlib-chip": cmd_dlib_chip,
+        "calibrate": cmd_calibrate,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ new people (`evaluation.new_identities`): each is enrolled from its 1, 5 and 10 
 and the rest of its photos, with the held-out photos of the known identities, are identified among all
 centroids. This is the recipe-selection proxy for ``new_identities`` that never looks at the test folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,19 @@ from facegallery.recognition import Centroids
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("FACEGALLERY_TRAIN", "../shared/data/pubfig83/train")))
+    ap.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("FACEGALLERY_TRAIN", "../shared/data/pubfig83/train"))
+    )
     ap.add_argument("--split", required=True, help="Checkpoint whose recorded split to use.")
     ap.add_argument("--models", nargs="+", required=True)
     args = ap.parse_args()
     tree = discover(args.data)
     split = Split.from_json(checkpoints.read_config(checkpoint_folder(args.split))["split"])
     part, hold, imp = split.parts(tree)
-    print(f"{len(hold)} held-out photos of {len(part.names)} identities; {len(imp.names)} held-out identities "
-          f"({len(imp.paths)} photos) as new people")
+    print(
+        f"{len(hold)} held-out photos of {len(part.names)} identities; {len(imp.names)} held-out identities "
+        f"({len(imp.paths)} photos) as new people"
+    )
     print("| model | top-1 | top-6 | new people 1 / 5 / 10-shot | 5-shot known / new probes |")
     print("|---|---|---|---|---|")
     for ref in args.models:
@@ -46,7 +51,7 @@ def main() -> None:
         emb = embed_folder(e, tree)
         row = {p: i for i, p in enumerate(emb.folder.paths)}
 
-        def emb_of(folder):
+        def emb_of(folder, emb=emb, row=row):
             return emb.emb[[row[p] for p in folder.paths]]
 
         cents = Centroids.of(emb_of(part), part.labels, len(part.names))
@@ -57,8 +62,10 @@ def main() -> None:
         shots = ["-"] * 2
         if imp.names:
             new = new_identities(cents, hold_emb, hold.labels, Embedded(imp, emb_of(imp)))
-            shots = [" / ".join(f"{new[f'top1_{n}shot']:.3f}" for n in (1, 5, 10)),
-                     f"{new['top1_5shot_known']:.3f} / {new['top1_5shot_new']:.3f}"]
+            shots = [
+                " / ".join(f"{new[f'top1_{n}shot']:.3f}" for n in (1, 5, 10)),
+                f"{new['top1_5shot_known']:.3f} / {new['top1_5shot_new']:.3f}",
+            ]
         print(f"| {ref} ({e.name}) | {top1:.3f} | {top6:.3f} | {shots[0]} | {shots[1]} |", flush=True)
 
 

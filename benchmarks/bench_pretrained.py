@@ -6,9 +6,9 @@
 ``speed``: images/s on ONE thread, on the same real 150x150 chips, round-robin over the variants so
 that a machine that slows down slows every variant alike: dlib-bin's ``compute_face_descriptor``, the
 PyTorch port as plain NCHW float (nothing folded), as the embedder runs it (affine folded into the convs,
-channels-last), and int8, each without and with flip averaging (two passes a face); each figure also as a ratio to dlib-bin and as a
-fraction of the core's float peak (given with ``--peak-gflops``, else estimated as 32 flop/cycle x the
-clock lscpu reports: two 8-wide FMA units, AVX2).
+channels-last), and int8, each without and with flip averaging (two passes a face); each figure also
+as a ratio to dlib-bin and as a fraction of the core's float peak (given with ``--peak-gflops``, else
+estimated as 32 flop/cycle x the clock lscpu reports: two 8-wide FMA units, AVX2).
 
 ``lfw``: faces found and aligned ONCE by the project's pipeline (as ``evaluate --protocol lfw`` does),
 then every variant embeds the same chips: float, float + flip, int8, int8 + flip, and the float network
@@ -16,6 +16,7 @@ on dlib's own ``get_face_chip`` of the same landmarks (our aligner vs dlib's, as
 dlib-bin's own descriptors of dlib's chips are compared on ``--parity`` photos (max abs difference of
 the raw 128-D vectors, and the same decisions at dlib's 0.6).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ from facegallery.embedder import embed_faces, load_model, to_tensor
 from facegallery.lfw import load_protocol, photo_faces, score
 
 MODEL = "dlib-resnet29-v1"
-GMAC = 0.271   # multiply-adds per 150x150 chip (the network's convolutions and fc)
+GMAC = 0.271  # multiply-adds per 150x150 chip (the network's convolutions and fc)
 
 
 def cpu_name() -> str:
@@ -54,7 +55,7 @@ def clock_ghz() -> float | None:
         m = re.search(r"CPU max MHz:\s*([\d.]+)", out) or re.search(r"CPU MHz:\s*([\d.]+)", out)
         if m:
             return float(m.group(1)) / 1000
-        m = re.search(r"BogoMIPS:\s*([\d.]+)", out)   # twice the clock on x86
+        m = re.search(r"BogoMIPS:\s*([\d.]+)", out)  # twice the clock on x86
         return float(m.group(1)) / 2000 if m else None
     except OSError:
         return None
@@ -100,7 +101,7 @@ def cmd_speed(args: argparse.Namespace) -> None:
         print("dlib-bin not installed: no dlib figure")
     times: dict[str, list[float]] = {k: [] for k in variants}
     with torch.inference_mode():
-        for f in variants.values():   # warm-up
+        for f in variants.values():  # warm-up
             f()
         for _ in range(args.rounds):
             for k, f in variants.items():
@@ -109,17 +110,25 @@ def cmd_speed(args: argparse.Namespace) -> None:
                 times[k].append(time.perf_counter() - t0)
     ghz = clock_ghz()
     peak = args.peak_gflops or (32 * ghz if ghz else None)
-    print(f"{cpu_name()}; torch {torch.__version__}; 1 thread; batch {args.batch} real LFW chips; "
-          f"median of {args.rounds} rounds; {time.strftime('%Y-%m-%d')}")
+    print(
+        f"{cpu_name()}; torch {torch.__version__}; 1 thread; batch {args.batch} real LFW chips; "
+        f"median of {args.rounds} rounds; {time.strftime('%Y-%m-%d')}"
+    )
     base = None
     for k, ts in times.items():
         rate = args.batch / float(np.median(ts))
         base = base or (rate if k.startswith("dlib") else None)
         gflops = rate * GMAC * 2
-        float_row = "fp32" in k        # int8 arithmetic has its own, higher peak: no float fraction for it
-        print(f"  {k:<40} {rate:8.1f} images/s" + (f"   x{rate / base:5.1f} dlib-bin" if base else "")
-              + (f"   {gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the {peak:.0f} GFLOP/s float peak"
-                 if peak and float_row else ""))
+        float_row = "fp32" in k  # int8 arithmetic has its own, higher peak: no float fraction for it
+        print(
+            f"  {k:<40} {rate:8.1f} images/s"
+            + (f"   x{rate / base:5.1f} dlib-bin" if base else "")
+            + (
+                f"   {gflops:5.1f} GFLOP/s = {gflops / peak:.0%} of the {peak:.0f} GFLOP/s float peak"
+                if peak and float_row
+                else ""
+            )
+        )
 
 
 def cmd_lfw(args: argparse.Namespace) -> None:
@@ -128,10 +137,16 @@ def cmd_lfw(args: argparse.Namespace) -> None:
     fp32 = load_model(f"{MODEL}@fp32")
     t0 = time.perf_counter()
     faces, fallback = photo_faces(protocol.images, protocol.photos, fp32.template, progress=not args.quiet)
-    print(f"LFW {protocol.name}: {len(faces)} photos, {fallback} without a detected face (centre crop); "
-          f"faces in {time.perf_counter() - t0:.0f} s; {cpu_name()}; {time.strftime('%Y-%m-%d')}")
-    variants = {"fp32": (f"{MODEL}@fp32", False), "fp32 + flip": (f"{MODEL}@fp32", True),
-                "int8": (f"{MODEL}@int8", False), "int8 + flip": (f"{MODEL}@int8", True)}
+    print(
+        f"LFW {protocol.name}: {len(faces)} photos, {fallback} without a detected face (centre crop); "
+        f"faces in {time.perf_counter() - t0:.0f} s; {cpu_name()}; {time.strftime('%Y-%m-%d')}"
+    )
+    variants = {
+        "fp32": (f"{MODEL}@fp32", False),
+        "fp32 + flip": (f"{MODEL}@fp32", True),
+        "int8": (f"{MODEL}@int8", False),
+        "int8 + flip": (f"{MODEL}@int8", True),
+    }
     embeddings = {}
     for label, (ref, flip) in variants.items():
         e = load_model(ref)
@@ -151,11 +166,17 @@ def report(label: str, protocol, emb: np.ndarray, seconds: float) -> None:
 
     def acc(f):
         a = f.get("accuracy_10fold")
-        return f"{100 * a['mean']:.2f} +- {100 * a['se']:.2f}" if a else \
-            f"{100 * f['accuracy_dev_threshold']['accuracy']:.2f}"
-    print(f"  {label:<12} accuracy {acc(m)}   AUC {m['roc_auc']:.5f}   TAR@FAR=1e-3 {m['tar_at_far_0.001']:.4f}"
-          + (f"   | without PubFig83 people: {acc(w)}, AUC {w['roc_auc']:.5f}" if w else "")
-          + f"   ({len(emb) / seconds:.0f} photos/s with {torch.get_num_threads()} threads)")
+        return (
+            f"{100 * a['mean']:.2f} +- {100 * a['se']:.2f}"
+            if a
+            else f"{100 * f['accuracy_dev_threshold']['accuracy']:.2f}"
+        )
+
+    print(
+        f"  {label:<12} accuracy {acc(m)}   AUC {m['roc_auc']:.5f}   TAR@FAR=1e-3 {m['tar_at_far_0.001']:.4f}"
+        + (f"   | without PubFig83 people: {acc(w)}, AUC {w['roc_auc']:.5f}" if w else "")
+        + f"   ({len(emb) / seconds:.0f} photos/s with {torch.get_num_threads()} threads)"
+    )
 
 
 def dlib_chips(args, protocol, faces, ours: np.ndarray, fp32) -> None:
@@ -182,14 +203,16 @@ def dlib_chips(args, protocol, faces, ours: np.ndarray, fp32) -> None:
     rows = np.array(rows)
     theirs = fp32.embed(chips, aligned=True)
     d = ((theirs - ours[rows]) ** 2).sum(1)
-    print(f"  our aligner vs dlib's get_face_chip ({len(rows)} detected photos, same landmarks): squared distance "
-          f"between the embeddings median {np.median(d):.5f}, 95th percentile {np.percentile(d, 95):.5f}, "
-          f"max {d.max():.5f}")
+    print(
+        f"  our aligner vs dlib's get_face_chip ({len(rows)} detected photos, same landmarks): squared distance "
+        f"between the embeddings median {np.median(d):.5f}, 95th percentile {np.percentile(d, 95):.5f}, "
+        f"max {d.max():.5f}"
+    )
     mixed = ours.copy()
     mixed[rows] = theirs
     report("dlib chips", protocol, mixed, 1.0)
     net = dlib.face_recognition_model_v1(str(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat")))
-    sub = np.random.default_rng(0).permutation(len(chips))[:args.parity]
+    sub = np.random.default_rng(0).permutation(len(chips))[: args.parity]
     ref = np.asarray(net.compute_face_descriptor([np.ascontiguousarray(chips[i]) for i in sub]))
     from facegallery.models.dlib_resnet import from_dat
 
@@ -198,8 +221,10 @@ def dlib_chips(args, protocol, faces, ours: np.ndarray, fp32) -> None:
         raw = port.features(to_tensor(np.stack([chips[i] for i in sub]))).numpy()
     same_ref = np.linalg.norm(ref[:, None] - ref[None], axis=2) < 0.6
     same_port = np.linalg.norm(raw[:, None] - raw[None], axis=2) < 0.6
-    print(f"  parity with dlib-bin on {len(sub)} dlib chips: max abs difference {np.abs(raw - ref).max():.2e}; "
-          f"{int((same_ref != same_port).sum()) // 2} of {len(sub) * (len(sub) - 1) // 2} pair decisions at 0.6 differ")
+    print(
+        f"  parity with dlib-bin on {len(sub)} dlib chips: max abs difference {np.abs(raw - ref).max():.2e}; "
+        f"{int((same_ref != same_port).sum()) // 2} of {len(sub) * (len(sub) - 1) // 2} pair decisions at 0.6 differ"
+    )
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ search gives.
     .venv/bin/python benchmarks/bench_scale.py --crossover          # exact vs compressed index, one probe, by size
     .venv/bin/python benchmarks/bench_scale.py --real runs/resface64-pubfig83  # real photos, small gallery
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,14 @@ from facegallery.gallery.gallery import _search
 from facegallery.recognition import count_factor
 
 DIM = 128
-SPECTRUM = 0.8          # eigenvalue decay of between- and within-person scatter (35 effective dims)
-NOISE = 0.8             # within-person noise scale (expected squared norm of the noise vector)
-THRESHOLD = 0.613       # identification distance: a calibrated unknown threshold of the shipped model
+SPECTRUM = 0.8  # eigenvalue decay of between- and within-person scatter (35 effective dims)
+NOISE = 0.8  # within-person noise scale (expected squared norm of the noise vector)
+THRESHOLD = 0.613  # identification distance: a calibrated unknown threshold of the shipped model
 
 
 def _basis_scales(dim: int) -> np.ndarray:
     s = (np.arange(dim) + 1.0) ** (-SPECTRUM / 2)  # standard deviations
-    return (s / np.sqrt((s ** 2).sum())).astype(np.float32)  # total variance 1
+    return (s / np.sqrt((s**2).sum())).astype(np.float32)  # total variance 1
 
 
 def synthetic_gallery(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
@@ -67,7 +68,7 @@ def exact_nearest(gallery: np.ndarray, probes: np.ndarray, chunk: int = 256) -> 
     norms = (gallery * gallery).sum(1)
     out = np.empty(len(probes), np.int64)
     for s in range(0, len(probes), chunk):
-        out[s:s + chunk] = (norms[None, :] - 2.0 * probes[s:s + chunk] @ gallery.T).argmin(1)
+        out[s : s + chunk] = (norms[None, :] - 2.0 * probes[s : s + chunk] @ gallery.T).argmin(1)
     return out
 
 
@@ -106,8 +107,16 @@ def memory_probe(db: str) -> None:
     with Gallery.open(db, model=SyntheticModel()) as g:
         g.search(np.zeros((1, DIM), np.float32), 1)
         load = time.perf_counter() - t
-        print(json.dumps({"rss_delta_mb": rss_mb() - base, "kind": g._index.kind, "open_s": load,
-                          "peak_mb": rss_mb("VmHWM") - base}))
+        print(
+            json.dumps(
+                {
+                    "rss_delta_mb": rss_mb() - base,
+                    "kind": g._index.kind,
+                    "open_s": load,
+                    "peak_mb": rss_mb("VmHWM") - base,
+                }
+            )
+        )
 
 
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
@@ -141,14 +150,15 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
         t = time.perf_counter()
     row["close_s"] = time.perf_counter() - t  # includes writing the index side file when large
     del gal
-    out = subprocess.run([sys.executable, __file__, "--memory-probe", str(db)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     mem = json.loads(out.strip().splitlines()[-1])
     row["reopen_s"] = mem["open_s"]
     row["rss_mb"] = mem["rss_delta_mb"]
     row["peak_mb"] = mem["peak_mb"]
-    row["raw_mb"] = n * DIM * 4 / 2 ** 20
-    row["db_mb"] = db.stat().st_size / 2 ** 20
+    row["raw_mb"] = n * DIM * 4 / 2**20
+    row["db_mb"] = db.stat().st_size / 2**20
     return row
 
 
@@ -163,8 +173,8 @@ def crossover(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         ann = ix.CompressedIndex.build(ids, gal)
         build = time.perf_counter() - t
-        e_ms = _median_ms(lambda q: exact.search(q, 5), probes)
-        i_ms = _median_ms(lambda q: ann.search(q, 5), probes)
+        e_ms = _median_ms(lambda q, exact=exact: exact.search(q, 5), probes)
+        i_ms = _median_ms(lambda q, ann=ann: ann.search(q, 5), probes)
         rec = float((ann.search(probes, 1)[0][:, 0] == exact.search(probes, 1)[0][:, 0]).mean())
         print(f"{n:>8} {e_ms:>9.3f} {i_ms:>8.3f} {rec:>13.3f} {build:>12.1f}", flush=True)
 
@@ -184,11 +194,15 @@ def real(args: argparse.Namespace, workdir: Path) -> None:
         answers = g.answer_photos(probes)
         ident = time.perf_counter() - t
         cal = g.calibration()
-    print(f"real gallery: {len(res)} people, {photos} photos enrolled in {enrol:.1f} s "
-          f"({photos / enrol:.0f} photos/s, decode + embed + write)")
+    print(
+        f"real gallery: {len(res)} people, {photos} photos enrolled in {enrol:.1f} s "
+        f"({photos / enrol:.0f} photos/s, decode + embed + write)"
+    )
     print(f"identified {len(answers)} photos in {ident:.1f} s ({len(answers) / ident:.0f} photos/s)")
-    print(f"calibration: {cal.source} {cal.method}: threshold {cal.identify.threshold:.4f}, expected FAR "
-          f"{cal.identify.far}, FRR {cal.identify.frr}; score 0.5 at {cal.identify.midpoint:.4f}")
+    print(
+        f"calibration: {cal.source} {cal.method}: threshold {cal.identify.threshold:.4f}, expected FAR "
+        f"{cal.identify.far}, FRR {cal.identify.frr}; score 0.5 at {cal.identify.midpoint:.4f}"
+    )
 
 
 def main() -> None:
@@ -210,20 +224,38 @@ def main() -> None:
         import faiss
 
         faiss.omp_set_num_threads(args.threads)
-    print(f"machine: {os.cpu_count()} cores; faiss threads {args.threads or 'all'}; EXACT_MAX {ix.EXACT_MAX}",
-          flush=True)
+    print(
+        f"machine: {os.cpu_count()} cores; faiss threads {args.threads or 'all'}; EXACT_MAX {ix.EXACT_MAX}", flush=True
+    )
     if args.crossover:
         return crossover(args)
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         if args.real:
             real(args, Path(tmp))
-        cols = ["n", "index", "exact==truth", "recall@1", "answers_agree", "probe_ms", "identify_ms", "batch_probes_per_s",
-                "enrol_s", "index_build_s", "close_s", "reopen_s", "raw_mb", "rss_mb", "peak_mb", "db_mb"]
+        cols = [
+            "n",
+            "index",
+            "exact==truth",
+            "recall@1",
+            "answers_agree",
+            "probe_ms",
+            "identify_ms",
+            "batch_probes_per_s",
+            "enrol_s",
+            "index_build_s",
+            "close_s",
+            "reopen_s",
+            "raw_mb",
+            "rss_mb",
+            "peak_mb",
+            "db_mb",
+        ]
         print(" ".join(f"{c:>12}" for c in cols), flush=True)
         for n in [int(s) for s in args.sizes.split(",") if s]:
             row = bench_size(n, args, Path(tmp))
-            print(" ".join(f"{row[c]:>12.3f}" if isinstance(row[c], float) else f"{row[c]:>12}" for c in cols),
-                  flush=True)
+            print(
+                " ".join(f"{row[c]:>12.3f}" if isinstance(row[c], float) else f"{row[c]:>12}" for c in cols), flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ photos (top-1 over known + new probes, and new probes alone).
 
     .venv/bin/python benchmarks/bench_search_rule.py --data ../shared/data/pubfig83
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,15 @@ def main() -> None:
     data, _ = prepare(emb, f"{args.data}/train", f"{args.data}/test")
     tr, kn, un = data.train, data.known, data.unknown
     people = len(tr.folder.names)
-    print(f"# {emb.name}, {time.strftime('%Y-%m-%d')}; {len(tr.emb)} enrolled photos of {people} people, "
-          f"{len(kn.emb)} known and {len(un.emb)} unknown test photos")
-    print("| rule | closed top-1 | closed top-6 | known-vs-unknown AUC | "
-          + " | ".join(f"new people {n}-shot top-1 (new probes)" for n in SHOTS) + " |")
+    print(
+        f"# {emb.name}, {time.strftime('%Y-%m-%d')}; {len(tr.emb)} enrolled photos of {people} people, "
+        f"{len(kn.emb)} known and {len(un.emb)} unknown test photos"
+    )
+    print(
+        "| rule | closed top-1 | closed top-6 | known-vs-unknown AUC | "
+        + " | ".join(f"new people {n}-shot top-1 (new probes)" for n in SHOTS)
+        + " |"
+    )
     print("|---" * (4 + len(SHOTS)) + "|")
     for rule in RULES:
         s = person_scores(kn.emb, tr.emb, tr.folder.labels, people, rule)
@@ -73,11 +79,13 @@ def main() -> None:
                     probe_rows.append(probe)
                     probe_labels += [people + len(enrol_rows) - 1] * len(probe)
             photos = np.concatenate([tr.emb] + [un.emb[r] for r in enrol_rows])
-            owners = np.concatenate([tr.folder.labels] + [np.full(len(r), people + i) for i, r in enumerate(enrol_rows)])
+            owners = np.concatenate(
+                [tr.folder.labels] + [np.full(len(r), people + i) for i, r in enumerate(enrol_rows)]
+            )
             probes = np.concatenate([kn.emb, un.emb[np.concatenate(probe_rows)]])
             truth = np.concatenate([kn.folder.labels, probe_labels])
             hit = person_scores(probes, photos, owners, people + len(enrol_rows), rule).argmin(1) == truth
-            cells.append(f"{hit.mean():.3f} ({hit[len(kn.emb):].mean():.3f})")
+            cells.append(f"{hit.mean():.3f} ({hit[len(kn.emb) :].mean():.3f})")
         print(f"| {rule} | {top1:.3f} | {top6:.3f} | {auc:.3f} | " + " | ".join(cells) + " |", flush=True)
 
 

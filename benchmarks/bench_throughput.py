@@ -7,6 +7,7 @@
 Times only the embedder on decoded, resized pixels (decoding is cached separately by PixelCache).
 'seed-cnn' means an untrained seed-cnn (speed does not depend on the weights).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,12 @@ def train_step_s(arch: str, batch: int, bf16: bool, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["resface64-pubfig83@fp32", "resface64-pubfig83@int8", "seed-cnn"],
-                    help="Shipped names (NAME@fp32 / NAME@int8 for one precision), 'seed-cnn', 'resface64', 'dlib'.")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["resface64-pubfig83@fp32", "resface64-pubfig83@int8", "seed-cnn"],
+        help="Shipped names (NAME@fp32 / NAME@int8 for one precision), 'seed-cnn', 'resface64', 'dlib'.",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
@@ -82,8 +87,10 @@ def main() -> None:
     ap.add_argument("--train-step", action="store_true", help="Time resface64 training steps, fp32 vs bf16.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} thread(s), batch {args.batch}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} thread(s), batch {args.batch}, {time.strftime('%Y-%m-%d')}"
+    )
     if args.train_step:
         print("| arch | batch | autocast | s/step |\n|---|---|---|---|")
         for bf16 in (False, True):
@@ -94,13 +101,21 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name in args.models:
         precision = getattr(_embedder(name), "precision", None)  # None: not a PyTorch network (dlib)
-        for fold in ([False, True] if precision == "fp32" and args.unfolded else [True]):
-            for flip in ([None] if name in ("dlib", "seed-cnn") else [False, True]):
+        for fold in [False, True] if precision == "fp32" and args.unfolded else [True]:
+            for flip in [None] if name in ("dlib", "seed-cnn") else [False, True]:
                 rate, size = measure(name, args.batch, args.repeats, flip, fold)
-                network = "-" if precision is None else \
-                    "int8" if precision == "int8" else f"fp32, BatchNorm {'folded' if fold else 'unfolded'}"
-                print(f"| {name} | {size} | {network} | {'-' if flip is None else ('on' if flip else 'off')} | "
-                      f"{rate:.0f} |", flush=True)
+                network = (
+                    "-"
+                    if precision is None
+                    else "int8"
+                    if precision == "int8"
+                    else f"fp32, BatchNorm {'folded' if fold else 'unfolded'}"
+                )
+                print(
+                    f"| {name} | {size} | {network} | {'-' if flip is None else ('on' if flip else 'off')} | "
+                    f"{rate:.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

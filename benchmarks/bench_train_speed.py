@@ -6,6 +6,7 @@ Runs ``facegallery train`` for a fixed number of steps with each layout, one aft
 reads the training loop's own clock from the checkpoint (data loading and the final validation
 excluded). Same recipe, same global batch (P x K = 32 x 4) in every layout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,15 +20,27 @@ from pathlib import Path
 
 import torch
 
-LAYOUTS = {"1 process x 2 threads": ["--threads", "2"],
-           "2 processes x 1 thread": ["--procs", "2", "--threads", "1"]}
+LAYOUTS = {"1 process x 2 threads": ["--threads", "2"], "2 processes x 1 thread": ["--procs", "2", "--threads", "1"]}
 
 
 def run(data: str, steps: int, flags: list[str]) -> float:
     """Steps per second of one short training run with ``flags``."""
     out = Path(tempfile.mkdtemp()) / "m"
-    cmd = [sys.executable, "-m", "facegallery", "train", "--data", data, "--out", str(out),
-           "--steps", str(steps), "--eval-every", str(10 * steps), *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        "facegallery",
+        "train",
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--eval-every",
+        str(10 * steps),
+        *flags,
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cfg = json.loads((out / "config.json").read_text())
     return steps / cfg["train_seconds"]

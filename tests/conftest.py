@@ -1,8 +1,8 @@
 """Shared fixtures: small generated face-like trees and a tiny untrained checkpoint."""
+
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +60,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model = create_model("resface64")
     model.eval()
     folder = tmp_path_factory.mktemp("tiny_model")
-    checkpoints.save_checkpoint(folder, model, {
-        "name": "tiny", "arch": "resface64", "arch_kwargs": {}, "input_size": 64, "embedding_dim": 128,
-        "tta_flip": False, "label_map": [], "threshold": 0.5})
+    checkpoints.save_checkpoint(
+        folder,
+        model,
+        {
+            "name": "tiny",
+            "arch": "resface64",
+            "arch_kwargs": {},
+            "input_size": 64,
+            "embedding_dim": 128,
+            "tta_flip": False,
+            "label_map": [],
+            "threshold": 0.5,
+        },
+    )
     return folder
 
 
@@ -71,9 +82,20 @@ def other_model_dir(tmp_path_factory) -> Path:
     """Another untrained resface64 (different weights, so a different fingerprint)."""
     torch.manual_seed(1)
     folder = tmp_path_factory.mktemp("other_model")
-    checkpoints.save_checkpoint(folder, create_model("resface64").eval(), {
-        "name": "other", "arch": "resface64", "arch_kwargs": {}, "input_size": 64, "embedding_dim": 128,
-        "tta_flip": False, "label_map": [], "threshold": 0.7})
+    checkpoints.save_checkpoint(
+        folder,
+        create_model("resface64").eval(),
+        {
+            "name": "other",
+            "arch": "resface64",
+            "arch_kwargs": {},
+            "input_size": 64,
+            "embedding_dim": 128,
+            "tta_flip": False,
+            "label_map": [],
+            "threshold": 0.7,
+        },
+    )
     return folder
 
 
@@ -112,25 +134,25 @@ class DatWriter:
     def __init__(self):
         self.out = bytearray()
 
-    def int(self, v: int) -> "DatWriter":
+    def int(self, v: int) -> DatWriter:
         mag = abs(v).to_bytes(max(1, (abs(v).bit_length() + 7) // 8), "little")
         self.out += bytes([len(mag) | (0x80 if v < 0 else 0)]) + mag
         return self
 
-    def bool(self, v: bool) -> "DatWriter":
+    def bool(self, v: bool) -> DatWriter:
         self.out += b"1" if v else b"0"
         return self
 
-    def str(self, s: str) -> "DatWriter":
+    def str(self, s: str) -> DatWriter:
         self.int(len(s))
         self.out += s.encode()
         return self
 
-    def float(self, x: float) -> "DatWriter":
+    def float(self, x: float) -> DatWriter:
         m, e = math.frexp(x)
-        return self.int(int(m * 2 ** 24)).int(e - 24)
+        return self.int(int(m * 2**24)).int(e - 24)
 
-    def tensor(self, a: np.ndarray) -> "DatWriter":
+    def tensor(self, a: np.ndarray) -> DatWriter:
         dims = list(a.shape) + [1] * (4 - a.ndim)
         self.int(2)
         for d in dims:
@@ -138,7 +160,7 @@ class DatWriter:
         self.out += np.asarray(a, "<f4").tobytes()
         return self
 
-    def alias(self, *dims: int) -> "DatWriter":
+    def alias(self, *dims: int) -> DatWriter:
         self.int(1)
         for d in dims:
             self.int(d)

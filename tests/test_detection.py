@@ -1,4 +1,5 @@
 """Detection and alignment: the geometry exactly, the detectors on real and generated photos."""
+
 import math
 import sys
 
@@ -8,8 +9,7 @@ from PIL import Image
 
 from facegallery import detection
 from facegallery.alignment import CANONICAL_LANDMARKS, align, canonical_points, similarity_transform
-from facegallery.detection import (Detection, detect_faces,
-                                   scan)
+from facegallery.detection import Detection, detect_faces, scan
 from facegallery.errors import UserError
 from facegallery.faces import read_faces
 from facegallery.images import ImageReadError
@@ -57,14 +57,14 @@ def dots(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A black picture with a white 3x3 dot at each point (pixel-edge coordinates)."""
     img = np.zeros((size[1], size[0], 3), np.uint8)
     for x, y in points:
-        img[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 255
+        img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = 255
     return img
 
 
 def centroid_near(img: np.ndarray, p: np.ndarray, r: int = 6) -> np.ndarray:
     x0, y0 = int(p[0]) - r, int(p[1]) - r
-    w = img[y0:y0 + 2 * r, x0:x0 + 2 * r, 0].astype(float)
-    yy, xx = np.mgrid[y0:y0 + 2 * r, x0:x0 + 2 * r]
+    w = img[y0 : y0 + 2 * r, x0 : x0 + 2 * r, 0].astype(float)
+    yy, xx = np.mgrid[y0 : y0 + 2 * r, x0 : x0 + 2 * r]
     return np.array([(w * (xx + 0.5)).sum() / w.sum(), (w * (yy + 0.5)).sum() / w.sum()])
 
 
@@ -170,7 +170,7 @@ def test_no_face_modes(dlib):
     assert detect_faces(blank_small, "on") == []
     assert detect_faces(blank_large, "auto") == []  # a photo without a face: no face, no error
     with pytest.warns(UserWarning, match="too small to be a face crop"):
-        assert detect_faces(np.zeros((3, 2, 3), np.uint8), "auto") == []   # a 2x3 image is no face
+        assert detect_faces(np.zeros((3, 2, 3), np.uint8), "auto") == []  # a 2x3 image is no face
     assert detect_faces(np.zeros((20, 20, 3), np.uint8), "auto")[0].box == [0.0, 0.0, 20.0, 20.0]
 
 
@@ -219,4 +219,3 @@ def test_truncated_and_oversized_files_are_one_line_errors(tmp_path, astronaut):
     Image.new("1", (8000, 6000)).save(tmp_path / "huge.png")  # 48 Mpx, a few kB on disk
     with pytest.raises(ImageReadError, match="huge.png: 8000x6000 pixels is above the limit"):
         read_faces(tmp_path / "huge.png", "auto")
-

@@ -1,4 +1,5 @@
 """Data-parallel training over local processes (gloo), as ``--procs`` and torchrun run it."""
+
 import textwrap
 
 import pytest
@@ -28,8 +29,19 @@ def interrupted(cfg, steps):
 
 
 def _cfg(tree, out, **kw):
-    base = dict(data=str(tree), out=str(out), steps=6, p=2, k=2, eval_every=3, checkpoint_every=3,
-                val_impostors=1, val_fraction=0.2, warmup=2, threads=1)
+    base = dict(
+        data=str(tree),
+        out=str(out),
+        steps=6,
+        p=2,
+        k=2,
+        eval_every=3,
+        checkpoint_every=3,
+        val_impostors=1,
+        val_fraction=0.2,
+        warmup=2,
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -48,6 +60,7 @@ def test_two_processes_train_one_model_and_resume_exactly(face_tree, tmp_path, m
     (tmp_path / "helper" / "ddp_helper.py").write_text(textwrap.dedent(HELPER))
     monkeypatch.syspath_prepend(str(tmp_path / "helper"))
     import ddp_helper
+
     from facegallery import distributed
 
     distributed.spawn(2, ddp_helper.interrupted, _cfg(face_tree, tmp_path / "b"), 3)

@@ -1,17 +1,24 @@
 """load_model and the shipped default: the contract, the crop geometry, and that the shipped weights
 really recognise people (a few real PubFig83 photos, skipped where the data is absent)."""
+
 import numpy as np
 import pytest
+import torch
 
 from facegallery import quantization
 from facegallery.datasets import discover, numbered_key
-import torch
-
-from facegallery.embedder import (DEFAULT_MODEL, center_crop, fold_batchnorm, load_model, load_size, shipped_models,
-                                  to_tensor)
-from facegallery.models import create_model
+from facegallery.embedder import (
+    DEFAULT_MODEL,
+    center_crop,
+    fold_batchnorm,
+    load_model,
+    load_size,
+    shipped_models,
+    to_tensor,
+)
 from facegallery.errors import UserError
 from facegallery.images import load_image
+from facegallery.models import create_model
 from facegallery.recognition import centroids, squared_distances
 
 
@@ -25,7 +32,7 @@ def test_default_is_the_pretrained_port_and_self_describing():
     assert DEFAULT_MODEL == "dlib-resnet29-v1" and DEFAULT_MODEL in shipped_models()
     assert default.name.split("@")[0] == DEFAULT_MODEL and default.config["arch"] == "dlib-resnet29"
     assert default.template.name == "dlib-chip-150-0.25" and default.spec["licence"].startswith("CC0")
-    assert 0.0 < default.threshold < 0.36   # calibrated for centroids; dlib's pair rule (0.36) is far looser
+    assert 0.0 < default.threshold < 0.36  # calibrated for centroids; dlib's pair rule (0.36) is far looser
 
 
 def test_resface_is_shipped_and_self_describing(shipped):
@@ -99,10 +106,12 @@ def test_default_embeds_crops_without_dlib(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['dlib'] = None; sys.modules['face_recognition_models'] = None\n"
-            "import numpy as np\nfrom facegallery import load_model\n"
-            "e = load_model().embed(np.random.default_rng(0).integers(0, 256, (2, 100, 100, 3), dtype=np.uint8))\n"
-            "assert e.shape == (2, 128) and 'dlib' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
-            "print('ok')")
+    code = (
+        "import sys; sys.modules['dlib'] = None; sys.modules['face_recognition_models'] = None\n"
+        "import numpy as np\nfrom facegallery import load_model\n"
+        "e = load_model().embed(np.random.default_rng(0).integers(0, 256, (2, 100, 100, 3), dtype=np.uint8))\n"
+        "assert e.shape == (2, 128) and 'dlib' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -1,4 +1,5 @@
 """The evaluation protocol on tiny hand-made embeddings whose answers are known."""
+
 from pathlib import Path
 
 import numpy as np
@@ -6,9 +7,21 @@ import pytest
 
 from facegallery.datasets import FaceFolder
 from facegallery.errors import UserError
-from facegallery.evaluation import (EvalData, Embedded, calibration_split, closed_set, draw_unknowns,
-                                    enrolment, guesses, new_identities, open_set, run_protocol, split_test,
-                                    thin_sweep, verification)
+from facegallery.evaluation import (
+    Embedded,
+    EvalData,
+    calibration_split,
+    closed_set,
+    draw_unknowns,
+    enrolment,
+    guesses,
+    new_identities,
+    open_set,
+    run_protocol,
+    split_test,
+    thin_sweep,
+    verification,
+)
 from facegallery.recognition import Centroids, threshold_sweep
 
 E = np.eye(8, dtype=np.float32)
@@ -44,10 +57,12 @@ def jitter(base, n, seed, scale=0.05):
 
 def synthetic(n_train=10, n_known_test=4, n_unknown=12, unknown_axes=(5, 6)) -> EvalData:
     """Five known people on axes 0..4, unknown people on ``unknown_axes``."""
-    train = embedded("train", {f"P{i}": [(f"{j + 1}.jpg", e) for j, e in enumerate(jitter(E[i], n_train, i))]
-                               for i in range(5)})
-    test_people = {f"P{i}": [(f"{j + 1}.jpg", e) for j, e in enumerate(jitter(E[i], n_known_test, 10 + i))]
-                   for i in range(5)}
+    train = embedded(
+        "train", {f"P{i}": [(f"{j + 1}.jpg", e) for j, e in enumerate(jitter(E[i], n_train, i))] for i in range(5)}
+    )
+    test_people = {
+        f"P{i}": [(f"{j + 1}.jpg", e) for j, e in enumerate(jitter(E[i], n_known_test, 10 + i))] for i in range(5)
+    }
     for k, ax in enumerate(unknown_axes):
         test_people[f"U{k}"] = [(f"{j + 1}.jpg", e) for j, e in enumerate(jitter(E[ax], n_unknown, 20 + k))]
     test = embedded("test", test_people)
@@ -67,8 +82,8 @@ def test_open_set_sweep_endpoints_and_best():
     unknown = unit([0, 0, 1, 0], [0, 0, 0, 1])
     m = open_set(cents, known, np.array([0, 1, 0]), unknown, calibrated_threshold=3.0)
     sweep = np.array(m["sweep"])
-    assert sweep[0, 1] == pytest.approx(2 / 5)        # threshold below everything: all "unknown"
-    assert sweep[-1, 1] == pytest.approx(3 / 5)       # above everything: every probe named
+    assert sweep[0, 1] == pytest.approx(2 / 5)  # threshold below everything: all "unknown"
+    assert sweep[-1, 1] == pytest.approx(3 / 5)  # above everything: every probe named
     assert m["all_unknown_accuracy"] == pytest.approx(2 / 5)
     assert m["best_accuracy"] == 1.0 and 0.01 < m["best_threshold"] < 2.0
     assert m["calibrated_accuracy"] == pytest.approx(3 / 5) and m["gap"] == pytest.approx(2 / 5)
@@ -142,8 +157,9 @@ def test_recorded_split_is_used_and_test_centroids_use_every_train_photo():
 def test_split_without_impostors_calibrates_by_accept_rate():
     data = synthetic(n_train=20)
     hold = [f"P{i}/{j}.jpg" for i in range(5) for j in (19, 20)]  # 10 genuine probes, no impostor identity
-    m = run_protocol(data, {"split": {"impostor_names": [], "holdout_paths": hold},
-                            "train_config": {"accept_rate": 0.7}}, seed=0)
+    m = run_protocol(
+        data, {"split": {"impostor_names": [], "holdout_paths": hold}, "train_config": {"accept_rate": 0.7}}, seed=0
+    )
     cal = m["calibration"]
     assert cal["method"] == "checkpoint-split-accept-rate" and cal["accept_rate"] == 0.7
     assert cal["validation_accuracy"] is None and (cal["genuine_probes"], cal["impostor_probes"]) == (10, 0)
@@ -176,8 +192,12 @@ def test_new_identities_by_hand():
     known = unit([1, 0.1, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0])
     # U: 2.jpg is the good enrolment photo (axis 2); 10.jpg sits on known person 0, so enrolling it
     # (lexicographic order) would steal the known probe and misplace U's probes.
-    u = [("2.jpg", E[2]), ("10.jpg", E[0]), ("3.jpg", unit([0, 0, 1, 0.2, 0, 0, 0, 0])[0]),
-         ("4.jpg", unit([0, 0, 1, 0, 0.2, 0, 0, 0])[0])]
+    u = [
+        ("2.jpg", E[2]),
+        ("10.jpg", E[0]),
+        ("3.jpg", unit([0, 0, 1, 0.2, 0, 0, 0, 0])[0]),
+        ("4.jpg", unit([0, 0, 1, 0, 0.2, 0, 0, 0])[0]),
+    ]
     v = [(f"{j}.jpg", E[3]) for j in range(1, 4)]
     new = embedded("t", {"U": u, "V": v})
     m = new_identities(cents, known, np.array([0, 1]), new, shots=(1, 3, 5))

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegallery.images import (ImageReadError, PixelCache, SkipWarning, iter_images, load_batch,
-                                load_image)
+from facegallery.images import ImageReadError, PixelCache, SkipWarning, iter_images, load_batch, load_image
 
 
 def _save(path, mode, **kw):
@@ -15,8 +14,9 @@ def _save(path, mode, **kw):
     return path
 
 
-@pytest.mark.parametrize("mode,suffix", [("L", ".png"), ("P", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg"),
-                                         ("RGB", ".jpg"), ("I;16", ".png")])
+@pytest.mark.parametrize(
+    "mode,suffix", [("L", ".png"), ("P", ".png"), ("RGBA", ".png"), ("CMYK", ".jpg"), ("RGB", ".jpg"), ("I;16", ".png")]
+)
 def test_modes_decode_to_rgb(tmp_path, mode, suffix):
     arr = load_image(_save(tmp_path / f"x{suffix}", mode))
     assert arr.dtype == np.uint8 and arr.shape == (20, 30, 3)

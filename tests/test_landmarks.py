@@ -1,4 +1,5 @@
 """The 5-point shape predictor without dlib: its file format, its cascade, and parity with dlib-bin."""
+
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -48,26 +49,40 @@ def test_a_one_tree_cascade_moves_the_shape_by_the_leaf_its_pixels_choose(tmp_pa
     """One part, one level, one depth-1 tree comparing the grey level at the part with the one 0.25 box
     widths to its right: a bright right half sends it left (leaf 0), a dark one right (leaf 1)."""
     path = tmp_path / "tiny.dat"
-    write_predictor(dat_writer(), path, initial=[0.5, 0.5],
-                    forests=[[([(1, 0, 10.0)], [[0.125, 0.0], [-0.125, 0.0]])]],
-                    anchors=[[0, 0]], deltas=[[(0.0, 0.0), (0.25, 0.0)]])
+    write_predictor(
+        dat_writer(),
+        path,
+        initial=[0.5, 0.5],
+        forests=[[([(1, 0, 10.0)], [[0.125, 0.0], [-0.125, 0.0]])]],
+        anchors=[[0, 0]],
+        deltas=[[(0.0, 0.0), (0.25, 0.0)]],
+    )
     arrays = read_shape_predictor(path)
     assert arrays.splits.shape == (1, 1, 1, 2) and arrays.leaves.shape == (1, 1, 2, 2)
     sp = ShapePredictor({k: getattr(arrays, k) for k in landmarks.FIELDS})
     img = np.zeros((101, 101, 3), np.uint8)
-    img[:, 70:] = 200                                   # pixel[1] - pixel[0] = 200 > 10: left child
-    box = (0.0, 0.0, 101.0, 101.0)                      # dlib's rectangle (0, 0, 100, 100)
+    img[:, 70:] = 200  # pixel[1] - pixel[0] = 200 > 10: left child
+    box = (0.0, 0.0, 101.0, 101.0)  # dlib's rectangle (0, 0, 100, 100)
     assert np.allclose(sp.predict(img, box), [[0.625 * 100 + 0.5, 50.5]])
     assert np.allclose(sp.predict(np.zeros_like(img), box), [[0.375 * 100 + 0.5, 50.5]])
 
 
 def test_a_damaged_predictor_file_is_a_one_line_error(tmp_path, dat_writer):
     path = tmp_path / "bad.dat"
-    write_predictor(dat_writer(), path, [0.5, 0.5], [[([(1, 0, 10.0)], [[0.1, 0.0]])]], [[0, 0]], [[(0.0, 0.0), (0.2, 0.0)]])
+    write_predictor(
+        dat_writer(), path, [0.5, 0.5], [[([(1, 0, 10.0)], [[0.1, 0.0]])]], [[0, 0]], [[(0.0, 0.0), (0.2, 0.0)]]
+    )
     with pytest.raises(UserError, match="bad.dat: .*leaves do not fit"):
         read_shape_predictor(path)
     good = tmp_path / "good.dat"
-    write_predictor(dat_writer(), good, [0.5, 0.5], [[([(1, 0, 1.0)], [[0.1, 0.0], [0.0, 0.1]])]], [[0, 0]], [[(0.0, 0.0), (0.2, 0.0)]])
+    write_predictor(
+        dat_writer(),
+        good,
+        [0.5, 0.5],
+        [[([(1, 0, 1.0)], [[0.1, 0.0], [0.0, 0.1]])]],
+        [[0, 0]],
+        [[(0.0, 0.0), (0.2, 0.0)]],
+    )
     (tmp_path / "cut.dat").write_bytes(good.read_bytes()[:-3])
     with pytest.raises(UserError, match="cut.dat: .*truncated"):
         read_shape_predictor(tmp_path / "cut.dat")

@@ -1,4 +1,5 @@
 """The LFW protocol: pair lists, 10-fold thresholds chosen on the other folds, and the command."""
+
 import json
 from itertools import combinations
 
@@ -87,13 +88,14 @@ def test_pair_lists_are_read_as_published_and_damaged_ones_refused(tmp_path, mak
 def test_evaluate_lfw_writes_metrics_and_roc(tmp_path, make_face, tiny_model_dir):
     root = _lfw_tree(tmp_path / "lfw", make_face=make_face)
     out = tmp_path / "out"
-    r = CliRunner().invoke(main, ["evaluate", "--protocol", "lfw", "--data", str(root), "--model", str(tiny_model_dir),
-                                  "--out", str(out)])
+    r = CliRunner().invoke(
+        main, ["evaluate", "--protocol", "lfw", "--data", str(root), "--model", str(tiny_model_dir), "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"] == "lfw" and m["pair_list"] == "pairs.txt"
     pairs = read_pairs(root / "pairs.txt")
-    assert m["photos"] == len(set(pairs.left + pairs.right))   # the photos the pairs name
+    assert m["photos"] == len(set(pairs.left + pairs.right))  # the photos the pairs name
     assert len(m["accuracy_10fold"]["folds"]) == 2 and 0 <= m["roc_auc"] <= 1 and "tar_at_far_0.001" in m
     without = m["without_pubfig83_people"]
     assert without["pairs"] < m["pairs"] and without["people_excluded"] == 1
@@ -101,7 +103,9 @@ def test_evaluate_lfw_writes_metrics_and_roc(tmp_path, make_face, tiny_model_dir
 
 
 def test_evaluate_lfw_without_the_data_is_one_line(tmp_path):
-    r = CliRunner().invoke(main, ["evaluate", "--protocol", "lfw", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        main, ["evaluate", "--protocol", "lfw", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
     assert r.exit_code == 2 and "lfw-deepfunneled" in r.output and "Traceback" not in r.output
 
 

@@ -1,4 +1,5 @@
 """Library.from_folder: library photos go through the same detection as probes."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -7,7 +7,7 @@ from facegallery.losses import CosFaceHead, spread_out_loss, triplet_loss
 
 def test_triplet_loss_values_by_hand():
     a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    p = torch.tensor([[0.0, 1.0], [1.0, 0.0]])   # d_ap = 2, 0
+    p = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # d_ap = 2, 0
     n = torch.tensor([[-1.0, 0.0], [0.0, 1.0]])  # d_an = 4, 2
     # max(0, 2 - 4 + 0.2) = 0 ; max(0, 0 - 2 + 0.2) = 0
     assert float(triplet_loss(a, p, n, 0.2, "sum")) == 0.0
@@ -48,7 +48,7 @@ def test_spread_out_loss_equals_pairwise_reference():
     cos = [float(emb[i] @ emb[j]) for i, j in itertools.permutations(range(9), 2) if y[i] != y[j]]
     m1 = sum(cos) / len(cos)
     m2 = sum(c * c for c in cos) / len(cos)
-    ref = m1 ** 2 + max(0.0, m2 - 1 / 4)
+    ref = m1**2 + max(0.0, m2 - 1 / 4)
     assert abs(float(spread_out_loss(emb, y)) - ref) < 1e-6
 
 

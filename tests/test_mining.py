@@ -1,4 +1,5 @@
 """Miners against brute-force references written as plain loops."""
+
 import itertools
 
 import torch

@@ -1,4 +1,5 @@
 """Figures: the pieces they are computed from, and that each one writes a real PNG on tiny inputs."""
+
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from facegallery.recognition import squared_distances
 
 def clusters(n_people: int, per: int, seed: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    centres = np.eye(16)[offset:offset + n_people]
+    centres = np.eye(16)[offset : offset + n_people]
     x = np.repeat(centres, per, 0) + rng.normal(0, 0.05, (n_people * per, 16))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), np.repeat(np.arange(n_people), per)
 
@@ -55,7 +56,7 @@ def test_subsample_caps_each_identity():
 def test_hard_triplet_is_batch_hard():
     emb, lab = clusters(3, 5, 0)
     a, p, n = plots.hard_triplet(emb, lab, seed=0)
-    d = squared_distances(emb[a:a + 1], emb)[0]
+    d = squared_distances(emb[a : a + 1], emb)[0]
     assert lab[p] == lab[a] and p != a and lab[n] != lab[a]
     assert d[p] == d[lab == lab[a]].max() and d[n] == d[lab != lab[a]].min()
 

@@ -1,5 +1,6 @@
 """int8 networks: calibration stored without pickles, rebuilt on load, close to the float network, with
 their own fingerprint and threshold; the ways it can fail are one-line errors or a float fallback."""
+
 import shutil
 
 import numpy as np
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.skipif(not quantization.available(), reason="no x86 qua
 @pytest.fixture
 def quantized(tiny_model_dir, tmp_path, make_face):
     """A copy of the tiny checkpoint with an int8 calibration and validation figures."""
+
     def photos(people: int, shots: int, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
         pix = np.stack([make_face(p, s, 85) for p in range(people) for s in range(first, first + shots)])
         return pix, np.repeat(np.arange(people), shots)
@@ -28,8 +30,13 @@ def quantized(tiny_model_dir, tmp_path, make_face):
     calib, _ = photos(6, 4)
     gal, gal_labels = photos(3, 4)
     gen, gen_labels = photos(3, 2, first=4)
-    val = {"gallery": gal, "gallery_labels": gal_labels, "genuine": gen, "genuine_labels": gen_labels,
-           "impostors": np.stack([make_face(p, 0, 85) for p in range(3, 6)])}
+    val = {
+        "gallery": gal,
+        "gallery_labels": gal_labels,
+        "genuine": gen,
+        "genuine_labels": gen_labels,
+        "impostors": np.stack([make_face(p, 0, 85) for p in range(3, 6)]),
+    }
     info = quantization.quantize_checkpoint(folder, calib, val)
     return folder, info
 
@@ -49,7 +56,6 @@ def test_int8_network_follows_the_float_one(quantized, make_face):
     assert e8.threshold == info["threshold"] == info["validation_int8"]["threshold"]
     assert e32.threshold == 0.5 and set(info["validation_fp32"]) == {"top1", "open", "threshold"}
     assert 0.95 < info["cosine_to_fp32"]["mean"] <= 1.0
-
 
 
 def test_calibration_is_plain_tensors_and_rebuilds_the_same_network(quantized, make_face):
@@ -94,9 +100,22 @@ def test_missing_damaged_or_unsupported_int8_are_one_line_errors(quantized, tiny
 def test_quantize_command_calibrates_on_the_training_part(face_tree, tmp_path):
     from facegallery.training import TrainConfig, train
 
-    out = train(TrainConfig(data=str(face_tree), out=str(tmp_path / "m"), steps=4, p=3, k=2, eval_every=4,
-                            val_impostors=1, val_fraction=0.2, warmup=2, threads=1), progress=False,
-                log=lambda s: None)
+    out = train(
+        TrainConfig(
+            data=str(face_tree),
+            out=str(tmp_path / "m"),
+            steps=4,
+            p=3,
+            k=2,
+            eval_every=4,
+            val_impostors=1,
+            val_fraction=0.2,
+            warmup=2,
+            threads=1,
+        ),
+        progress=False,
+        log=lambda s: None,
+    )
     trained = (out / quantization.INT8).read_bytes()  # training ends by quantising the kept model
     assert checkpoints.read_config(out)["int8"]["validation_int8"]["top1"] >= 0
     (out / quantization.INT8).unlink()

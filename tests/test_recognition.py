@@ -1,8 +1,19 @@
 import numpy as np
 
-from facegallery.recognition import (Centroids, accuracy_at, best_threshold, centroid_distances, centroids,
-                                     count_factor, open_set_answers, searchable_centroids, searchable_queries,
-                                     squared_distances, threshold_sweep, top_k)
+from facegallery.recognition import (
+    Centroids,
+    accuracy_at,
+    best_threshold,
+    centroid_distances,
+    centroids,
+    count_factor,
+    open_set_answers,
+    searchable_centroids,
+    searchable_queries,
+    squared_distances,
+    threshold_sweep,
+    top_k,
+)
 
 
 def test_centroids_are_plain_means():

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -10,8 +9,19 @@ from facegallery.training import TrainConfig, Trainer, parse_duration, train
 
 
 def _cfg(tree, out, **kw):
-    base = dict(data=str(tree), out=str(out), steps=6, p=3, k=2, eval_every=3, checkpoint_every=3,
-                val_impostors=1, val_fraction=0.2, warmup=2, threads=1)
+    base = dict(
+        data=str(tree),
+        out=str(out),
+        steps=6,
+        p=3,
+        k=2,
+        eval_every=3,
+        checkpoint_every=3,
+        val_impostors=1,
+        val_fraction=0.2,
+        warmup=2,
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -28,8 +38,7 @@ def test_training_writes_a_loadable_checkpoint_with_label_map_and_threshold(face
 
 
 def test_training_on_every_identity_selects_by_top1_and_calibrates_by_accept_rate(face_tree, tmp_path):
-    out = train(_cfg(face_tree, tmp_path / "m", val_impostors=0, accept_rate=0.5), progress=False,
-                log=lambda s: None)
+    out = train(_cfg(face_tree, tmp_path / "m", val_impostors=0, accept_rate=0.5), progress=False, log=lambda s: None)
     cfg = checkpoints.read_config(out)
     assert len(cfg["label_map"]) == 4 and cfg["split"]["impostor_names"] == []
     assert all(h["val_open"] is None for h in cfg["history"])
@@ -71,8 +80,17 @@ def test_spread_term_is_reported_and_changes_the_update(face_tree, tmp_path):
 
 
 def test_original_recipe_runs_on_seed_cnn(face_tree, tmp_path):
-    cfg = TrainConfig.original(str(face_tree), str(tmp_path / "s"), steps=2, p=2, k=2, eval_every=2,
-                               val_impostors=1, val_fraction=0.2, threads=1)
+    cfg = TrainConfig.original(
+        str(face_tree),
+        str(tmp_path / "s"),
+        steps=2,
+        p=2,
+        k=2,
+        eval_every=2,
+        val_impostors=1,
+        val_fraction=0.2,
+        threads=1,
+    )
     t = Trainer(cfg, log=lambda s: None)
     m = t.train_step()
     assert m["cosface"] == 0.0 and m["triplet"] >= 0
@@ -85,8 +103,10 @@ def test_budget_run_replans_when_the_machine_slows(face_tree, tmp_path, monkeypa
     validation, then fewer once the slowdown shows, so that the run still ends on time."""
     from facegallery import training
 
-    t = Trainer(_cfg(face_tree, tmp_path / "r", steps=None, budget_s=10.0, eval_every=20, checkpoint_every=1000),
-                log=lambda s: None)
+    t = Trainer(
+        _cfg(face_tree, tmp_path / "r", steps=None, budget_s=10.0, eval_every=20, checkpoint_every=1000),
+        log=lambda s: None,
+    )
     now = [0.0]
     step = t.train_step
 
@@ -105,8 +125,9 @@ def test_budget_run_replans_when_the_machine_slows(face_tree, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("seconds_per_step", [0.0101, 0.015, 0.2])
-def test_budget_is_planned_from_timed_steps_whenever_5_percent_is_spent(face_tree, tmp_path, monkeypatch,
-                                                                        seconds_per_step):
+def test_budget_is_planned_from_timed_steps_whenever_5_percent_is_spent(
+    face_tree, tmp_path, monkeypatch, seconds_per_step
+):
     """A fake clock on which 5% of a 2 s budget is first spent at step 10 (0.0101 s/step: once a
     ZeroDivisionError, the timing window restarting at the very step that ends it), at step 7, or by
     step 1: the length planned is the budget over the pace, less the 8% kept for validations."""
@@ -115,8 +136,10 @@ def test_budget_is_planned_from_timed_steps_whenever_5_percent_is_spent(face_tre
     class Planned(Exception):
         pass
 
-    t = Trainer(_cfg(face_tree, tmp_path / "z", steps=None, budget_s=2.0, eval_every=1000, checkpoint_every=1000),
-                log=lambda s: None)
+    t = Trainer(
+        _cfg(face_tree, tmp_path / "z", steps=None, budget_s=2.0, eval_every=1000, checkpoint_every=1000),
+        log=lambda s: None,
+    )
     now = [0.0]
     step = t.train_step
 

@@ -1,13 +1,14 @@
 """facegallery: FaceNet-style face recognition of a library of people.
 
-    from facegallery import load_model, Library
-    lib = Library.from_folder("people/", load_model())
-    lib.identify(["photo.jpg"])
+from facegallery import load_model, Library
+lib = Library.from_folder("people/", load_model())
+lib.identify(["photo.jpg"])
 
-    with Gallery.open("people.db", create=True) as g:    # persistent, incremental
-        g.enroll("Ada", ["ada1.jpg", "ada2.jpg"])
-        g.identify("photo.jpg").name
+with Gallery.open("people.db", create=True) as g:    # persistent, incremental
+    g.enroll("Ada", ["ada1.jpg", "ada2.jpg"])
+    g.identify("photo.jpg").name
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,12 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["DEFAULT_MODEL", "Gallery", "Library", "load_model"]
 #: Where each public name lives; imported on first use, so that ``facegallery --help`` and the light
 #: commands start without PyTorch.
-_HOMES = {"DEFAULT_MODEL": "facegallery.embedder", "load_model": "facegallery.embedder",
-          "Gallery": "facegallery.gallery", "Library": "facegallery.library"}
+_HOMES = {
+    "DEFAULT_MODEL": "facegallery.embedder",
+    "load_model": "facegallery.embedder",
+    "Gallery": "facegallery.gallery",
+    "Library": "facegallery.library",
+}
 
 if TYPE_CHECKING:
     from facegallery.embedder import DEFAULT_MODEL, load_model

@@ -10,6 +10,7 @@ Points are in pixel-edge coordinates (the centre of pixel index i is at i + 0.5)
 order: outer and inner corner of the eye on the image's right, outer and inner corner of the other
 eye, base of the nose.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,13 +24,16 @@ from PIL import Image
 #: landmarks: dlib's HOG box (found in 1964), the shape predictor's points in it, and the mean of the
 #: points of the 1729 crops within 3 robust SDs of the median (the median agrees to 0.002).
 #: ``python benchmarks/bench_detection.py canonical`` measures them again.
-CANONICAL_LANDMARKS = np.array([
-    [0.6723, 0.4272],
-    [0.5732, 0.4339],
-    [0.3256, 0.4315],
-    [0.4250, 0.4358],
-    [0.5014, 0.6248],
-], dtype=np.float64)
+CANONICAL_LANDMARKS = np.array(
+    [
+        [0.6723, 0.4272],
+        [0.5732, 0.4339],
+        [0.3256, 0.4315],
+        [0.4250, 0.4358],
+        [0.5014, 0.6248],
+    ],
+    dtype=np.float64,
+)
 
 #: Where dlib's HOG detector puts the face in a PubFig83 crop, as fractions [x0, y0, x1, y1] of its
 #: sides (median over 2000 random train crops, seed 0): a whole crop's landmarks are looked for there.
@@ -37,13 +41,16 @@ CROP_FACE_BOX = (0.17, 0.25, 0.81, 0.88)
 
 #: dlib's 5-point face template on the unit square, before padding, in pixel-index coordinates
 #: (``get_face_chip_details`` in dlib/image_transforms/interpolation.h).
-DLIB_TEMPLATE_5 = np.array([
-    [0.8595674595992, 0.2134981538014],
-    [0.6460604764104, 0.2289674387677],
-    [0.1205750620789, 0.2137274526848],
-    [0.3340850613712, 0.2290642403242],
-    [0.4901123135679, 0.6277975316475],
-], dtype=np.float64)
+DLIB_TEMPLATE_5 = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ],
+    dtype=np.float64,
+)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
     mu_s, mu_d = src.mean(0), dst.mean(0)
     sc, dc = src - mu_s, dst - mu_d
-    var_s = (sc ** 2).sum() / len(src)
+    var_s = (sc**2).sum() / len(src)
     u, sv, vt = np.linalg.svd(dc.T @ sc / len(src))
     d = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
     rot = u @ np.diag(d) @ vt
@@ -102,9 +109,10 @@ def warp(pixels: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     antialiased (dlib uses an image pyramid for the same reason); pixels outside the photo are black."""
     scale = math.hypot(m[0, 0], m[1, 0])
     k = int(min(4, max(1, math.ceil(1.0 / scale - 1e-6)))) if scale > 0 else 1
-    inv = np.linalg.inv(np.vstack([m * k, [0.0, 0.0, 1.0]]))[:2]   # output pixel -> photo pixel
-    out = Image.fromarray(pixels).transform((size * k, size * k), Image.Transform.AFFINE,
-                                            data=tuple(inv.ravel()), resample=Image.Resampling.BILINEAR)
+    inv = np.linalg.inv(np.vstack([m * k, [0.0, 0.0, 1.0]]))[:2]  # output pixel -> photo pixel
+    out = Image.fromarray(pixels).transform(
+        (size * k, size * k), Image.Transform.AFFINE, data=tuple(inv.ravel()), resample=Image.Resampling.BILINEAR
+    )
     if k > 1:
         out = out.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(out, dtype=np.uint8)

@@ -1,9 +1,10 @@
 """The one answer shape shared by the CLI, the Python API and the HTTP service:
 
-    {"path": str, "faces": [{"box": [x0, y0, x1, y1], "name": str | None, "distance": float,
-                             "score": float (galleries), "candidates": [{"name", "distance"}, ...],
-                             "landmarks", "detection_score", "detected" (when detection ran)}]}
+{"path": str, "faces": [{"box": [x0, y0, x1, y1], "name": str | None, "distance": float,
+                         "score": float (galleries), "candidates": [{"name", "distance"}, ...],
+                         "landmarks", "detection_score", "detected" (when detection ran)}]}
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,15 @@ import numpy as np
 from facegallery.faces import Face
 
 
-def face_answer(face: Face, names: list[str], idx: np.ndarray, dist: np.ndarray, threshold: float | None,
-                score: float | None = None, with_detection: bool = False) -> dict[str, Any]:
+def face_answer(
+    face: Face,
+    names: list[str],
+    idx: np.ndarray,
+    dist: np.ndarray,
+    threshold: float | None,
+    score: float | None = None,
+    with_detection: bool = False,
+) -> dict[str, Any]:
     """One face's answer from its top-k candidate indices/distances (nearest first).
 
     ``name`` is None (unknown) when the nearest distance exceeds ``threshold`` or there is no candidate.

@@ -8,6 +8,7 @@ Without impostor identities (a model trained on every identity it has) the thres
 accepts a set fraction of the genuine probes (``accept_rate``): the fraction the balanced rule accepted
 where impostors were held out, measured on this project's models (0.78-0.80, benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from facegallery.recognition import Centroids, best_threshold, threshold_sweep
-
 
 #: Fraction of held-out genuine probes the threshold accepts when no impostors are held out.
 ACCEPT_RATE = 0.8
@@ -25,14 +25,20 @@ ACCEPT_RATE = 0.8
 class Calibration:
     threshold: float
     accuracy: float | None  # balanced open-set accuracy of the held-out probes at ``threshold`` (None: no impostors)
-    closed_top1: float     # closed-set top-1 of the genuine held-out probes
+    closed_top1: float  # closed-set top-1 of the genuine held-out probes
     genuine: int
     impostors: int
 
 
-def calibrate(gallery_emb: np.ndarray, gallery_labels: np.ndarray, classes: int,
-              genuine_emb: np.ndarray, genuine_labels: np.ndarray, impostor_emb: np.ndarray,
-              accept_rate: float = ACCEPT_RATE) -> Calibration:
+def calibrate(
+    gallery_emb: np.ndarray,
+    gallery_labels: np.ndarray,
+    classes: int,
+    genuine_emb: np.ndarray,
+    genuine_labels: np.ndarray,
+    impostor_emb: np.ndarray,
+    accept_rate: float = ACCEPT_RATE,
+) -> Calibration:
     """Balanced open-set calibration, or the ``accept_rate`` rule without impostors (module docstring)."""
     cents = Centroids.of(gallery_emb, gallery_labels, classes)
     if len(impostor_emb) == 0:
@@ -45,8 +51,12 @@ def calibrate(gallery_emb: np.ndarray, gallery_labels: np.ndarray, classes: int,
     d = cents.distances(probes)
     nearest = d.argmin(1)
     nd = d[np.arange(len(d)), nearest]
-    weights = np.concatenate([np.full(len(genuine_emb), 0.5 / max(len(genuine_emb), 1)),
-                              np.full(len(impostor_emb), 0.5 / max(len(impostor_emb), 1))])
+    weights = np.concatenate(
+        [
+            np.full(len(genuine_emb), 0.5 / max(len(genuine_emb), 1)),
+            np.full(len(impostor_emb), 0.5 / max(len(impostor_emb), 1)),
+        ]
+    )
     t, acc = threshold_sweep(nearest, nd, truth, weights)
     thr, best = best_threshold(t, acc)
     top1 = float((nearest[: len(genuine_emb)] == genuine_labels).mean()) if len(genuine_emb) else 0.0

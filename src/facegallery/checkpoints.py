@@ -1,6 +1,7 @@
 """Checkpoints: a folder holding ``weights.safetensors`` and ``config.json`` (architecture, label map,
 data fingerprint, training config and command, calibrated threshold). Training state for resuming
 (optimizer moments, RNG states) sits beside them in ``train_state.safetensors``; no pickle anywhere."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,13 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict,
-                    half: bool = False, train_state: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    model: torch.nn.Module,
+    config: dict,
+    half: bool = False,
+    train_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write weights (float16 when ``half``) and config atomically; returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """Folder-per-identity trees (``ROOT/<Person Name>/<image>``), label maps, splits and P x K batches."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ class FaceFolder:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, index: np.ndarray | list[int], names: list[str] | None = None) -> "FaceFolder":
+    def subset(self, index: np.ndarray | list[int], names: list[str] | None = None) -> FaceFolder:
         """The photos at ``index``; with ``names`` the labels are re-indexed onto that name list."""
         index = np.asarray(index, dtype=np.int64)
         paths = [self.paths[i] for i in index]
@@ -32,10 +33,11 @@ class FaceFolder:
         if names is None:
             return FaceFolder(self.root, list(self.names), paths, labels)
         remap = {n: i for i, n in enumerate(names)}
-        return FaceFolder(self.root, list(names), paths,
-                          np.array([remap[self.names[l]] for l in labels], dtype=np.int64))
+        return FaceFolder(
+            self.root, list(names), paths, np.array([remap[self.names[l]] for l in labels], dtype=np.int64)
+        )
 
-    def only(self, names: list[str]) -> "FaceFolder":
+    def only(self, names: list[str]) -> FaceFolder:
         """The photos of the identities in ``names``, labelled by position in ``names``."""
         wanted = set(names)
         idx = [i for i, l in enumerate(self.labels) if self.names[l] in wanted]
@@ -48,7 +50,7 @@ class FaceFolder:
             h.update(f"{p.relative_to(self.root)}\t{self.names[l]}\n".encode())
         return h.hexdigest()[:16]
 
-    def load_pixels(self, size: int, cache: PixelCache | None = None) -> tuple[np.ndarray, "FaceFolder"]:
+    def load_pixels(self, size: int, cache: PixelCache | None = None) -> tuple[np.ndarray, FaceFolder]:
         """Decode every photo at ``size``; unreadable ones are skipped (warned) and dropped."""
         pixels, kept = load_batch(self.paths, size, cache)
         return pixels, self.subset(kept)
@@ -105,7 +107,7 @@ class Split:
         return {"impostor_names": list(self.impostor_names), "holdout_paths": list(self.holdout_paths)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Split":
+    def from_json(cls, d: dict) -> Split:
         return cls(tuple(d["impostor_names"]), tuple(d["holdout_paths"]))
 
     def parts(self, folder: FaceFolder) -> tuple[FaceFolder, FaceFolder, FaceFolder]:
@@ -120,8 +122,7 @@ class Split:
         return kf.subset(train_idx), kf.subset(hold_idx), folder.only([n for n in folder.names if n in imp])
 
 
-def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed: int,
-               holdout: str = "last") -> Split:
+def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed: int, holdout: str = "last") -> Split:
     """Draw a :class:`Split` reproducibly from ``seed``.
 
     ``holdout="last"`` holds out each identity's highest-numbered photos (:func:`numbered_key`), as

@@ -10,15 +10,17 @@ from the ``face_recognition_models`` package, so nothing is downloaded at run ti
 ``--detect auto`` still takes small images (<= :data:`WHOLE_IMAGE_MAX_SIDE`) whole as face crops, with
 a warning, and refuses larger photos with a one-line error; ``--detect on`` refuses every photo.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -61,6 +63,7 @@ class Detector(Protocol):
 
 # ----- dlib and its model files ----------------------------------------------------------------
 
+
 def import_dlib() -> Any:
     """The ``dlib`` module, or a one-line :class:`UserError` telling how to install it."""
     try:
@@ -83,8 +86,9 @@ def dlib_model_file(name: str) -> Path:
 
 def dlib_available() -> bool:
     """True when dlib and its model files are installed."""
-    return importlib.util.find_spec("dlib") is not None and \
-        importlib.util.find_spec("face_recognition_models") is not None
+    return (
+        importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+    )
 
 
 def _rect_box(rect: Any) -> tuple[float, float, float, float]:
@@ -120,8 +124,11 @@ class DlibCnnDetector:
         self.threshold = threshold
 
     def detect(self, pixels: np.ndarray) -> list[Detection]:
-        return [Detection(_rect_box(d.rect), float(d.confidence)) for d in self._det(pixels, 0)
-                if d.confidence >= self.threshold]
+        return [
+            Detection(_rect_box(d.rect), float(d.confidence))
+            for d in self._det(pixels, 0)
+            if d.confidence >= self.threshold
+        ]
 
 
 #: Detectors by name. A new one is a class with ``name``, ``window`` and ``detect`` plus a line here.
@@ -132,7 +139,7 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
 DEFAULT_DETECTOR = DlibHogDetector.name
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_detector(name: str = DEFAULT_DETECTOR) -> Detector:
     """The detector called ``name`` (built once, then shared)."""
     if name not in DETECTORS:
@@ -150,8 +157,10 @@ def landmarks_in(pixels: np.ndarray, box: tuple[float, float, float, float]) -> 
 
 # ----- scanning a photo at the right scale -----------------------------------------------------
 
-def scan(pixels: np.ndarray, detector: Detector, min_face: int = MIN_FACE,
-         max_scan_pixels: int = MAX_SCAN_PIXELS) -> list[Detection]:
+
+def scan(
+    pixels: np.ndarray, detector: Detector, min_face: int = MIN_FACE, max_scan_pixels: int = MAX_SCAN_PIXELS
+) -> list[Detection]:
     """Run ``detector`` on ``pixels`` rescaled so a ``min_face`` face fills its window (capped at
     ``max_scan_pixels``), with boxes mapped back to the photo's pixels."""
     h, w = pixels.shape[:2]
@@ -177,15 +186,22 @@ def _no_detector(pixels: np.ndarray, mode: str) -> list[Face]:
     h, w = pixels.shape[:2]
     if mode == "auto" and max(h, w) <= WHOLE_IMAGE_MAX_SIDE:
         if not _warned_no_dlib:
-            warnings.warn(f"face detection needs the dlib extra ({INSTALL_HINT}); "
-                          "taking small images whole as face crops", stacklevel=3)
+            warnings.warn(
+                f"face detection needs the dlib extra ({INSTALL_HINT}); taking small images whole as face crops",
+                stacklevel=3,
+            )
             _warned_no_dlib = True
         return whole_faces(pixels)
     raise UserError(f"a {w}x{h} photo needs face detection, which needs the dlib extra: {INSTALL_HINT}")
 
 
-def detect_faces(pixels: np.ndarray, mode: str = "auto", detector: str | Detector = DEFAULT_DETECTOR,
-                 template: Template = PUBFIG83, min_face: int = MIN_FACE) -> list[Face]:
+def detect_faces(
+    pixels: np.ndarray,
+    mode: str = "auto",
+    detector: str | Detector = DEFAULT_DETECTOR,
+    template: Template = PUBFIG83,
+    min_face: int = MIN_FACE,
+) -> list[Face]:
     """Every face of an RGB uint8 photo, aligned into ``template`` (the embedder's), largest first.
 
     ``detector`` is a name from :data:`DETECTORS` or a detector object.
@@ -204,20 +220,27 @@ def detect_faces(pixels: np.ndarray, mode: str = "auto", detector: str | Detecto
         return _no_detector(pixels, mode)
     pixels = np.ascontiguousarray(pixels)
     det = get_detector(detector) if isinstance(detector, str) else detector
-    found = sorted(scan(pixels, det, min_face),
-                   key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+    found = sorted(scan(pixels, det, min_face), key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
     faces = []
     for d in found:
         marks = landmarks_in(pixels, d.box)
-        faces.append(Face(crop=align(pixels, marks, template), box=[round(v, 2) for v in d.box], template=template.name,
-                          detected=True, landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in marks],
-                          detection_score=round(d.score, 4)))
+        faces.append(
+            Face(
+                crop=align(pixels, marks, template),
+                box=[round(v, 2) for v in d.box],
+                template=template.name,
+                detected=True,
+                landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in marks],
+                detection_score=round(d.score, 4),
+            )
+        )
     if not faces and mode == "auto" and max(h, w) <= WHOLE_IMAGE_MAX_SIDE:
         return whole_faces(pixels)
     return faces
 
 
 # ----- drawing ---------------------------------------------------------------------------------
+
 
 def draw_faces(pixels: np.ndarray, faces: list[dict]) -> Image.Image:
     """The photo with each answered face's box, landmarks and name (or 'unknown') drawn on it."""

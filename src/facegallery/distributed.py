@@ -5,12 +5,14 @@ environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or ``facegallery train
 N processes itself. On a 2-core laptop two one-thread processes, each on half the batch, train 9% faster
 than one two-thread process (benchmarks/RESULTS.md, section 5).
 """
+
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -73,8 +75,15 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     fn(*args)
 
 

@@ -6,13 +6,15 @@ in brief) and a ``fingerprint`` that changes whenever the outputs would. ``embed
 crops framed as PubFig83's and carries them into the template itself; crops that detection already
 aligned into the template are marked ``aligned`` (:func:`embed_faces` does this for faces).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,8 +32,7 @@ PRECISIONS = ("auto", "int8", "fp32")
 
 
 #: What every model's spec states (the contract test checks each shipped model has them all).
-SPEC_KEYS = ("input_size", "template", "normalisation", "embedding_dim", "precision", "licence",
-             "training_data")
+SPEC_KEYS = ("input_size", "template", "normalisation", "embedding_dim", "precision", "licence", "training_data")
 
 
 class Embedder(Protocol):
@@ -44,8 +45,9 @@ class Embedder(Protocol):
     threshold: float | None
     spec: dict
 
-    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256,
-              aligned: bool | Sequence[bool] = False) -> np.ndarray: ...
+    def embed(
+        self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256, aligned: bool | Sequence[bool] = False
+    ) -> np.ndarray: ...
 
 
 def embed_faces(embedder: Embedder, faces: Sequence[Face]) -> np.ndarray:
@@ -57,8 +59,11 @@ def embed_faces(embedder: Embedder, faces: Sequence[Face]) -> np.ndarray:
 def _as_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
     if isinstance(images, np.ndarray) and images.ndim == 4:
         return images if images.shape[1:3] == (size, size) else np.stack([resize(i, size) for i in images])
-    return np.stack([resize(np.asarray(i, dtype=np.uint8), size) for i in images]) if len(images) else \
-        np.zeros((0, size, size, 3), np.uint8)
+    return (
+        np.stack([resize(np.asarray(i, dtype=np.uint8), size) for i in images])
+        if len(images)
+        else np.zeros((0, size, size, 3), np.uint8)
+    )
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -74,7 +79,7 @@ def load_size(net_size: int, crop: float) -> int:
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """The central size x size window of an (N, C, H, W) batch."""
     top, left = (x.shape[2] - size) // 2, (x.shape[3] - size) // 2
-    return x[:, :, top:top + size, left:left + size]
+    return x[:, :, top : top + size, left : left + size]
 
 
 def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
@@ -102,8 +107,16 @@ class TorchEmbedder:
     ``model`` runs as given when ``precision`` is "int8" (an already quantised network); a float
     network is prepared for speed first (BatchNorm folded, channels-last)."""
 
-    def __init__(self, model: torch.nn.Module, config: dict, name: str, fingerprint: str,
-                 precision: str = "fp32", net_size: int | None = None, reference: str | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: dict,
+        name: str,
+        fingerprint: str,
+        precision: str = "fp32",
+        net_size: int | None = None,
+        reference: str | None = None,
+    ):
         self.net_size = int(net_size or model.input_size)
         self.precision = precision
         # channels-last: ~1.4x faster convs on CPU; BatchNorm folded into convs: ~1.15x more
@@ -118,22 +131,29 @@ class TorchEmbedder:
         self.fingerprint = fingerprint
         self.flip: bool = bool(config.get("tta_flip", False))
         # the int8 network's own calibrated threshold where ``facegallery quantize`` recorded one
-        self.threshold: float | None = config.get("int8", {}).get("threshold", config.get("threshold")) \
-            if precision == "int8" else config.get("threshold")
+        self.threshold: float | None = (
+            config.get("int8", {}).get("threshold", config.get("threshold"))
+            if precision == "int8"
+            else config.get("threshold")
+        )
         self.label_map: list[str] = config.get("label_map", [])
         name_of_template = config.get("template", PUBFIG83.name)
         if name_of_template not in TEMPLATES:
             raise UserError(f"{name}: unknown alignment template {name_of_template!r} (known: {', '.join(TEMPLATES)})")
         self.template: Template = TEMPLATES[name_of_template]
         self.spec: dict = {
-            "input_size": self.net_size, "template": self.template.name,
+            "input_size": self.net_size,
+            "template": self.template.name,
             "normalisation": config.get("normalisation", "RGB / 255"),
-            "embedding_dim": int(config.get("embedding_dim", 128)), "precision": precision,
-            "licence": config.get("licence"), "training_data": config.get("training_data"),
+            "embedding_dim": int(config.get("embedding_dim", 128)),
+            "precision": precision,
+            "licence": config.get("licence"),
+            "training_data": config.get("training_data"),
         }
 
-    def network_pixels(self, images: np.ndarray | Sequence[np.ndarray], aligned: bool | Sequence[bool] = False) \
-            -> np.ndarray:
+    def network_pixels(
+        self, images: np.ndarray | Sequence[np.ndarray], aligned: bool | Sequence[bool] = False
+    ) -> np.ndarray:
         """The network's input pixels: PubFig83-framed crops resized (resface's own template), or each
         whole crop aligned into the template by its landmarks and each aligned one taken as it is."""
         if self.template.name == PUBFIG83.name:
@@ -146,14 +166,15 @@ class TorchEmbedder:
         return _as_batch(chips, self.input_size)
 
     @torch.inference_mode()
-    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256,
-              aligned: bool | Sequence[bool] = False) -> np.ndarray:
+    def embed(
+        self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256, aligned: bool | Sequence[bool] = False
+    ) -> np.ndarray:
         """Unit embeddings (N, D) of RGB uint8 crops of any size: whole crops framed as PubFig83's, or
         (``aligned``) crops already in the embedder's template."""
         pixels = self.network_pixels(images, aligned)
         out = []
         for i in range(0, len(pixels), batch_size):
-            x = center_crop(to_tensor(pixels[i:i + batch_size]), self.net_size)
+            x = center_crop(to_tensor(pixels[i : i + batch_size]), self.net_size)
             x = x.contiguous(memory_format=torch.channels_last)
             e = self.model(x)
             if self.flip:
@@ -165,8 +186,11 @@ class TorchEmbedder:
 
 def shipped_models() -> list[str]:
     """Names of the models shipped inside the package."""
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / checkpoints.CONFIG).is_file()) \
-        if WEIGHTS_DIR.is_dir() else []
+    return (
+        sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / checkpoints.CONFIG).is_file())
+        if WEIGHTS_DIR.is_dir()
+        else []
+    )
 
 
 def checkpoint_folder(model: str | Path) -> Path:
@@ -177,8 +201,9 @@ def checkpoint_folder(model: str | Path) -> Path:
     if path.is_file() and path.name in (checkpoints.CONFIG, checkpoints.WEIGHTS):
         path = path.parent
     if not path.is_dir():
-        raise UserError(f"{model}: no such model (shipped: {', '.join(shipped_models()) or 'none'}; "
-                        "or give a checkpoint folder)")
+        raise UserError(
+            f"{model}: no such model (shipped: {', '.join(shipped_models()) or 'none'}; or give a checkpoint folder)"
+        )
     return path
 
 
@@ -212,16 +237,25 @@ def load_model(model: str | Path | None = None, precision: str | None = None) ->
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not fit architecture {config['arch']!r} ({e})") from None
     h = hashlib.sha1((path / checkpoints.WEIGHTS).read_bytes())
-    h.update(json.dumps({"arch": config["arch"], "tta_flip": config.get("tta_flip", False),
-                          "crop": config.get("crop", 1.0),
-                          **({"template": config["template"]} if "template" in config else {})}).encode())
-    if config.get("template", PUBFIG83.name) != PUBFIG83.name:   # whole crops are aligned by these landmarks
+    h.update(
+        json.dumps(
+            {
+                "arch": config["arch"],
+                "tta_flip": config.get("tta_flip", False),
+                "crop": config.get("crop", 1.0),
+                **({"template": config["template"]} if "template" in config else {}),
+            }
+        ).encode()
+    )
+    if config.get("template", PUBFIG83.name) != PUBFIG83.name:  # whole crops are aligned by these landmarks
         h.update(landmarks.WEIGHTS.read_bytes())
     name = config.get("name", path.name)
     observers = quantization.load(path) if precision != "fp32" else None
     if precision == "int8" and observers is None:
-        raise UserError(f"{path}: no int8 calibration ({quantization.INT8}); make one with "
-                        f"`facegallery quantize {path} --data TRAIN_FOLDER`")
+        raise UserError(
+            f"{path}: no int8 calibration ({quantization.INT8}); make one with "
+            f"`facegallery quantize {path} --data TRAIN_FOLDER`"
+        )
     if precision == "int8" and not quantization.available():
         raise UserError(f"this PyTorch ({torch.__version__}) cannot run int8 networks; use {name}@fp32")
     if observers is not None and quantization.available():
@@ -230,9 +264,16 @@ def load_model(model: str | Path | None = None, precision: str | None = None) ->
         except ValueError as e:
             if precision == "int8":
                 raise UserError(f"{path / quantization.INT8}: does not fit this network ({e})") from None
-            warnings.warn(f"{path / quantization.INT8}: ignored, does not fit this network ({e})")
+            warnings.warn(f"{path / quantization.INT8}: ignored, does not fit this network ({e})", stacklevel=2)
         else:
             h.update((path / quantization.INT8).read_bytes() + quantization.BACKEND.encode())
-            return TorchEmbedder(qnet, config, name=f"{name}@int8", fingerprint=f"{name}@int8:{h.hexdigest()[:16]}",
-                                 precision="int8", net_size=int(net.input_size), reference=f"{ref}@int8")
+            return TorchEmbedder(
+                qnet,
+                config,
+                name=f"{name}@int8",
+                fingerprint=f"{name}@int8:{h.hexdigest()[:16]}",
+                precision="int8",
+                net_size=int(net.input_size),
+                reference=f"{ref}@int8",
+            )
     return TorchEmbedder(net, config, name=name, fingerprint=f"{name}:{h.hexdigest()[:16]}", reference=f"{ref}@fp32")

@@ -12,14 +12,15 @@ embeddings (as the original project did). On the test tree:
   photos, without retraining, then everyone identified among all centroids;
 - verification: genuine vs impostor pairs of known test photos (ROC AUC, EER, TAR at low FAR).
 """
+
 from __future__ import annotations
 
 import csv
 import datetime
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -51,7 +52,7 @@ class Embedded:
     folder: FaceFolder
     emb: np.ndarray
 
-    def subset(self, index: np.ndarray | list[int], names: list[str] | None = None) -> "Embedded":
+    def subset(self, index: np.ndarray | list[int], names: list[str] | None = None) -> Embedded:
         """The photos at ``index`` (labels re-indexed onto ``names`` when given)."""
         index = np.asarray(index, dtype=np.int64)
         return Embedded(self.folder.subset(index, names), self.emb[index])
@@ -72,8 +73,9 @@ class EvalData:
         return Centroids.of(self.train.emb, self.train.folder.labels, len(self.train.folder.names))
 
 
-def embed_folder(embedder: Embedder, folder: FaceFolder, cache: PixelCache | None = None,
-                 progress: bool = False) -> Embedded:
+def embed_folder(
+    embedder: Embedder, folder: FaceFolder, cache: PixelCache | None = None, progress: bool = False
+) -> Embedded:
     """Embed every photo of ``folder``; unreadable ones are skipped (warned) and dropped."""
     emb, kept = embed_paths(embedder, folder.paths, cache, progress=progress)
     if not kept:
@@ -89,11 +91,12 @@ def split_test(train: Embedded, test: Embedded) -> EvalData:
     if not is_known.any():
         raise UserError(f"{test.folder.root}: none of its people are in the train folder {train.folder.root}")
     if is_known.all():
-        raise UserError(f"{test.folder.root}: every person in it is in the train folder; the open-set and "
-                        "new-identity protocols need people absent from training")
+        raise UserError(
+            f"{test.folder.root}: every person in it is in the train folder; the open-set and "
+            "new-identity protocols need people absent from training"
+        )
     known = test.subset(np.flatnonzero(is_known), names=train.folder.names)
-    unknown = test.subset(np.flatnonzero(~is_known),
-                          names=[n for n in names if n not in known_names])
+    unknown = test.subset(np.flatnonzero(~is_known), names=[n for n in names if n not in known_names])
     return EvalData(train, known, unknown)
 
 
@@ -121,8 +124,13 @@ def thin_sweep(thresholds: np.ndarray, acc: np.ndarray, max_points: int = SWEEP_
     return [[round(float(thresholds[i]), 6), round(float(acc[i]), 6)] for i in keep]
 
 
-def open_set(cents: Centroids, known_emb: np.ndarray, known_labels: np.ndarray, unknown_emb: np.ndarray,
-             calibrated_threshold: float) -> dict:
+def open_set(
+    cents: Centroids,
+    known_emb: np.ndarray,
+    known_labels: np.ndarray,
+    unknown_emb: np.ndarray,
+    calibrated_threshold: float,
+) -> dict:
     """Open-set accuracy (classes = known identities + unknown) swept over every threshold, its
     hindsight best, and the accuracy at the calibrated threshold."""
     emb = np.concatenate([known_emb, unknown_emb])
@@ -135,14 +143,17 @@ def open_set(cents: Centroids, known_emb: np.ndarray, known_labels: np.ndarray, 
     n_known = len(known_emb)
     accepted = nd <= calibrated_threshold
     return {
-        "best_accuracy": best_acc, "best_threshold": best_t,
-        "calibrated_threshold": float(calibrated_threshold), "calibrated_accuracy": cal_acc,
+        "best_accuracy": best_acc,
+        "best_threshold": best_t,
+        "calibrated_threshold": float(calibrated_threshold),
+        "calibrated_accuracy": cal_acc,
         "gap": best_acc - cal_acc,
         # at the calibrated threshold: known probes named correctly, unknown probes turned away
         "calibrated_known_accuracy": float((accepted[:n_known] & (near[:n_known] == known_labels)).mean()),
         "calibrated_unknown_rejected": float((~accepted[n_known:]).mean()),
         "all_unknown_accuracy": float(len(unknown_emb) / len(emb)),
-        "known_probes": int(n_known), "unknown_probes": int(len(unknown_emb)),
+        "known_probes": int(n_known),
+        "unknown_probes": int(len(unknown_emb)),
         "sweep": thin_sweep(t, acc),
     }
 
@@ -157,12 +168,18 @@ def calibration_split(train: FaceFolder, config: dict | None, seed: int) -> tupl
         if len(hold) and len(imp):
             return split, "checkpoint-split", "held out of training by the checkpoint's recorded split"
         if len(hold) and not split.impostor_names:  # trained on every identity: the accept-rate rule
-            return split, "checkpoint-split-accept-rate", ("held-out photos of the checkpoint's recorded split; "
-                                                           "no identity was held out as impostors")
+            return (
+                split,
+                "checkpoint-split-accept-rate",
+                ("held-out photos of the checkpoint's recorded split; no identity was held out as impostors"),
+            )
     impostors = min(8, max(1, len(train.names) // 4))
     why = "the checkpoint's split does not fit this train folder" if recorded else "the checkpoint records no split"
-    return (make_split(train, impostors=impostors, holdout_fraction=0.1, seed=seed), "drawn-split",
-            f"{why}; drawn with seed {seed}: the model may have seen these photos in training")
+    return (
+        make_split(train, impostors=impostors, holdout_fraction=0.1, seed=seed),
+        "drawn-split",
+        f"{why}; drawn with seed {seed}: the model may have seen these photos in training",
+    )
 
 
 def calibrate_threshold(train: Embedded, split: Split, accept_rate: float = ACCEPT_RATE) -> dict:
@@ -177,10 +194,15 @@ def calibrate_threshold(train: Embedded, split: Split, accept_rate: float = ACCE
 
     cal = calibrate(emb(part), part.labels, len(part.names), emb(hold), hold.labels, emb(imp), accept_rate)
     # the weighted sum can land a rounding error above 1
-    return {"threshold": cal.threshold, "accept_rate": None if cal.accuracy is not None else accept_rate,
-            "validation_accuracy": None if cal.accuracy is None else min(cal.accuracy, 1.0),
-            "validation_closed_top1": cal.closed_top1, "genuine_probes": cal.genuine,
-            "impostor_probes": cal.impostors, "impostor_names": list(imp.names)}
+    return {
+        "threshold": cal.threshold,
+        "accept_rate": None if cal.accuracy is not None else accept_rate,
+        "validation_accuracy": None if cal.accuracy is None else min(cal.accuracy, 1.0),
+        "validation_closed_top1": cal.closed_top1,
+        "genuine_probes": cal.genuine,
+        "impostor_probes": cal.impostors,
+        "impostor_names": list(imp.names),
+    }
 
 
 def enrolment(folder: FaceFolder, label: int, shots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,8 +212,9 @@ def enrolment(folder: FaceFolder, label: int, shots: int) -> tuple[np.ndarray, n
     return np.array(rows[:shots], dtype=np.int64), np.array(rows[shots:], dtype=np.int64)
 
 
-def new_identities(cents: Centroids, known_emb: np.ndarray, known_labels: np.ndarray, new: Embedded,
-                   shots: Sequence[int] = SHOTS) -> dict:
+def new_identities(
+    cents: Centroids, known_emb: np.ndarray, known_labels: np.ndarray, new: Embedded, shots: Sequence[int] = SHOTS
+) -> dict:
     """Closed-set top-1 among known + newly enrolled centroids, for each number of enrolment shots;
     split into known probes and new probes. An identity with no photo left to probe after enrolling
     ``n`` is left out of the ``n``-shot run (``identities_<n>shot`` says how many took part)."""
@@ -234,9 +257,14 @@ def verification(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict | N
     score = -squared_distances(emb, emb)[i, j]
     fpr, tpr, _ = roc_curve(same, score)
     e = int(np.argmin(np.abs(fpr - (1 - tpr))))
-    return {"auc": float(roc_auc_score(same, score)), "eer": float((fpr[e] + 1 - tpr[e]) / 2),
-            "tar_at_far_0.001": float(tpr[fpr <= 1e-3].max()), "tar_at_far_0.01": float(tpr[fpr <= 1e-2].max()),
-            "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum())}
+    return {
+        "auc": float(roc_auc_score(same, score)),
+        "eer": float((fpr[e] + 1 - tpr[e]) / 2),
+        "tar_at_far_0.001": float(tpr[fpr <= 1e-3].max()),
+        "tar_at_far_0.01": float(tpr[fpr <= 1e-2].max()),
+        "genuine_pairs": int(same.sum()),
+        "impostor_pairs": int((~same).sum()),
+    }
 
 
 def run_protocol(data: EvalData, config: dict | None, seed: int) -> dict:
@@ -253,17 +281,20 @@ def run_protocol(data: EvalData, config: dict | None, seed: int) -> dict:
     return {
         "closed_set": closed_set(cents, known.emb, kl),
         "calibration": cal,
-        "open_set": {**open_set(cents, known.emb, kl, unknown.emb[draw], cal["threshold"]),
-                     "draw_seed": DRAW_SEED},
+        "open_set": {**open_set(cents, known.emb, kl, unknown.emb[draw], cal["threshold"]), "draw_seed": DRAW_SEED},
         "open_set_all": open_set(cents, known.emb, kl, unknown.emb, cal["threshold"]),
-        "new_identities": {**new_identities(cents, known.emb, kl, unknown),
-                           "identities": len(unknown.folder.names)},
+        "new_identities": {**new_identities(cents, known.emb, kl, unknown), "identities": len(unknown.folder.names)},
         "verification": verification(known.emb, kl),
     }
 
 
-def prepare(embedder: Embedder, train_root: str | Path, test_root: str | Path,
-            cache: PixelCache | None = None, progress: bool = False) -> tuple[EvalData, dict]:
+def prepare(
+    embedder: Embedder,
+    train_root: str | Path,
+    test_root: str | Path,
+    cache: PixelCache | None = None,
+    progress: bool = False,
+) -> tuple[EvalData, dict]:
     """Discover and embed both trees; returns the data and the seconds each embedding took."""
     train_folder, test_folder = discover(train_root), discover(test_root)
     t0 = time.perf_counter()
@@ -274,8 +305,14 @@ def prepare(embedder: Embedder, train_root: str | Path, test_root: str | Path,
     return data, {"embed_train_s": round(t1 - t0, 2), "embed_test_s": round(t2 - t1, 2)}
 
 
-def evaluate(embedder: Embedder, train_root: str | Path, test_root: str | Path, seed: int = 0,
-             cache: PixelCache | None = None, progress: bool = False) -> tuple[dict, EvalData]:
+def evaluate(
+    embedder: Embedder,
+    train_root: str | Path,
+    test_root: str | Path,
+    seed: int = 0,
+    cache: PixelCache | None = None,
+    progress: bool = False,
+) -> tuple[dict, EvalData]:
     """The whole protocol for one embedder: (metrics, the embedded data for figures and guesses)."""
     data, timing = prepare(embedder, train_root, test_root, cache, progress)
     t0 = time.perf_counter()
@@ -283,10 +320,15 @@ def evaluate(embedder: Embedder, train_root: str | Path, test_root: str | Path, 
     timing["protocol_s"] = round(time.perf_counter() - t0, 2)
     header = {
         "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
-        "data": {"train": str(train_root), "test": str(test_root),
-                 "train_photos": len(data.train.emb), "train_identities": len(data.train.folder.names),
-                 "test_known_photos": len(data.known.emb), "test_unknown_photos": len(data.unknown.emb),
-                 "unknown_identities": len(data.unknown.folder.names)},
+        "data": {
+            "train": str(train_root),
+            "test": str(test_root),
+            "train_photos": len(data.train.emb),
+            "train_identities": len(data.train.folder.names),
+            "test_known_photos": len(data.known.emb),
+            "test_unknown_photos": len(data.unknown.emb),
+            "unknown_identities": len(data.unknown.folder.names),
+        },
         "seed": seed,
         "protocol": PROTOCOL,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -3,6 +3,7 @@
 Without detection (``detect="off"``) the whole image is one face crop, as in the PubFig83 protocol.
 Detection and alignment (``auto`` / ``on``) live in :mod:`facegallery.detection`.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,12 +22,12 @@ DETECT_MODES = ("auto", "on", "off")
 class Face:
     """One face of a photo: the crop to embed and where it came from."""
 
-    crop: np.ndarray                         # RGB uint8 (H, W, 3), aligned when detected
-    box: list[float]                         # [x0, y0, x1, y1] in the photo's (EXIF-upright) pixels
-    detected: bool = False                   # False: the whole image was taken as the crop
+    crop: np.ndarray  # RGB uint8 (H, W, 3), aligned when detected
+    box: list[float]  # [x0, y0, x1, y1] in the photo's (EXIF-upright) pixels
+    detected: bool = False  # False: the whole image was taken as the crop
     landmarks: list[list[float]] | None = None
     detection_score: float | None = None
-    template: str | None = None              # the alignment template of ``crop``; None: a whole image
+    template: str | None = None  # the alignment template of ``crop``; None: a whole image
     extra: dict = field(default_factory=dict)
 
 
@@ -45,8 +46,10 @@ def whole_faces(pixels: np.ndarray) -> list[Face]:
     """``[whole_image(pixels)]``, or no face (warned) for an image under :data:`MIN_CROP_SIDE` a side."""
     h, w = pixels.shape[:2]
     if min(h, w) < MIN_CROP_SIDE:
-        warnings.warn(f"a {w}x{h} image is too small to be a face crop (under {MIN_CROP_SIDE} px a side): "
-                      "no face in it", stacklevel=3)
+        warnings.warn(
+            f"a {w}x{h} image is too small to be a face crop (under {MIN_CROP_SIDE} px a side): no face in it",
+            stacklevel=3,
+        )
         return []
     return [whole_image(pixels)]
 
@@ -72,6 +75,5 @@ def only_face(faces: list[Face], where: Path) -> Face | None:
     warned, when it shows no face or several."""
     if len(faces) == 1:
         return faces[0]
-    warn_skip(where, "no face found" if not faces else
-              f"{len(faces)} faces found; use photos showing only this person")
+    warn_skip(where, "no face found" if not faces else f"{len(faces)} faces found; use photos showing only this person")
     return None

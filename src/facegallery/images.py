@@ -2,14 +2,15 @@
 
 Every photo enters the package through :func:`load_image`, so one policy decides what is an image.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,8 +43,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     try:
         with Image.open(path) as im:
             if im.width * im.height > max_pixels:
-                raise ImageReadError(
-                    f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
+                raise ImageReadError(f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
             im.load()
             im = ImageOps.exif_transpose(im)
             return to_rgb_array(im)
@@ -95,7 +95,7 @@ def iter_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
 
 def warn_skip(path: Path, why: str) -> None:
     """One warning line per skipped file."""
-    shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")   # names not UTF-8
+    shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # names not UTF-8
     warnings.warn(f"skipping {shown}: {why}", SkipWarning, stacklevel=2)
 
 
@@ -152,8 +152,9 @@ class PixelCache:
         return pixels
 
 
-def load_batch(paths: list[Path], size: int, cache: PixelCache | None = None,
-               skip_bad: bool = True) -> tuple[np.ndarray, list[int]]:
+def load_batch(
+    paths: list[Path], size: int, cache: PixelCache | None = None, skip_bad: bool = True
+) -> tuple[np.ndarray, list[int]]:
     """Load many photos at one size. Returns (pixels (N,size,size,3), indices of the ones kept).
 
     With ``skip_bad`` unreadable files are skipped with a warning; otherwise the first raises.

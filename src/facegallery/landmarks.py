@@ -13,9 +13,10 @@ whole pixels).
 The predictor's arrays ship as ``weights/dlib-landmarks5/landmarks.safetensors``, converted from
 ``shape_predictor_5_face_landmarks.dat`` by ``python -m facegallery.convert_dlib landmarks DAT``.
 """
+
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +59,14 @@ class ShapePredictor:
         if n == 0:
             return np.zeros((0, self.parts, 2))
         greys = [p if p.ndim == 2 else p.astype(np.uint16).sum(2) // 3 for p in photos]
-        sizes = np.array([g.shape for g in greys], np.int64)                      # (N, 2): h, w
+        sizes = np.array([g.shape for g in greys], np.int64)  # (N, 2): h, w
         offsets = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]])
         flat = np.concatenate([g.ravel() for g in greys]).astype(np.float32)
         # dlib's rectangle(x0, y0, x1 - 1, y1 - 1); (0, 0) -> its top left, (1, 1) -> its bottom right
         b = np.rint(np.asarray(boxes, np.float64)).astype(np.int64)
         origin = b[:, None, :2].astype(np.float32)
         scale = (b[:, None, 2:] - 1 - b[:, None, :2]).astype(np.float32)
-        shape = np.repeat(self.initial[None], n, 0)                                # (N, parts, 2)
+        shape = np.repeat(self.initial[None], n, 0)  # (N, parts, 2)
         ref = self.initial - self.initial.mean(0)
         ref_c = ref[:, 0] + 1j * ref[:, 1]
         trees = self._trees[None, :]
@@ -74,20 +75,23 @@ class ShapePredictor:
             # the least-squares fit dlib's find_similarity_transform makes); only its rotation-scale part
             cur = shape - shape.mean(1, keepdims=True)
             spread = (np.abs(ref_c) ** 2).sum()
-            a = (np.conj(ref_c)[None] * (cur[..., 0] + 1j * cur[..., 1])).sum(1) / spread if spread > 0 else \
-                np.ones(n, complex)                                                 # one part: identity, as dlib
-            d = self.deltas[level]                                                  # (F, 2)
-            dc = (d[:, 0] + 1j * d[:, 1])[None] * a[:, None]                        # (N, F)
-            anchor = shape[:, self.anchors[level]]                                  # (N, F, 2)
+            a = (
+                (np.conj(ref_c)[None] * (cur[..., 0] + 1j * cur[..., 1])).sum(1) / spread
+                if spread > 0
+                else np.ones(n, complex)
+            )  # one part: identity, as dlib
+            d = self.deltas[level]  # (F, 2)
+            dc = (d[:, 0] + 1j * d[:, 1])[None] * a[:, None]  # (N, F)
+            anchor = shape[:, self.anchors[level]]  # (N, F, 2)
             points = (np.stack([dc.real, dc.imag], -1) + anchor) * scale + origin
             px = np.floor(points + 0.5).astype(np.int64)
             h, w = sizes[:, None, 0], sizes[:, None, 1]
             inside = (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
             where = offsets[:, None] + np.clip(px[..., 1], 0, h - 1) * w + np.clip(px[..., 0], 0, w - 1)
-            values = np.where(inside, flat[where], 0.0).astype(np.float32)          # (N, F)
+            values = np.where(inside, flat[where], 0.0).astype(np.float32)  # (N, F)
             node = np.zeros((n, len(self._trees)), np.int64)
             for _ in range(self.depth):
-                i1 = self.idx1[level][trees, node]                                  # (N, T)
+                i1 = self.idx1[level][trees, node]  # (N, T)
                 i2 = self.idx2[level][trees, node]
                 diff = np.take_along_axis(values, i1, 1) - np.take_along_axis(values, i2, 1)
                 node = 2 * node + np.where(diff > self.thresholds[level][trees, node], 1, 2)
@@ -103,7 +107,7 @@ def align_crops(crops: list[np.ndarray], template: Template) -> list[np.ndarray]
     return [align(c, m, template) for c, m in zip(crops, marks)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def shipped() -> ShapePredictor:
     """The shipped 5-point predictor (converted from dlib's CC0 file)."""
     from safetensors.numpy import load_file

@@ -12,6 +12,7 @@ the photo is detected and the one nearest the centre is taken (LFW photos may ho
 which no face is found is read as LFW deep-funneled frames it, its centre 150x150 taken as a
 PubFig83-framed crop; how many photos that happened to is reported.
 """
+
 from __future__ import annotations
 
 import time
@@ -66,15 +67,19 @@ def read_pairs(path: Path) -> Pairs:
         for k in range(folds):
             for j in range(2 * per):
                 row = lines[1 + k * 2 * per + j]
-                a, b = (_photo(row[0], row[1]), _photo(row[0], row[2])) if j < per else \
-                    (_photo(row[0], row[1]), _photo(row[2], row[3]))
+                a, b = (
+                    (_photo(row[0], row[1]), _photo(row[0], row[2]))
+                    if j < per
+                    else (_photo(row[0], row[1]), _photo(row[2], row[3]))
+                )
                 left.append(a)
                 right.append(b)
                 same.append(j < per)
                 fold.append(k)
     except (IndexError, ValueError):
-        raise UserError(f"{path}: not an LFW pair list (header 'folds pairs' or 'pairs', then name/number rows)") \
-            from None
+        raise UserError(
+            f"{path}: not an LFW pair list (header 'folds pairs' or 'pairs', then name/number rows)"
+        ) from None
     if len(lines) != 1 + len(left):
         raise UserError(f"{path}: {len(lines) - 1} pair lines, the header announces {len(left)}")
     return Pairs(left, right, np.array(same), np.array(fold))
@@ -93,11 +98,12 @@ def centre_crop(pixels: np.ndarray, side: int = CENTRE_CROP) -> np.ndarray:
     """The central ``side`` x ``side`` window (the whole photo if it is smaller)."""
     h, w = pixels.shape[:2]
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return pixels[top:top + side, left:left + side]
+    return pixels[top : top + side, left : left + side]
 
 
-def photo_faces(root: Path, photos: list[str], template: Template, detect: str = "on",
-                progress: bool = True) -> tuple[list[Face], int]:
+def photo_faces(
+    root: Path, photos: list[str], template: Template, detect: str = "on", progress: bool = True
+) -> tuple[list[Face], int]:
     """One face per photo of ``photos`` (relative to ``root``), aligned into ``template`` (see the
     module docstring), and how many of them fell back to the centre crop."""
     from tqdm import tqdm
@@ -141,8 +147,9 @@ def tar_at_far(dist: np.ndarray, same: np.ndarray, far: float = FAR) -> float:
     return float(tpr[fpr <= far].max())
 
 
-def verification_figures(dist: np.ndarray, same: np.ndarray, fold: np.ndarray | None,
-                         dev: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+def verification_figures(
+    dist: np.ndarray, same: np.ndarray, fold: np.ndarray | None, dev: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict:
     """Accuracy (10-fold, or at the dev set's threshold), ROC AUC and TAR at FAR 1e-3 of some pairs."""
     out: dict = {"pairs": int(len(dist)), "same_pairs": int(same.sum())}
     if dev is None:
@@ -152,8 +159,12 @@ def verification_figures(dist: np.ndarray, same: np.ndarray, fold: np.ndarray | 
             thr = best_threshold(dist[~test], same[~test])
             accs.append(accuracy(dist[test], same[test], thr))
             thrs.append(round(thr, 6))
-        out["accuracy_10fold"] = {"mean": float(np.mean(accs)), "se": float(np.std(accs, ddof=1) / np.sqrt(len(accs))),
-                                  "folds": [round(a, 6) for a in accs], "thresholds": thrs}
+        out["accuracy_10fold"] = {
+            "mean": float(np.mean(accs)),
+            "se": float(np.std(accs, ddof=1) / np.sqrt(len(accs))),
+            "folds": [round(a, 6) for a in accs],
+            "thresholds": thrs,
+        }
     else:
         thr = best_threshold(*dev)
         out["accuracy_dev_threshold"] = {"accuracy": accuracy(dist, same, thr), "threshold": round(thr, 6)}
@@ -215,13 +226,16 @@ def score(protocol: Protocol, emb: np.ndarray) -> tuple[dict, dict]:
         if dev is not None:
             k = kept(dev)
             dev_kept = (dev_dist[k], dev.same[k])
-        metrics["without_pubfig83_people"] = {"people_excluded": len(protocol.excluded), **verification_figures(
-            dist[keep], main.same[keep], main.fold[keep], dev_kept)}
+        metrics["without_pubfig83_people"] = {
+            "people_excluded": len(protocol.excluded),
+            **verification_figures(dist[keep], main.same[keep], main.fold[keep], dev_kept),
+        }
     return metrics, {"distance": dist, "same": main.same}
 
 
-def evaluate_lfw(embedder: Embedder, root: str | Path, pairs: str = "view2", detect: str = "on",
-                 progress: bool = True) -> tuple[dict, dict]:
+def evaluate_lfw(
+    embedder: Embedder, root: str | Path, pairs: str = "view2", detect: str = "on", progress: bool = True
+) -> tuple[dict, dict]:
     """The LFW protocol for one embedder: (metrics, the distances and labels for the ROC figure)."""
     protocol = load_protocol(root, pairs)
     t0 = time.perf_counter()
@@ -230,26 +244,44 @@ def evaluate_lfw(embedder: Embedder, root: str | Path, pairs: str = "view2", det
     emb = embed_faces(embedder, faces)
     t2 = time.perf_counter()
     figures, curves = score(protocol, emb)
-    metrics = {"protocol": "lfw", "pair_list": protocol.name, "detect": detect,
-               "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
-               "photos": len(protocol.photos), "centre_crop_fallback": fallback,
-               "distance": "squared Euclidean between unit embeddings", **figures,
-               "timing": {"faces_s": round(t1 - t0, 2), "embed_s": round(t2 - t1, 2),
-                          "embed_photos_per_s": round(len(faces) / max(t2 - t1, 1e-9), 1)}}
+    metrics = {
+        "protocol": "lfw",
+        "pair_list": protocol.name,
+        "detect": detect,
+        "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
+        "photos": len(protocol.photos),
+        "centre_crop_fallback": fallback,
+        "distance": "squared Euclidean between unit embeddings",
+        **figures,
+        "timing": {
+            "faces_s": round(t1 - t0, 2),
+            "embed_s": round(t2 - t1, 2),
+            "embed_photos_per_s": round(len(faces) / max(t2 - t1, 1e-9), 1),
+        },
+    }
     return metrics, curves
 
 
 def headline(m: dict) -> str:
     """The LFW figures as a short table."""
+
     def line(label: str, f: dict) -> str:
         acc = f.get("accuracy_10fold")
-        a = f"10-fold accuracy {100 * acc['mean']:.2f}% +- {100 * acc['se']:.2f}" if acc else \
-            f"accuracy {100 * f['accuracy_dev_threshold']['accuracy']:.2f}% (threshold from {DEV_TRAIN})"
-        return f"{label:<28} {f['pairs']:5d} pairs   {a}   AUC {f['roc_auc']:.4f}   " \
-               f"TAR@FAR={FAR:g} {100 * f[f'tar_at_far_{FAR:g}']:.1f}%"
+        a = (
+            f"10-fold accuracy {100 * acc['mean']:.2f}% +- {100 * acc['se']:.2f}"
+            if acc
+            else f"accuracy {100 * f['accuracy_dev_threshold']['accuracy']:.2f}% (threshold from {DEV_TRAIN})"
+        )
+        return (
+            f"{label:<28} {f['pairs']:5d} pairs   {a}   AUC {f['roc_auc']:.4f}   "
+            f"TAR@FAR={FAR:g} {100 * f[f'tar_at_far_{FAR:g}']:.1f}%"
+        )
 
-    lines = [f"model {m['model']['name']} ({m['model']['fingerprint']}), LFW {m['pair_list']}, {m['photos']} photos "
-             f"({m['centre_crop_fallback']} without a detected face: centre crop)", line("all pairs", m)]
+    lines = [
+        f"model {m['model']['name']} ({m['model']['fingerprint']}), LFW {m['pair_list']}, {m['photos']} photos "
+        f"({m['centre_crop_fallback']} without a detected face: centre crop)",
+        line("all pairs", m),
+    ]
     if "without_pubfig83_people" in m:
         lines.append(line("without PubFig83 people", m["without_pubfig83_people"]))
     return "\n".join(lines)

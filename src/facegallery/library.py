@@ -3,6 +3,7 @@
 This is the original method as a reusable object; the persistent, incremental version is
 :mod:`facegallery.gallery`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from facegallery.images import ImageReadError, PixelCache, iter_images, load_bat
 from facegallery.recognition import Centroids
 
 
-def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None = None,
-                batch: int = 512, progress: bool = False) -> tuple[np.ndarray, list[int]]:
+def embed_paths(
+    embedder: Embedder, paths: list[Path], cache: PixelCache | None = None, batch: int = 512, progress: bool = False
+) -> tuple[np.ndarray, list[int]]:
     """Embed face-crop photos (whole images), skipping unreadable ones with a warning.
     Returns (embeddings, indices of ``paths`` kept)."""
     from tqdm import tqdm
@@ -29,7 +31,7 @@ def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None 
     out, kept = [], []
     bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="embed")
     for i in range(0, len(paths), batch):
-        pixels, k = load_batch(paths[i:i + batch], embedder.input_size, cache)
+        pixels, k = load_batch(paths[i : i + batch], embedder.input_size, cache)
         if len(k):
             out.append(embedder.embed(pixels))
             kept += [i + j for j in k]
@@ -39,8 +41,9 @@ def embed_paths(embedder: Embedder, paths: list[Path], cache: PixelCache | None 
     return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
 
 
-def embed_detected(embedder: Embedder, paths: list[Path], detect: str,
-                   progress: bool = False) -> tuple[np.ndarray, list[int]]:
+def embed_detected(
+    embedder: Embedder, paths: list[Path], detect: str, progress: bool = False
+) -> tuple[np.ndarray, list[int]]:
     """Embed the one face of each photo found by detection (``auto`` / ``on``); unreadable photos and
     photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
     from tqdm import tqdm
@@ -68,8 +71,15 @@ class Library:
     embedder: Embedder
 
     @classmethod
-    def from_folder(cls, root: str | Path, embedder: Embedder, threshold: float | None = None,
-                    cache: PixelCache | None = None, detect: str = "auto", progress: bool = False) -> "Library":
+    def from_folder(
+        cls,
+        root: str | Path,
+        embedder: Embedder,
+        threshold: float | None = None,
+        cache: PixelCache | None = None,
+        detect: str = "auto",
+        progress: bool = False,
+    ) -> Library:
         """Embed every photo of ``root/<Person>/`` and average per person.
 
         ``detect="off"``: each photo is a face crop (the PubFig83 protocol); otherwise faces are found
@@ -94,17 +104,21 @@ class Library:
             return []
         emb = embed_faces(self.embedder, faces)
         idx, dist = self.centroids.nearest(emb, top)
-        return [face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
-                for f, i, d in zip(faces, idx, dist)]
+        return [
+            face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
+            for f, i, d in zip(faces, idx, dist)
+        ]
 
-    def identify(self, inputs: list[str | Path], top: int = 5, detect: str = "auto",
-                 progress: bool = False) -> list[dict]:
+    def identify(
+        self, inputs: list[str | Path], top: int = 5, detect: str = "auto", progress: bool = False
+    ) -> list[dict]:
         """One answer object per photo of ``inputs`` (files or folders); unreadable files are skipped."""
         from tqdm import tqdm
 
         results = []
-        for path in tqdm(list(iter_images(inputs)), unit="photo", disable=not progress, dynamic_ncols=True,
-                         desc="identify"):
+        for path in tqdm(
+            list(iter_images(inputs)), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify"
+        ):
             try:
                 faces = read_faces(path, detect, self.embedder.template)
             except ImageReadError as e:

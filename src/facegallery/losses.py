@@ -1,5 +1,6 @@
 """Losses: FaceNet's triplet loss, a CosFace (large-margin cosine) classification head and a spread-out
 regulariser."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                 margin: float = 0.2, reduction: str = "mean") -> torch.Tensor:
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.2, reduction: str = "mean"
+) -> torch.Tensor:
     """max(0, |a-p|^2 - |a-n|^2 + margin) on squared Euclidean distance, summed or averaged."""
     d_ap = (anchor - positive).pow(2).sum(1)
     d_an = (anchor - negative).pow(2).sum(1)

@@ -1,8 +1,9 @@
 """Triplet selection inside a batch of embeddings: each miner returns (anchor, positive, negative)
 row indices. Distances are squared Euclidean, as in FaceNet. Every miner has a brute-force test."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -52,8 +53,9 @@ def semi_hard(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -> T
     return a[keep], p[keep], n[keep]
 
 
-def all_positive_random_negative(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
-                                 generator: torch.Generator | None = None) -> Triplets:
+def all_positive_random_negative(
+    emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2, generator: torch.Generator | None = None
+) -> Triplets:
     """Every anchor-positive pair with a uniformly random negative (no mining; for comparison)."""
     pos, neg = _masks(labels)
     a, p = torch.nonzero(pos, as_tuple=True)

@@ -1,6 +1,7 @@
 """Figures of an evaluation, as PNG files: embeddings seen through t-SNE, k-means SSE over k, and the
 open-set threshold sweep. Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,13 @@ from facegallery.evaluation import EvalData, draw_unknowns
 from facegallery.images import load_image
 from facegallery.recognition import squared_distances
 
-FILES = {"tsne_train": "tsne_train.png", "kmeans": "kmeans_sse.png", "tsne_test": "tsne_test_known.png",
-         "tsne_open": "tsne_test_open.png", "sweep": "threshold_sweep.png"}
+FILES = {
+    "tsne_train": "tsne_train.png",
+    "kmeans": "kmeans_sse.png",
+    "tsne_test": "tsne_test_known.png",
+    "tsne_open": "tsne_test_open.png",
+    "sweep": "threshold_sweep.png",
+}
 #: Train photos per identity in the t-SNE (keeps it to ~30 s on PubFig83).
 TSNE_PER_IDENTITY = 30
 MARKERS = "os^D"
@@ -31,15 +37,17 @@ def identity_style(label: int) -> tuple[tuple, str]:
 def tsne(x: np.ndarray, seed: int) -> np.ndarray:
     """2-D t-SNE (PCA init, fixed seed); perplexity shrinks for small inputs so it stays valid."""
     perplexity = float(min(30.0, max(1.0, (len(x) - 1) / 3)))
-    return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(np.asarray(x, dtype=np.float32))
+    return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(
+        np.asarray(x, dtype=np.float32)
+    )
 
 
 def subsample(labels: np.ndarray, per_label: int, seed: int) -> np.ndarray:
     """Row indices of at most ``per_label`` rows per label, reproducibly."""
     rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == l))[:per_label]
-                                   for l in np.unique(labels)]))
+    return np.sort(
+        np.concatenate([rng.permutation(np.flatnonzero(labels == l))[:per_label] for l in np.unique(labels)])
+    )
 
 
 def hard_triplet(emb: np.ndarray, labels: np.ndarray, seed: int) -> tuple[int, int, int]:
@@ -48,7 +56,7 @@ def hard_triplet(emb: np.ndarray, labels: np.ndarray, seed: int) -> tuple[int, i
     rng = np.random.default_rng(seed)
     counts = np.bincount(labels)
     anchor = int(rng.choice(np.flatnonzero(counts[labels] >= 2)))
-    d = squared_distances(emb[anchor:anchor + 1], emb)[0]
+    d = squared_distances(emb[anchor : anchor + 1], emb)[0]
     same = labels == labels[anchor]
     positive = int(np.argmax(np.where(same, d, -np.inf)))
     negative = int(np.argmin(np.where(same, np.inf, d)))
@@ -83,15 +91,18 @@ def plot_tsne_train(data: EvalData, path: Path, seed: int = 0) -> None:
     ax = fig.add_subplot(grid[:, 0])
     _scatter_identities(ax, xy, labels, 14, 0.7)
     a, p, n = (xy[i] for i in trip)
-    d_ap, d_an = (float(squared_distances(emb[trip[0]:trip[0] + 1], emb[[i]])[0, 0]) for i in trip[1:])
+    d_ap, d_an = (float(squared_distances(emb[trip[0] : trip[0] + 1], emb[[i]])[0, 0]) for i in trip[1:])
     ax.plot(*zip(a, p), color="green", lw=2, label=f"anchor-positive, distance {d_ap:.2f}")
     ax.plot(*zip(a, n), color="red", lw=2, label=f"anchor-negative, distance {d_an:.2f}")
     for (x, y), letter in zip((a, p, n), "APN"):
         ax.scatter([x], [y], s=160, facecolor="white", edgecolor="black", linewidths=2, zorder=3)
         ax.annotate(letter, (x, y), ha="center", va="center", fontsize=9, weight="bold", zorder=4)
     ax.legend(loc="best", title="one batch-hard triplet")
-    _tidy(ax, f"Train embeddings by t-SNE: {len(rows)} photos ({TSNE_PER_IDENTITY} or fewer per identity), "
-              f"{len(folder.names)} identities, one colour each")
+    _tidy(
+        ax,
+        f"Train embeddings by t-SNE: {len(rows)} photos ({TSNE_PER_IDENTITY} or fewer per identity), "
+        f"{len(folder.names)} identities, one colour each",
+    )
     for r, (i, role) in enumerate(zip(trip, ("A  anchor", "P  positive", "N  negative"))):
         tax = fig.add_subplot(grid[r, 1])
         tax.imshow(load_image(folder.paths[rows[i]]))
@@ -129,22 +140,42 @@ def plot_tsne_test(data: EvalData, path: Path, seed: int = 0, with_unknown: bool
     ``with_unknown`` also the original's draw of unknown photos, as grey crosses."""
     cents = data.centroids().vectors
     known = data.known
-    unk = data.unknown.emb[np.sort(draw_unknowns(data.unknown.folder.paths, len(known.emb)))] \
-        if with_unknown else np.zeros((0, cents.shape[1]), np.float32)
+    unk = (
+        data.unknown.emb[np.sort(draw_unknowns(data.unknown.folder.paths, len(known.emb)))]
+        if with_unknown
+        else np.zeros((0, cents.shape[1]), np.float32)
+    )
     xy = tsne(np.concatenate([known.emb, unk, cents]), seed)
     k_xy, u_xy, c_xy = np.split(xy, [len(known.emb), len(known.emb) + len(unk)])
     fig = Figure(figsize=(12, 10), layout="constrained")
     ax = fig.add_subplot()
     if with_unknown:
-        ax.scatter(u_xy[:, 0], u_xy[:, 1], s=14, marker="x", color="0.55", alpha=0.6, linewidths=0.8,
-                   label=f"unknown people ({len(unk)} photos of {len(data.unknown.folder.names)})")
+        ax.scatter(
+            u_xy[:, 0],
+            u_xy[:, 1],
+            s=14,
+            marker="x",
+            color="0.55",
+            alpha=0.6,
+            linewidths=0.8,
+            label=f"unknown people ({len(unk)} photos of {len(data.unknown.folder.names)})",
+        )
     _scatter_identities(ax, k_xy, known.folder.labels, 12, 0.75)
     ax.scatter([], [], s=12, color="tab:blue", label=f"known people ({len(known.emb)} photos), one colour each")
     names = data.train.folder.names
     for l, (x, y) in enumerate(c_xy):
         colour, _ = identity_style(l)
-        ax.scatter([x], [y], s=170, marker="*", color=colour, edgecolor="black", linewidths=0.8, zorder=3,
-                   label="centroids of the train photos" if l == 0 else None)
+        ax.scatter(
+            [x],
+            [y],
+            s=170,
+            marker="*",
+            color=colour,
+            edgecolor="black",
+            linewidths=0.8,
+            zorder=3,
+            label="centroids of the train photos" if l == 0 else None,
+        )
         ax.annotate(names[l], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=6, alpha=0.8)
     ax.legend(loc="best")
     what = "known and unknown" if with_unknown else "known"
@@ -160,15 +191,36 @@ def plot_sweep(metrics: dict, path: Path) -> None:
     for key, colour in (("open_set", "tab:blue"), ("open_set_all", "tab:orange")):
         m = metrics[key]
         t, acc = np.array(m["sweep"]).T
-        ax.plot(t, acc, drawstyle="steps-post", color=colour,
-                label=f"{m['known_probes']} known + {m['unknown_probes']} unknown probes")
-        ax.axvline(m["best_threshold"], color=colour, ls="--", lw=1,
-                   label=f"  best (hindsight): {m['best_accuracy']:.3f} at {m['best_threshold']:.3f}")
-        ax.plot([m["calibrated_threshold"]], [m["calibrated_accuracy"]], "o", color=colour, ms=8,
-                markeredgecolor="black",
-                label=f"  calibrated: {m['calibrated_accuracy']:.3f} at {m['calibrated_threshold']:.3f}")
-    ax.axvline(metrics["open_set"]["calibrated_threshold"], color="black", ls=":", lw=1,
-               label="calibrated threshold (train data only)")
+        ax.plot(
+            t,
+            acc,
+            drawstyle="steps-post",
+            color=colour,
+            label=f"{m['known_probes']} known + {m['unknown_probes']} unknown probes",
+        )
+        ax.axvline(
+            m["best_threshold"],
+            color=colour,
+            ls="--",
+            lw=1,
+            label=f"  best (hindsight): {m['best_accuracy']:.3f} at {m['best_threshold']:.3f}",
+        )
+        ax.plot(
+            [m["calibrated_threshold"]],
+            [m["calibrated_accuracy"]],
+            "o",
+            color=colour,
+            ms=8,
+            markeredgecolor="black",
+            label=f"  calibrated: {m['calibrated_accuracy']:.3f} at {m['calibrated_threshold']:.3f}",
+        )
+    ax.axvline(
+        metrics["open_set"]["calibrated_threshold"],
+        color="black",
+        ls=":",
+        lw=1,
+        label="calibrated threshold (train data only)",
+    )
     ax.set_xlabel("unknown threshold (squared distance to the nearest centroid)")
     ax.set_ylabel("open-set accuracy (known identities + 'unknown')")
     ax.set_title("Open-set accuracy against the threshold")

@@ -10,13 +10,14 @@ section 5), embeddings within cosine ~0.997 of the float ones.
 Uses ``torch.ao.quantization``'s FX mode with the ``x86`` backend (fbgemm kernels): a machine whose
 PyTorch lacks either (ARM, or a future PyTorch without the module) keeps the float network.
 """
+
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -106,12 +107,12 @@ def load(folder: str | Path) -> dict[str, torch.Tensor] | None:
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise UserError(f"{path}: unreadable int8 calibration ({e}); delete it or run `facegallery quantize`") \
-            from None
+        raise UserError(f"{path}: unreadable int8 calibration ({e}); delete it or run `facegallery quantize`") from None
 
 
-def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict | None = None,
-                        refresh_float: bool = False) -> dict:
+def quantize_checkpoint(
+    folder: str | Path, calibration: np.ndarray, val: dict | None = None, refresh_float: bool = False
+) -> dict:
     """Calibrate the checkpoint in ``folder`` on ``calibration`` photos (uint8 (N, S, S, 3) at the
     model's load size) and write its ``int8.safetensors``. With a validation set (as
     :func:`facegallery.training.validation_set` makes) the int8 network gets its own unknown threshold,
@@ -119,13 +120,15 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
     ``refresh_float`` also replaces the float network's threshold with the one calibrated here (what
     ``facegallery quantize`` does, so that re-running it brings a checkpoint up to a changed rule)."""
     from facegallery import checkpoints
-    from facegallery.calibration import ACCEPT_RATE, calibrate as calibrate_threshold
+    from facegallery.calibration import ACCEPT_RATE
+    from facegallery.calibration import calibrate as calibrate_threshold
     from facegallery.embedder import center_crop, load_model, to_tensor
     from facegallery.models import create_model
 
     if not available():
-        raise UserError(f"this PyTorch ({torch.__version__}) cannot run int8 networks (needs the "
-                        f"{BACKEND} quantised engine)")
+        raise UserError(
+            f"this PyTorch ({torch.__version__}) cannot run int8 networks (needs the {BACKEND} quantised engine)"
+        )
     config = checkpoints.read_config(folder)
     accept_rate = float(config.get("train_config", {}).get("accept_rate", ACCEPT_RATE))
     net = create_model(config["arch"], **config.get("arch_kwargs", {}))
@@ -133,7 +136,7 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
     size = int(net.input_size)
     # the network's own input: photos carried into its alignment template, resized, centre-cropped
     calibration = load_model(folder, precision="fp32").network_pixels(calibration)
-    batches = (center_crop(to_tensor(calibration[i:i + 128]), size) for i in range(0, len(calibration), 128))
+    batches = (center_crop(to_tensor(calibration[i : i + 128]), size) for i in range(0, len(calibration), 128))
     save(folder, calibrate(net, batches))
     info: dict = {"backend": BACKEND, "calibration_photos": int(len(calibration)), "torch": torch.__version__}
     if val is not None:
@@ -141,17 +144,28 @@ def quantize_checkpoint(folder: str | Path, calibration: np.ndarray, val: dict |
         for precision in ("fp32", "int8"):
             e = load_model(folder, precision=precision)
             genuine[precision] = e.embed(val["genuine"])
-            cal = calibrate_threshold(e.embed(val["gallery"]), val["gallery_labels"],
-                                      int(val["gallery_labels"].max()) + 1, genuine[precision],
-                                      val["genuine_labels"], e.embed(val["impostors"]), accept_rate)
+            cal = calibrate_threshold(
+                e.embed(val["gallery"]),
+                val["gallery_labels"],
+                int(val["gallery_labels"].max()) + 1,
+                genuine[precision],
+                val["genuine_labels"],
+                e.embed(val["impostors"]),
+                accept_rate,
+            )
             info[f"validation_{precision}"] = {
-                "top1": round(cal.closed_top1, 4), "threshold": round(cal.threshold, 4),
-                "open": None if cal.accuracy is None else round(cal.accuracy, 4)}
+                "top1": round(cal.closed_top1, 4),
+                "threshold": round(cal.threshold, 4),
+                "open": None if cal.accuracy is None else round(cal.accuracy, 4),
+            }
         info["threshold"] = info["validation_int8"]["threshold"]
         if refresh_float:
             checkpoints.update_config(folder, threshold=info["validation_fp32"]["threshold"])
         cos = (genuine["fp32"] * genuine["int8"]).sum(1)
-        info["cosine_to_fp32"] = {"photos": int(len(cos)), "mean": round(float(cos.mean()), 4),
-                                  "min": round(float(cos.min()), 4)}
+        info["cosine_to_fp32"] = {
+            "photos": int(len(cos)),
+            "mean": round(float(cos.mean()), 4),
+            "min": round(float(cos.min()), 4),
+        }
     checkpoints.update_config(folder, int8=info)
     return info

@@ -12,6 +12,7 @@ flat prior, no parameter to fit), so people enrolled from 1, 5 or 150 photos com
 it is the distance identification, the unknown threshold and their calibration use
 (benchmarks/RESULTS.md 3f measures it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,20 +34,22 @@ class Centroids:
     """The people to identify against: one mean embedding per person and how many photos made it."""
 
     vectors: np.ndarray  # (R, D) float32, not renormalised
-    counts: np.ndarray   # (R,) photos per centroid
+    counts: np.ndarray  # (R,) photos per centroid
 
     @classmethod
-    def of(cls, emb: np.ndarray, labels: np.ndarray, classes: int) -> "Centroids":
+    def of(cls, emb: np.ndarray, labels: np.ndarray, classes: int) -> Centroids:
         """The :func:`centroids` of labelled embeddings with their photo counts."""
         return cls(centroids(emb, labels, classes), np.bincount(labels, minlength=classes).astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def __add__(self, other: "Centroids") -> "Centroids":
+    def __add__(self, other: Centroids) -> Centroids:
         """Both galleries as one (``other``'s rows numbered after this one's)."""
-        return Centroids(np.concatenate([self.vectors, other.vectors]).astype(np.float32),
-                         np.concatenate([self.counts, other.counts]))
+        return Centroids(
+            np.concatenate([self.vectors, other.vectors]).astype(np.float32),
+            np.concatenate([self.counts, other.counts]),
+        )
 
     def distances(self, queries: np.ndarray) -> np.ndarray:
         """(Q, R) :func:`centroid_distances` of ``queries`` to every centroid."""
@@ -98,22 +101,28 @@ def squared_distances(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
 def top_k(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices and distances of the k smallest per row, nearest first."""
     k = min(k, dist.shape[1])
-    idx = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else \
-        np.tile(np.arange(dist.shape[1]), (len(dist), 1))
+    idx = (
+        np.argpartition(dist, k - 1, axis=1)[:, :k]
+        if k < dist.shape[1]
+        else np.tile(np.arange(dist.shape[1]), (len(dist), 1))
+    )
     d = np.take_along_axis(dist, idx, 1)
     order = np.argsort(d, axis=1, kind="stable")
     return np.take_along_axis(idx, order, 1), np.take_along_axis(d, order, 1)
 
 
-def open_set_answers(nearest: np.ndarray, nearest_dist: np.ndarray, threshold: float,
-                     unknown: int = -1) -> np.ndarray:
+def open_set_answers(nearest: np.ndarray, nearest_dist: np.ndarray, threshold: float, unknown: int = -1) -> np.ndarray:
     """The nearest class, or ``unknown`` where its distance exceeds ``threshold``."""
     return np.where(nearest_dist > threshold, unknown, nearest)
 
 
-def threshold_sweep(nearest: np.ndarray, nearest_dist: np.ndarray, truth: np.ndarray,
-                    weights: np.ndarray | None = None, unknown: int = -1,
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def threshold_sweep(
+    nearest: np.ndarray,
+    nearest_dist: np.ndarray,
+    truth: np.ndarray,
+    weights: np.ndarray | None = None,
+    unknown: int = -1,
+) -> tuple[np.ndarray, np.ndarray]:
     """Open-set accuracy at every threshold where it can change (each probe's nearest distance, and
     below all of them), exactly: returns (thresholds ascending, weighted accuracies).
 
@@ -146,8 +155,14 @@ def best_threshold(thresholds: np.ndarray, acc: np.ndarray) -> tuple[float, floa
     return float((thresholds[i] + hi) / 2 if j + 1 < len(thresholds) else thresholds[i]), float(acc[i])
 
 
-def accuracy_at(nearest: np.ndarray, nearest_dist: np.ndarray, truth: np.ndarray, threshold: float,
-                weights: np.ndarray | None = None, unknown: int = -1) -> float:
+def accuracy_at(
+    nearest: np.ndarray,
+    nearest_dist: np.ndarray,
+    truth: np.ndarray,
+    threshold: float,
+    weights: np.ndarray | None = None,
+    unknown: int = -1,
+) -> float:
     """Weighted open-set accuracy at one threshold."""
     w = np.ones(len(truth)) if weights is None else weights
     ans = open_set_answers(nearest, nearest_dist, threshold, unknown)

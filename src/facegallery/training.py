@@ -10,6 +10,7 @@ Data-parallel over processes (torchrun or ``--procs``): every process draws the 
 takes its share of the identities; mining and the losses are local to that share, DDP averages the
 gradients; rank 0 validates and writes checkpoints.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,9 @@ import shlex
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -47,46 +48,58 @@ class TrainConfig:
     data: str
     out: str
     arch: str = "resface64"
-    recipe: str = "facenet"          # facenet | original
-    steps: int | None = None         # fixed length; or derived from ``budget_s`` after a warm-up
+    recipe: str = "facenet"  # facenet | original
+    steps: int | None = None  # fixed length; or derived from ``budget_s`` after a warm-up
     budget_s: float | None = None
     seed: int = 0
-    miner: str = "batch-hard"        # batch-hard | semi-hard | random
+    miner: str = "batch-hard"  # batch-hard | semi-hard | random
     p: int = 32
     k: int = 4
     margin: float = 0.2
-    reduction: str = "mean"          # mean | sum
-    triplet_weight: float = 1.0      # 0 switches the triplet term off (CosFace alone, for ablation)
-    cosface_weight: float = 1.0      # 0 switches the CosFace term off
+    reduction: str = "mean"  # mean | sum
+    triplet_weight: float = 1.0  # 0 switches the triplet term off (CosFace alone, for ablation)
+    cosface_weight: float = 1.0  # 0 switches the CosFace term off
     cosface_scale: float = 30.0
     cosface_margin: float = 0.35
-    spread_weight: float = 0.0       # weight of the spread-out (GOR) term; 0 = off
+    spread_weight: float = 0.0  # weight of the spread-out (GOR) term; 0 = off
     lr: float = 2e-3
     weight_decay: float = 5e-2
     warmup: int = 200
-    schedule: str = "cosine"         # cosine | constant
+    schedule: str = "cosine"  # cosine | constant
     augment: bool = True
-    strong_augment: bool = True      # measured: +3 top-1, +6 new-people 5-shot at 2,500 steps (RESULTS.md 3a)
-    holdout: str = "last"            # which photos validate: each identity's last-numbered, or random
-    crop: float = 0.75               # central fraction of each photo fed to the network (+3 top-1 vs 1.0)
+    strong_augment: bool = True  # measured: +3 top-1, +6 new-people 5-shot at 2,500 steps (RESULTS.md 3a)
+    holdout: str = "last"  # which photos validate: each identity's last-numbered, or random
+    crop: float = 0.75  # central fraction of each photo fed to the network (+3 top-1 vs 1.0)
     tta_flip: bool = True
-    val_impostors: int = 8           # 0: train on every identity; the threshold then accepts ``accept_rate``
+    val_impostors: int = 8  # 0: train on every identity; the threshold then accepts ``accept_rate``
     accept_rate: float = ACCEPT_RATE  # of the held-out genuine photos (calibration.py)
     val_fraction: float = 0.1
     eval_every: int = 250
-    patience: int = 0                # evaluations without improvement before stopping; 0 = never
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 100
     bf16: bool = False
-    threads: int = 0                 # 0 = all cores
+    threads: int = 0  # 0 = all cores
     cache: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
 
     @classmethod
-    def original(cls, data: str, out: str, **kw) -> "TrainConfig":
+    def original(cls, data: str, out: str, **kw) -> TrainConfig:
         """The student project's recipe, as faithful as the registry allows."""
-        base = dict(arch="seed-cnn", recipe="original", miner="random", reduction="sum", cosface_weight=0.0,
-                    lr=1e-3, weight_decay=0.0, warmup=0, schedule="constant", augment=False, strong_augment=False,
-                    crop=1.0, tta_flip=False)
+        base = dict(
+            arch="seed-cnn",
+            recipe="original",
+            miner="random",
+            reduction="sum",
+            cosface_weight=0.0,
+            lr=1e-3,
+            weight_decay=0.0,
+            warmup=0,
+            schedule="constant",
+            augment=False,
+            strong_augment=False,
+            crop=1.0,
+            tta_flip=False,
+        )
         base.update(kw)
         return cls(data=data, out=out, **base)
 
@@ -142,26 +155,43 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, strong: bool = False) -
         for i in torch.nonzero(erase).flatten().tolist():
             top = int(torch.randint(0, h - int(eh[i]) + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - int(ew[i]) + 1, (1,), generator=gen))
-            x[i, :, top:top + eh[i], left:left + ew[i]] = torch.rand(3, 1, 1, generator=gen)
+            x[i, :, top : top + eh[i], left : left + ew[i]] = torch.rand(3, 1, 1, generator=gen)
     return x.clamp_(0, 1)
 
 
-def validation_set(train_pixels: np.ndarray, train_labels: np.ndarray, hold: FaceFolder, imp: FaceFolder,
-                   size: int, cache: PixelCache, seed: int) -> dict | None:
+def validation_set(
+    train_pixels: np.ndarray,
+    train_labels: np.ndarray,
+    hold: FaceFolder,
+    imp: FaceFolder,
+    size: int,
+    cache: PixelCache,
+    seed: int,
+) -> dict | None:
     """A fixed, modest validation set: up to 20 training photos per identity as the gallery, every
     held-out photo as a genuine probe, up to 40 photos per impostor identity (photos at side ``size``)."""
     if len(hold) == 0:
         return None
     rng = np.random.default_rng(seed + 3)
-    gal = np.concatenate([rng.permutation(np.flatnonzero(train_labels == l))[:20]
-                          for l in range(int(train_labels.max()) + 1)])
-    imp_idx = np.concatenate([rng.permutation(np.flatnonzero(imp.labels == l))[:40]
-                              for l in range(len(imp.names))]) if len(imp) else np.zeros(0, int)
+    gal = np.concatenate(
+        [rng.permutation(np.flatnonzero(train_labels == l))[:20] for l in range(int(train_labels.max()) + 1)]
+    )
+    imp_idx = (
+        np.concatenate([rng.permutation(np.flatnonzero(imp.labels == l))[:40] for l in range(len(imp.names))])
+        if len(imp)
+        else np.zeros(0, int)
+    )
     hp, hold = hold.load_pixels(size, cache)
-    ip, _ = imp.subset(imp_idx).load_pixels(size, cache) if len(imp_idx) else \
-        (np.zeros((0, size, size, 3), np.uint8), None)
-    return {"gallery": train_pixels[gal], "gallery_labels": train_labels[gal],
-            "genuine": hp, "genuine_labels": hold.labels, "impostors": ip}
+    ip, _ = (
+        imp.subset(imp_idx).load_pixels(size, cache) if len(imp_idx) else (np.zeros((0, size, size, 3), np.uint8), None)
+    )
+    return {
+        "gallery": train_pixels[gal],
+        "gallery_labels": train_labels[gal],
+        "genuine": hp,
+        "genuine_labels": hold.labels,
+        "impostors": ip,
+    }
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -223,11 +253,16 @@ class Trainer:
         folder = discover(cfg.data)
         self.fingerprint = folder.fingerprint()
         if cfg.val_impostors > len(folder.names) // 4 and self.world.main:
-            warnings.warn(f"{cfg.data}: --val-impostors {cfg.val_impostors} holds out {cfg.val_impostors} of "
-                          f"{len(folder.names)} identities: training on {len(folder.names) - cfg.val_impostors}",
-                          stacklevel=2)
-        self.split = make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed, cfg.holdout) \
-            if (cfg.val_impostors or cfg.val_fraction) else Split((), ())
+            warnings.warn(
+                f"{cfg.data}: --val-impostors {cfg.val_impostors} holds out {cfg.val_impostors} of "
+                f"{len(folder.names)} identities: training on {len(folder.names) - cfg.val_impostors}",
+                stacklevel=2,
+            )
+        self.split = (
+            make_split(folder, cfg.val_impostors, cfg.val_fraction, cfg.seed, cfg.holdout)
+            if (cfg.val_impostors or cfg.val_fraction)
+            else Split((), ())
+        )
         train, hold, imp = self.split.parts(folder)
         self.names = train.names
         cache = PixelCache(cfg.cache) if cfg.cache else PixelCache()
@@ -239,19 +274,23 @@ class Trainer:
         self.val = self._val_data(hold, imp, cache) if self.world.main else None
         if self.world.main:
             self.world.barrier()
-        self.log(f"data: {len(self.train)} photos of {len(self.names)} identities for training "
-                 f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
-                 f"{len(imp.names)} impostor identities")
-        self.head = CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) \
-            if cfg.cosface_weight > 0 else None
+        self.log(
+            f"data: {len(self.train)} photos of {len(self.names)} identities for training "
+            f"({time.time() - t0:.0f}s to load); validation: {len(hold)} held-out photos, "
+            f"{len(imp.names)} impostor identities"
+        )
+        self.head = (
+            CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) if cfg.cosface_weight > 0 else None
+        )
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
         if cfg.recipe == "original":
             self.opt = torch.optim.Adam(params, lr=cfg.lr)
         else:
             decay = [p for p in params if p.ndim > 1]
             rest = [p for p in params if p.ndim <= 1]
-            self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                         {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+            self.opt = torch.optim.AdamW(
+                [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr
+            )
         self.model = self.model.to(memory_format=torch.channels_last)
         self.objective: nn.Module = Objective(self.model, self.head, cfg.bf16)
         if self.world.size > 1:
@@ -259,8 +298,9 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.sampler = PKSampler(self.labels, cfg.p, cfg.k, cfg.seed + 1)
         if self.world.size > 1 and cfg.recipe != "original" and self.sampler.p % self.world.size:
-            raise UserError(f"P = {self.sampler.p} identities per batch do not split evenly over "
-                            f"{self.world.size} processes")
+            raise UserError(
+                f"P = {self.sampler.p} identities per batch do not split evenly over {self.world.size} processes"
+            )
         # every rank draws the same batches (then takes its share) but augments its own photos
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2 + 7919 * self.world.rank)
         self.step, self.total = 0, cfg.steps
@@ -280,7 +320,7 @@ class Trainer:
         self.model.eval()
         out = []
         for i in range(0, len(pixels), 256):
-            x = center_crop(to_tensor(pixels[i:i + 256]), self.net_size).contiguous(memory_format=torch.channels_last)
+            x = center_crop(to_tensor(pixels[i : i + 256]), self.net_size).contiguous(memory_format=torch.channels_last)
             e = self.model(x)
             if self.cfg.tta_flip:
                 e = F.normalize(e + self.model(x.flip(3)), dim=1)
@@ -293,9 +333,15 @@ class Trainer:
         if self.val is None:
             return None
         v = self.val
-        return calibrate(self._embed(v["gallery"]), v["gallery_labels"], len(self.names),
-                         self._embed(v["genuine"]), v["genuine_labels"], self._embed(v["impostors"]),
-                         self.cfg.accept_rate)
+        return calibrate(
+            self._embed(v["gallery"]),
+            v["gallery_labels"],
+            len(self.names),
+            self._embed(v["genuine"]),
+            v["genuine_labels"],
+            self._embed(v["impostors"]),
+            self.cfg.accept_rate,
+        )
 
     # ----- one step ---------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +359,7 @@ class Trainer:
     def _share(self, rows: np.ndarray) -> np.ndarray:
         """This rank's contiguous share of a batch drawn identically on every rank."""
         n = len(rows) // self.world.size
-        return rows[self.world.rank * n:(self.world.rank + 1) * n]
+        return rows[self.world.rank * n : (self.world.rank + 1) * n]
 
     def train_step(self) -> dict:
         cfg = self.cfg
@@ -341,30 +387,48 @@ class Trainer:
         self.step += 1
         with torch.no_grad():
             spread = float(torch.cdist(emb, emb).mean())
-        return {"loss": loss.item(), "triplet": t_loss.item(), "cosface": c_loss.item(), "gor": s_loss.item(),
-                "spread": spread}
+        return {
+            "loss": loss.item(),
+            "triplet": t_loss.item(),
+            "cosface": c_loss.item(),
+            "gor": s_loss.item(),
+            "spread": spread,
+        }
 
     # ----- checkpoints ------------------------------------------------------------------------
     def config_json(self, cal: Calibration | None) -> dict:
         cfg = self.cfg
         return {
-            "name": Path(cfg.out).name, "arch": cfg.arch, "arch_kwargs": cfg.arch_kwargs,
-            "input_size": self.net_size, "crop": cfg.crop, "embedding_dim": 128, "tta_flip": cfg.tta_flip,
-            "label_map": self.names, "data_fingerprint": self.fingerprint, "steps": self.step,
-            "total_steps": self.total, "train_seconds": round(self.train_seconds, 1),
-            "train_config": asdict(cfg), "split": self.split.to_json(), "history": self.history,
+            "name": Path(cfg.out).name,
+            "arch": cfg.arch,
+            "arch_kwargs": cfg.arch_kwargs,
+            "input_size": self.net_size,
+            "crop": cfg.crop,
+            "embedding_dim": 128,
+            "tta_flip": cfg.tta_flip,
+            "label_map": self.names,
+            "data_fingerprint": self.fingerprint,
+            "steps": self.step,
+            "total_steps": self.total,
+            "train_seconds": round(self.train_seconds, 1),
+            "train_config": asdict(cfg),
+            "split": self.split.to_json(),
+            "history": self.history,
             "threshold": cal.threshold if cal else None,
             "validation": asdict(cal) if cal else None,
-            "command": command_line(), "replans": self.replans,
-            "torch": torch.__version__, "processes": self.world.size,
+            "command": command_line(),
+            "replans": self.replans,
+            "torch": torch.__version__,
+            "processes": self.world.size,
             # the model card: what it read and under whose terms (the data's own terms carry over)
             "training_data": f"{cfg.data}: {len(self.names)} people, data fingerprint {self.fingerprint}",
-            "licence": "the training photos' terms apply", "normalisation": "RGB / 255",
+            "licence": "the training photos' terms apply",
+            "normalisation": "RGB / 255",
         }
 
     def _state(self, aug_states: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         st: dict[str, torch.Tensor] = {}
-        for i, (pid, s) in enumerate(self.opt.state_dict()["state"].items()):
+        for pid, s in self.opt.state_dict()["state"].items():
             for k, v in s.items():
                 st[f"opt.{pid}.{k}"] = torch.as_tensor(v).clone()
         if self.head is not None:
@@ -381,8 +445,11 @@ class Trainer:
         aug_states = self.world.gather(self.aug_gen.get_state())
         if not self.world.main:
             return
-        extra = {"rng_numpy": self.rng.bit_generator.state, "rng_sampler": self.sampler.rng.bit_generator.state,
-                 "best_score": self.best[0] if self.best else None}
+        extra = {
+            "rng_numpy": self.rng.bit_generator.state,
+            "rng_sampler": self.sampler.rng.bit_generator.state,
+            "best_score": self.best[0] if self.best else None,
+        }
         cfg = self.config_json(None)
         cfg["resume"] = json.loads(json.dumps(extra))
         checkpoints.save_checkpoint(Path(self.cfg.out) / "last", self.model, cfg, train_state=self._state(aug_states))
@@ -391,8 +458,10 @@ class Trainer:
         last = Path(self.cfg.out) / "last"
         cfg = checkpoints.read_config(last)
         if cfg.get("processes", 1) != self.world.size:
-            raise UserError(f"{last}: trained by {cfg.get('processes', 1)} processes; resume it with as many "
-                            f"(not {self.world.size})")
+            raise UserError(
+                f"{last}: trained by {cfg.get('processes', 1)} processes; resume it with as many "
+                f"(not {self.world.size})"
+            )
         self.model.load_state_dict(checkpoints.load_weights(last))
         st = checkpoints.load_train_state(last) or {}
         opt_sd = self.opt.state_dict()
@@ -425,14 +494,35 @@ class Trainer:
         if self.world.main:
             cal = self.validate()
             # without impostors the open-set accuracy is unknown: the closed-set top-1 alone decides
-            score = -m["loss"] if cal is None else cal.closed_top1 if cal.accuracy is None else \
-                (cal.closed_top1 + cal.accuracy) / 2
-            self.history.append({"step": self.step, "seconds": round(self.train_seconds), **m,
-                                 **({"val_top1": cal.closed_top1, "val_open": cal.accuracy,
-                                     "val_threshold": cal.threshold} if cal else {})})
-            self.log(f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}" + (
-                f" val top1 {cal.closed_top1:.3f}" + (f" open {cal.accuracy:.3f}" if cal.accuracy is not None else "")
-                + f" thr {cal.threshold:.3f}" if cal else ""))
+            score = (
+                -m["loss"]
+                if cal is None
+                else cal.closed_top1
+                if cal.accuracy is None
+                else (cal.closed_top1 + cal.accuracy) / 2
+            )
+            self.history.append(
+                {
+                    "step": self.step,
+                    "seconds": round(self.train_seconds),
+                    **m,
+                    **(
+                        {"val_top1": cal.closed_top1, "val_open": cal.accuracy, "val_threshold": cal.threshold}
+                        if cal
+                        else {}
+                    ),
+                }
+            )
+            self.log(
+                f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}"
+                + (
+                    f" val top1 {cal.closed_top1:.3f}"
+                    + (f" open {cal.accuracy:.3f}" if cal.accuracy is not None else "")
+                    + f" thr {cal.threshold:.3f}"
+                    if cal
+                    else ""
+                )
+            )
             if self.best is None or score > self.best[0]:
                 self.save_best(cal, score)
                 stale = 0
@@ -463,8 +553,13 @@ class Trainer:
 
         cfg = self.cfg
         self.model.train()
-        bar = tqdm(total=self.total, initial=self.step, disable=not (progress and self.world.main), unit="step",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total,
+            initial=self.step,
+            disable=not (progress and self.world.main),
+            unit="step",
+            dynamic_ncols=True,
+        )
         stale, t0, s0 = 0, 0.0, 0
         t_start = _clock() - self.train_seconds
         mark = (self.train_seconds, self.step)  # the clock at the last validation, for re-planning
@@ -490,7 +585,9 @@ class Trainer:
                     bar.total = self.total
                     self.log(f"budget {cfg.budget_s:.0f}s at {per:.2f}s/step -> {self.total} steps")
             bar.update(1)
-            bar.set_postfix(loss=f"{m['loss']:.3f}", trip=f"{m['triplet']:.3f}", lr=f"{lr_at(self.step, self.total or 1, cfg):.1e}")
+            bar.set_postfix(
+                loss=f"{m['loss']:.3f}", trip=f"{m['triplet']:.3f}", lr=f"{lr_at(self.step, self.total or 1, cfg):.1e}"
+            )
             last = self.total is not None and self.step >= self.total
             if self.step % cfg.eval_every == 0 or last:
                 stale = self._validate_and_keep(m, stale)
@@ -508,9 +605,14 @@ class Trainer:
         if self.world.main:
             # the exported model records the whole run's history and length, with its own validation
             final_cfg = checkpoints.read_config(cfg.out)
-            checkpoints.update_config(cfg.out, history=self.history, total_steps=self.total, replans=self.replans,
-                                      train_seconds=round(self.train_seconds, 1),
-                                      selected_step=final_cfg["steps"])
+            checkpoints.update_config(
+                cfg.out,
+                history=self.history,
+                total_steps=self.total,
+                replans=self.replans,
+                train_seconds=round(self.train_seconds, 1),
+                selected_step=final_cfg["steps"],
+            )
             self.quantize()
         return Path(cfg.out)
 
@@ -526,12 +628,14 @@ class Trainer:
             self.log(f"int8: skipped, the network cannot be quantised ({e.__class__.__name__}: {e})")
             return
         v = info.get("validation_int8") or {}
-        self.log(f"int8: {quantization.INT8} written" + (f"; validation top-1 {v['top1']:.3f}" if v else "")
-                 + (f" open {v['open']:.3f}" if v.get("open") is not None else ""))
+        self.log(
+            f"int8: {quantization.INT8} written"
+            + (f"; validation top-1 {v['top1']:.3f}" if v else "")
+            + (f" open {v['open']:.3f}" if v.get("open") is not None else "")
+        )
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Train and write the checkpoint folder ``cfg.out`` (best model) and ``cfg.out/last`` (resume).
     Under torchrun (or :func:`train_processes`) each process calls this and they train as one."""
     trainer = Trainer(cfg, resume=resume, log=log)

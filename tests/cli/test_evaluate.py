@@ -1,4 +1,5 @@
 """`facegallery evaluate` end to end on small generated trees, through the real CLI."""
+
 import csv
 import json
 
@@ -88,7 +89,16 @@ def test_evaluate_without_plots_and_data_from_env(data_root, tiny_model_dir, tmp
 
 def test_missing_test_folder_is_a_one_line_error(data_root, tiny_model_dir, tmp_path):
     missing = tmp_path / "nope"
-    r = _run("evaluate", "--model", tiny_model_dir, "--train", data_root / "train", "--test", missing,
-             "--out", tmp_path / "out")
+    r = _run(
+        "evaluate",
+        "--model",
+        tiny_model_dir,
+        "--train",
+        data_root / "train",
+        "--test",
+        missing,
+        "--out",
+        tmp_path / "out",
+    )
     assert r.exit_code == 2
     assert r.stderr.strip() == f"facegallery: error: {missing}: no such folder"

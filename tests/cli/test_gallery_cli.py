@@ -1,5 +1,6 @@
 """The gallery commands end to end through the real CLI: enroll, identify --gallery, people, remove,
 rename, export/import, threshold, reembed, and their one-line errors."""
+
 import json
 
 from click.testing import CliRunner
@@ -28,8 +29,9 @@ def test_enroll_identify_people(face_tree, tiny_model_dir, tmp_path):
     assert people == [{"name": f"Person {i}", "photos": 5} for i in range(4)]
     probe = face_tree / "Person 2" / "1.jpg"
     out = json.loads(_run("identify", "--gallery", db, "--top-k", "3", "--json", probe).stdout)
-    lib = json.loads(_run("identify", "--library", face_tree, "--model", tiny_model_dir, "--top-k", "3",
-                          "--json", probe).stdout)
+    lib = json.loads(
+        _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--top-k", "3", "--json", probe).stdout
+    )
     face = out[0]["faces"][0]
     assert out[0]["path"] == lib[0]["path"] and set(face) == set(lib[0]["faces"][0]) | {"score"}
     assert list(face)[:5] == ["box", "name", "distance", "score", "candidates"]
@@ -110,10 +112,12 @@ def test_help_and_people_start_without_the_heavy_libraries(face_tree, tiny_model
 
     with Gallery.open(db, model=tiny_model_dir, create=True) as g:
         g.enroll("Ada", [face_tree / "Person 0" / "1.jpg"], detect="off")
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom facegallery.cli import main\n"
-            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output\n"
-            f"r = CliRunner().invoke(main, ['people', '--gallery', {str(db)!r}]); assert 'Ada' in r.output, r.output\n"
-            "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib', 'faiss') if m in sys.modules))")
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom facegallery.cli import main\n"
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(main, ['people', '--gallery', {str(db)!r}]); assert 'Ada' in r.output, r.output\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'matplotlib', 'faiss') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
@@ -121,8 +125,53 @@ def test_help_and_people_start_without_the_heavy_libraries(face_tree, tiny_model
 
 def test_enrolment_counts_read_as_english(face_tree, tiny_model_dir, tmp_path):
     db = tmp_path / "g.db"
-    r = _run("enroll", "--gallery", db, "--create", "--model", tiny_model_dir, "--detect", "off", "--name", "Ada",
-             face_tree / "Person 0" / "1.jpg")
+    r = _run(
+        "enroll",
+        "--gallery",
+        db,
+        "--create",
+        "--model",
+        tiny_model_dir,
+        "--detect",
+        "off",
+        "--name",
+        "Ada",
+        face_tree / "Person 0" / "1.jpg",
+    )
     assert r.exit_code == 0 and f"{db}: 1 photo added; 1 person enrolled" in r.stdout
     r = _run("enroll", "--gallery", db, "--name", "Bo", "--detect", "off", face_tree / "Person 1")
     assert r.exit_code == 0 and f"{db}: 5 photos added; 2 people enrolled" in r.stdout
+
+
+def test_verify_command_compares_two_photos(face_tree, tiny_model_dir, tmp_path):
+    db = tmp_path / "g.db"
+    _run("enroll", "--gallery", db, "--create", "--model", tiny_model_dir, "--detect", "off", face_tree)
+    same = _run(
+        "verify",
+        "--gallery",
+        db,
+        "--detect",
+        "off",
+        "--json",
+        face_tree / "Person 3" / "1.jpg",
+        face_tree / "Person 3" / "2.jpg",
+    )
+    diff = _run(
+        "verify",
+        "--gallery",
+        db,
+        "--detect",
+        "off",
+        "--json",
+        face_tree / "Person 3" / "1.jpg",
+        face_tree / "Person 0" / "2.jpg",
+    )
+    assert same.exit_code == 0 and diff.exit_code == 0, same.output + diff.output
+    a, b = json.loads(same.stdout), json.loads(diff.stdout)
+    assert a["distance"] < b["distance"] and a["threshold"] == b["threshold"]
+    text = _run(
+        "verify", "--gallery", db, "--detect", "off", face_tree / "Person 3" / "1.jpg", face_tree / "Person 3" / "2.jpg"
+    )
+    assert ("same person" if a["same"] else "different people") in text.stdout
+    r = _run("verify", "--gallery", db, face_tree / "Person 3" / "1.jpg", tmp_path / "nope.jpg")
+    assert r.exit_code == 2 and "nope.jpg" in r.output

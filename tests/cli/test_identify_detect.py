@@ -1,4 +1,5 @@
 """`facegallery identify` on ordinary photos: --detect modes, the answer per face, --annotate."""
+
 import json
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_annotate_draws_boxes_and_names(face_tree, tiny_model_dir, photos, tmp_p
     changed = np.abs(drawn - original).max(2) > 60
     for f in json.loads(r.stdout)[1]["faces"]:
         x0, y0, x1, y1 = (int(round(v)) for v in f["box"])
-        assert changed[y0:y1, x0 - 1:x0 + 2].any(1).mean() > 0.9  # the box's left edge is drawn
+        assert changed[y0:y1, x0 - 1 : x0 + 2].any(1).mean() > 0.9  # the box's left edge is drawn
     assert changed[400:, :300].mean() == 0  # nothing drawn away from the faces
     wall = np.asarray(Image.open(out_dir / "wall.jpg.png")).astype(int)
     assert np.abs(wall - 30).max() <= 2  # no face, nothing drawn
@@ -85,13 +86,24 @@ def test_annotate_never_overwrites_an_input_and_keeps_same_stem_photos_apart(fac
     Image.fromarray(np.full((80, 80, 3), 90, np.uint8)).save(photos / "x.jpg")
     Image.fromarray(np.full((80, 80, 3), 160, np.uint8)).save(photos / "x.png")
     before = {p.name: p.read_bytes() for p in photos.iterdir()}
-    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--annotate", photos,
-             photos)
+    r = _run(
+        "identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--annotate", photos, photos
+    )
     assert r.exit_code == 0, r.output
     assert {p.name: p.read_bytes() for p in photos.iterdir() if p.name in before} == before
     assert sorted(p.name for p in photos.iterdir()) == ["x.jpg", "x.jpg.png", "x.png", "x.png.png"]
-    r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--annotate", photos,
-             photos / "x.jpg.png")   # its own annotation would be x.jpg.png.png: never the input
+    r = _run(
+        "identify",
+        "--library",
+        face_tree,
+        "--model",
+        tiny_model_dir,
+        "--detect",
+        "off",
+        "--annotate",
+        photos,
+        photos / "x.jpg.png",
+    )  # its own annotation would be x.jpg.png.png: never the input
     assert r.exit_code == 0 and (photos / "x.jpg.png.png").is_file()
 
 
@@ -112,8 +124,10 @@ def test_identify_reads_photo_lists_and_checks_its_options_first(face_tree, tiny
     listing.write_text(f"{face_tree / 'Person 1' / '2.jpg'}\n\n{face_tree / 'Person 2' / '3.jpg'}\n")
     r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "off", "--json", f"@{listing}")
     assert r.exit_code == 0, r.output
-    assert [a["path"] for a in json.loads(r.stdout)] == [str(face_tree / "Person 1" / "2.jpg"),
-                                                         str(face_tree / "Person 2" / "3.jpg")]
+    assert [a["path"] for a in json.loads(r.stdout)] == [
+        str(face_tree / "Person 1" / "2.jpg"),
+        str(face_tree / "Person 2" / "3.jpg"),
+    ]
     for bad in ("nan", "-0.1", "99"):
         r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--threshold", bad, face_tree)
         assert r.exit_code == 2 and "0..4" in r.output, bad
@@ -127,5 +141,5 @@ def test_text_output_names_each_faces_box_when_a_photo_has_several(face_tree, ti
     assert r.exit_code == 0, r.output
     group = [line for line in r.stdout.splitlines() if "group.jpg" in line]
     assert len(group) == 2 and all("[face at " in line for line in group)
-    assert len(set(line.split("]")[0] for line in group)) == 2      # two different boxes
+    assert len(set(line.split("]")[0] for line in group)) == 2  # two different boxes
     assert "[face at" not in next(line for line in r.stdout.splitlines() if "crop.jpg" in line)

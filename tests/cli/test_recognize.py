@@ -1,4 +1,5 @@
 """`facegallery identify --library` and `facegallery embed` end to end, through the real CLI."""
+
 import json
 import shutil
 
@@ -27,10 +28,12 @@ def test_identify_library_json_shape(face_tree, tiny_model_dir):
 
 def test_identify_threshold_decides_unknown(face_tree, tiny_model_dir):
     probe = face_tree / "Person 1" / "2.jpg"
-    low = json.loads(_run("identify", "--library", face_tree, "--model", tiny_model_dir, "--threshold", "0",
-                          "--json", probe).stdout)
-    high = json.loads(_run("identify", "--library", face_tree, "--model", tiny_model_dir, "--threshold", "4",
-                           "--json", probe).stdout)
+    low = json.loads(
+        _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--threshold", "0", "--json", probe).stdout
+    )
+    high = json.loads(
+        _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--threshold", "4", "--json", probe).stdout
+    )
     assert low[0]["faces"][0]["name"] is None
     assert high[0]["faces"][0]["name"] == high[0]["faces"][0]["candidates"][0]["name"]
 

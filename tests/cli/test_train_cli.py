@@ -6,9 +6,32 @@ from facegallery.cli import main
 
 def test_train_command_records_the_loss_settings_it_was_given(face_tree, tmp_path):
     out = tmp_path / "m"
-    r = CliRunner().invoke(main, ["train", "--data", str(face_tree), "--out", str(out), "--steps", "2",
-                                  "--p", "3", "--k", "2", "--eval-every", "2", "--val-impostors", "1",
-                                  "--threads", "1", "--cosface-margin", "0.1", "--cosface-scale", "16"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(face_tree),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--p",
+            "3",
+            "--k",
+            "2",
+            "--eval-every",
+            "2",
+            "--val-impostors",
+            "1",
+            "--threads",
+            "1",
+            "--cosface-margin",
+            "0.1",
+            "--cosface-scale",
+            "16",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cfg = checkpoints.read_config(out)["train_config"]
     assert (cfg["cosface_margin"], cfg["cosface_scale"], cfg["steps"]) == (0.1, 16.0, 2)
@@ -16,8 +39,23 @@ def test_train_command_records_the_loss_settings_it_was_given(face_tree, tmp_pat
 
 def test_train_refuses_to_replace_a_trained_model_and_contradictory_lengths(face_tree, tmp_path):
     out = tmp_path / "m"
-    args = ["train", "--data", str(face_tree), "--out", str(out), "--p", "3", "--k", "2", "--eval-every", "2",
-            "--val-impostors", "1", "--threads", "1"]
+    args = [
+        "train",
+        "--data",
+        str(face_tree),
+        "--out",
+        str(out),
+        "--p",
+        "3",
+        "--k",
+        "2",
+        "--eval-every",
+        "2",
+        "--val-impostors",
+        "1",
+        "--threads",
+        "1",
+    ]
     assert CliRunner().invoke(main, args + ["--steps", "2"]).exit_code == 0
     before = (out / checkpoints.WEIGHTS).read_bytes()
     r = CliRunner().invoke(main, args + ["--steps", "2"])
@@ -36,11 +74,31 @@ def test_a_small_folder_keeps_most_identities_for_training(face_tree, tmp_path):
 
     from facegallery.training import TrainConfig, Trainer
 
-    r = CliRunner().invoke(main, ["train", "--data", str(face_tree), "--out", str(tmp_path / "m"), "--steps", "2",
-                                  "--p", "3", "--k", "2", "--eval-every", "2", "--threads", "1"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(face_tree),
+            "--out",
+            str(tmp_path / "m"),
+            "--steps",
+            "2",
+            "--p",
+            "3",
+            "--k",
+            "2",
+            "--eval-every",
+            "2",
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "holding out 1 to calibrate" in r.output
     assert len(checkpoints.read_config(tmp_path / "m")["label_map"]) == 3
     with pytest.warns(UserWarning, match="holds out 2 of 4 identities"):
-        Trainer(TrainConfig(data=str(face_tree), out=str(tmp_path / "w"), steps=1, p=2, k=2, val_impostors=2,
-                            threads=1), log=lambda s: None)
+        Trainer(
+            TrainConfig(data=str(face_tree), out=str(tmp_path / "w"), steps=1, p=2, k=2, val_impostors=2, threads=1),
+            log=lambda s: None,
+        )

@@ -1,4 +1,5 @@
 """Gallery fixtures: an enrolled gallery of the face tree, and a vectors-only embedder."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Crash safety: kill -9 a process in the middle of writing a person; reopen and check."""
+
 import os
 import signal
 import subprocess
@@ -36,8 +37,12 @@ CHILD = textwrap.dedent("""
 
 def test_kill_9_mid_enrolment_keeps_people_whole(face_tree, tiny_model_dir, tmp_path):
     db = tmp_path / "g.db"
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(db), str(tiny_model_dir), str(face_tree)],
-                             stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db), str(tiny_model_dir), str(face_tree)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         lines = [child.stdout.readline().strip() for _ in range(2)]
         assert lines == ["early committed", "inside"], lines

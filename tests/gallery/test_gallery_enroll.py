@@ -1,4 +1,5 @@
 """Enrolment, management, identification and export of a gallery of generated faces."""
+
 import shutil
 from pathlib import Path
 
@@ -169,6 +170,7 @@ def test_interrupted_enrolment_leaves_person_absent(enrolled, face_tree, monkeyp
 
     def boom(self, ident):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(Store, "update_centroid", boom)
     with Gallery.open(enrolled) as g:
         with pytest.raises(KeyboardInterrupt):
@@ -194,7 +196,7 @@ def test_gallery_keeps_the_precision_it_was_enrolled_with(tiny_model_dir, face_t
     with Gallery.open(new) as g:
         assert g.embedder.precision == "int8" and g.identify(face_tree / "Person 1" / "4.jpg").name == "Person 1"
     with pytest.raises(UserError, match="reembed"):  # the float network's embeddings are not the int8 ones
-        Gallery.open(new, model=f"{model}@fp32").embedder
+        _ = Gallery.open(new, model=f"{model}@fp32").embedder
 
 
 def test_python_api_detects_faces_by_default_as_the_cli_does(tmp_path):
@@ -209,7 +211,7 @@ def test_python_api_detects_faces_by_default_as_the_cli_does(tmp_path):
         who = g.identify(canvas)
         assert who.name == "Eileen Collins" and who.distance < 0.05
         assert g.verify(photo, canvas).same
-        assert g.identify(canvas, detect="off").distance > who.distance + 0.1   # the whole canvas is no face
+        assert g.identify(canvas, detect="off").distance > who.distance + 0.1  # the whole canvas is no face
         with pytest.raises(UserError, match="no face found"):
             g.identify(np.full((400, 400, 3), 128, np.uint8))
 
@@ -254,7 +256,7 @@ def test_import_refuses_damaged_embeddings_and_changes_nothing(enrolled, tmp_pat
         g.import_from(bad)
     assert enrolled.read_bytes() == before
     with Gallery.open(tmp_path / "fresh.db", create=True) as g:
-        if damage == "wrong dimension":   # a new gallery adopts the export's model, whose vectors are 128-D
+        if damage == "wrong dimension":  # a new gallery adopts the export's model, whose vectors are 128-D
             with pytest.raises(UserError, match="-D"):
                 g.import_from(bad)
         else:
@@ -280,7 +282,7 @@ def test_two_writers_with_different_models_cannot_mix_embeddings(face_tree, tiny
     Gallery.open(db, model=tiny_model_dir, create=True).close()
     a, b = Gallery.open(db, model=tiny_model_dir), Gallery.open(db, model=other_model_dir)
     try:
-        assert a.embedder and b.embedder                      # both loaded before either wrote
+        assert a.embedder and b.embedder  # both loaded before either wrote
         a.enroll("A", [face_tree / "Person 0" / "1.jpg"], detect="off")
         with pytest.raises(UserError, match="reembed"):
             b.enroll("B", [face_tree / "Person 1" / "1.jpg"], detect="off")
@@ -325,7 +327,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_a_readable_warning(face_tr
         with pytest.warns(SkipWarning, match="not valid UTF-8") as caught:
             r = g.enroll("Ada", [bad, face_tree / "Person 0" / "2.jpg"], detect="off")
         assert (r.added, r.rejected) == (1, 1)
-        str(caught[0].message).encode("utf-8")             # printable as it is
+        str(caught[0].message).encode("utf-8")  # printable as it is
 
 
 def test_export_checks_its_folder_and_a_full_disk_leaves_no_debris(enrolled, tmp_path, monkeypatch):
@@ -342,7 +344,7 @@ def test_export_checks_its_folder_and_a_full_disk_leaves_no_debris(enrolled, tmp
         monkeypatch.setattr(np, "savez", full)
         with pytest.raises(UserError, match="g.npz: cannot write \\(No space left on device\\)"):
             g.export_to(tmp_path / "g.npz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.db", "people"]   # no g.npz, no .tmp debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.db", "people"]  # no g.npz, no .tmp debris
 
 
 @pytest.mark.parametrize("damage", ["no model", "people not objects", "info not an object", "photo without hash"])
@@ -365,8 +367,10 @@ def test_import_of_a_malformed_export_is_one_line(enrolled, tmp_path, damage):
         del info["photos"][0]["sha256"]
     arrays["info"] = np.array(json.dumps(info))
     np.savez(tmp_path / "bad.npz", **arrays)
-    with Gallery.open(tmp_path / "fresh.db", create=True) as g, \
-            pytest.raises(UserError, match="bad.npz: not a facegallery export"):
+    with (
+        Gallery.open(tmp_path / "fresh.db", create=True) as g,
+        pytest.raises(UserError, match="bad.npz: not a facegallery export"),
+    ):
         g.import_from(tmp_path / "bad.npz")
 
 
@@ -391,7 +395,7 @@ def test_the_mismatch_hint_names_a_model_that_loads(enrolled, other_model_dir):
     from facegallery.embedder import load_model
 
     with pytest.raises(UserError) as e:
-        Gallery.open(enrolled, model=load_model(other_model_dir)).embedder
+        _ = Gallery.open(enrolled, model=load_model(other_model_dir)).embedder
     ref = re.search(r"--model (\S+)`", str(e.value)).group(1)
     assert load_model(ref).fingerprint == load_model(other_model_dir).fingerprint
 
@@ -402,7 +406,7 @@ def test_a_full_disk_during_enrolment_is_one_line_and_keeps_everyone_stored(enro
     extra = tmp_path / "extra"
     extra.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(40):   # enough new rows to overflow the page limit below
+    for i in range(40):  # enough new rows to overflow the page limit below
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(extra / f"{i}.png")
     before = _people(enrolled)
     with Gallery.open(enrolled) as g:

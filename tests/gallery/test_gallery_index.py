@@ -1,4 +1,5 @@
 """Search: the compressed FAISS index agrees with exact search, and the gallery keeps it current."""
+
 import numpy as np
 import pytest
 
@@ -101,7 +102,7 @@ def test_removed_rows_never_answer_and_many_removals_rebuild(tmp_path, monkeypat
             gal.remove(f"n{i:04d}")
             if i < 3:  # marked removed: its own centroid no longer answers, nothing else changes
                 assert gal._index is index and len(index) == 999 - i
-                assert "n%04d" % i not in [c.name for c in gal.identify_embeddings(g[i:i + 1], 5)[0].candidates]
+                assert f"n{i:04d}" not in [c.name for c in gal.identify_embeddings(g[i : i + 1], 5)[0].candidates]
         assert gal._index is None  # a fourth removal passes MAX_DEAD: rebuilt at the next search
         assert gal.identify_embeddings(g[10:11], 1)[0].candidates[0].name == "n0010"
         assert gal._index is not index and gal._index.dead == 0 and len(gal._index) == 996
@@ -114,7 +115,7 @@ def test_damaged_side_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, fake
     with Gallery.open(db, model=fake_model, create=True) as gal:
         gal.enroll_embeddings([f"n{i:04d}" for i in range(1000)], g)
         want, _ = gal.search(q, 1)
-    side, = tmp_path.glob("g.db.index-*")
+    (side,) = tmp_path.glob("g.db.index-*")
     side.write_bytes(b"not an index")
     with Gallery.open(db, model=fake_model) as gal, pytest.warns(UserWarning, match="not a search index"):
         got, _ = gal.search(q, 1)
@@ -146,9 +147,9 @@ def test_few_photos_person_wins_by_centroid_distance(tmp_path):
     """Raw squared distances prefer the person enrolled from many photos; divided by 1 + 1/n (the noise of
     a mean of n photos) the one-photo person is nearer, and the gallery reports those distances."""
     q = _vec((0, 1.0))
-    c = _vec((0, 0.8), (1, 0.6))                                     # raw |q - c|^2 = 0.40, 4 photos: / 1.25
+    c = _vec((0, 0.8), (1, 0.6))  # raw |q - c|^2 = 0.40, 4 photos: / 1.25
     many = np.stack([c + _vec((2, 0.1)), c - _vec((2, 0.1)), c + _vec((3, 0.1)), c - _vec((3, 0.1))])
-    one = _vec((0, 0.75), (4, np.sqrt(1 - 0.75 ** 2)))               # raw 2 - 2 * 0.75 = 0.50, 1 photo: / 2
+    one = _vec((0, 0.75), (4, np.sqrt(1 - 0.75**2)))  # raw 2 - 2 * 0.75 = 0.50, 1 photo: / 2
     lookup = Lookup(np.stack([c, one]))
     with Gallery.open(tmp_path / "g.db", model=lookup, create=True) as gal:
         gal.enroll_embeddings(["Many"] * 4 + ["One"], np.concatenate([many, one[None]]))
@@ -158,8 +159,8 @@ def test_few_photos_person_wins_by_centroid_distance(tmp_path):
         assert [x.name for x in r.candidates] == ["One", "Many"]
         assert [x.distance for x in r.candidates] == pytest.approx([0.50 / 2, 0.40 / 1.25], abs=1e-5)
         index = gal._index
-        gal.enroll("Many", [np.zeros((32, 32, 3), np.uint8)])           # a 5th photo at c: same centroid, n = 5
-        assert gal._index is index                                    # updated in place, count included
+        gal.enroll("Many", [np.zeros((32, 32, 3), np.uint8)])  # a 5th photo at c: same centroid, n = 5
+        assert gal._index is index  # updated in place, count included
         ids, d = gal.search(q, 2)
         assert gal.store.names_of(ids[0])[int(ids[0, 1])] == "Many"
         assert d[0].tolist() == pytest.approx([0.25, 0.40 / 1.2], abs=1e-5)
@@ -169,7 +170,7 @@ def test_first_enrolment_after_searching_an_empty_gallery(tmp_path):
     with Gallery.open(tmp_path / "g.db", model=Lookup(np.eye(8, dtype=np.float32)), create=True) as gal:
         with pytest.raises(UserError, match="no one is enrolled"):
             gal.identify_embeddings(np.eye(8, dtype=np.float32)[:1])
-        gal.enroll("A", [np.zeros((32, 32, 3), np.uint8)])              # updates the (empty) index in place
+        gal.enroll("A", [np.zeros((32, 32, 3), np.uint8)])  # updates the (empty) index in place
         assert gal.identify_embeddings(np.eye(8, dtype=np.float32)[:1], 1)[0].candidates[0].name == "A"
 
 
@@ -209,7 +210,7 @@ def test_index_cache_of_an_older_format_is_ignored_and_removed(tmp_path, monkeyp
         want = gal.search(q, 3)
         gen = gal.store.generation()
         cids, _, cents = gal.store.centroids()
-    new, = tmp_path.glob("g.db.index-*")
+    (new,) = tmp_path.glob("g.db.index-*")
     new.unlink()
     old = tmp_path / f"g.db.index-{gen}"
     ix.CompressedIndex.build(cids, cents).save(old)

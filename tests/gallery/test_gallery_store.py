@@ -1,4 +1,5 @@
 """The SQLite store: opening rules, name rules, transactions, bulk insert."""
+
 import sqlite3
 
 import numpy as np

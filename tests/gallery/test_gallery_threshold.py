@@ -1,4 +1,5 @@
 """Calibration of the unknown threshold and the score on synthetic embeddings with known distributions."""
+
 import json
 
 import numpy as np
@@ -41,10 +42,10 @@ def test_far_and_frr_on_fresh_photos_are_close_to_expected(far):
     assert cal.source == "gallery" and cal.method == f"far={far:g}"
     fit = cal.identify
     assert fit.far <= far and fit.genuine == 2400 and fit.impostors == 2400
-    strangers, _, _ = _people(rng, 300, 8)                    # people never enrolled
+    strangers, _, _ = _people(rng, 300, 8)  # people never enrolled
     realized_far = float((search(strangers, 1)[1][:, 0] <= fit.threshold).mean())
     assert abs(realized_far - far) < max(0.5 * far, 0.01)
-    ids, d = search(_photos(rng, mu, 4, 0.8), 1)             # new photos of enrolled people
+    ids, d = search(_photos(rng, mu, 4, 0.8), 1)  # new photos of enrolled people
     realized_frr = float((d[:, 0] > fit.threshold).mean())
     assert 0.02 < fit.frr < 0.9 and abs(realized_frr - fit.frr) < 0.05
 
@@ -55,8 +56,9 @@ def test_equal_error_and_raw():
     eer, _ = _calibrate(emb, labels, None)
     assert eer.method == "eer" and abs(eer.identify.far - eer.identify.frr) < 0.02
     cents = np.stack([emb[labels == i].mean(0) for i in range(100)])
-    raw = th.calibrate(emb, labels, cents[labels], np.full(len(emb), 6), _search(cents, np.full(100, 6)),
-                       100, 0.5, 0.01, raw=0.3)
+    raw = th.calibrate(
+        emb, labels, cents[labels], np.full(len(emb), 6), _search(cents, np.full(100, 6)), 100, 0.5, 0.01, raw=0.3
+    )
     assert raw.identify.threshold == 0.3 and raw.verify.threshold != 0.3
 
 
@@ -96,7 +98,7 @@ def test_small_gallery_falls_back_to_model_threshold(tmp_path, tiny_model_dir, f
 
 def test_settings_are_stored_in_the_gallery(enrolled):
     with Gallery.open(enrolled) as g:
-        assert g.calibration().verify.far is not None       # photo pairs of 4 people: measurable
+        assert g.calibration().verify.far is not None  # photo pairs of 4 people: measurable
         g.set_threshold(raw=0.42)
     with Gallery.open(enrolled) as g:
         assert g.calibration().identify.threshold == 0.42

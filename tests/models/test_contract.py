@@ -1,4 +1,5 @@
 """One contract over every registered architecture and every shipped model (as timm tests its models)."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +26,8 @@ def test_every_shipped_model_keeps_the_embedder_contract(name):
     emb = a.embed(crops)
     assert emb.shape == (3, a.spec["embedding_dim"]) and emb.dtype == np.float32
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
-    assert np.allclose(emb, b.embed(crops), atol=1e-6)                       # deterministic
-    assert all(a.spec.get(k) not in (None, "") for k in SPEC_KEYS), a.spec    # the card is complete
+    assert np.allclose(emb, b.embed(crops), atol=1e-6)  # deterministic
+    assert all(a.spec.get(k) not in (None, "") for k in SPEC_KEYS), a.spec  # the card is complete
     assert a.spec["template"] == a.template.name and 0 < a.threshold < 4
     fp32 = load_model(f"{name}@fp32")
-    assert fp32.fingerprint != a.fingerprint or a.precision == "fp32"        # int8 is another model
+    assert fp32.fingerprint != a.fingerprint or a.precision == "fp32"  # int8 is another model

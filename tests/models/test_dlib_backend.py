@@ -1,4 +1,5 @@
 """The dlib backend keeps the embedder contract; without the extra it is a one-line error."""
+
 import sys
 
 import numpy as np
@@ -55,9 +56,20 @@ def test_missing_extra_is_a_one_line_error(monkeypatch, face_tree):
     monkeypatch.setitem(sys.modules, "dlib", None)
     with pytest.raises(UserError, match=r"pip install 'facegallery\[dlib\]'"):
         load_model("dlib")
-    r = CliRunner().invoke(main, ["identify", "--library", str(face_tree), "--model", "dlib", "--detect", "off",
-                                  str(face_tree / "Person 0" / "1.jpg")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "identify",
+            "--library",
+            str(face_tree),
+            "--model",
+            "dlib",
+            "--detect",
+            "off",
+            str(face_tree / "Person 0" / "1.jpg"),
+        ],
+    )
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [
-        "facegallery: error: face detection and the dlib model need the dlib extra: "
-        "pip install 'facegallery[dlib]'"]
+        "facegallery: error: face detection and the dlib model need the dlib extra: pip install 'facegallery[dlib]'"
+    ]

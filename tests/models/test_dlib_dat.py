@@ -1,4 +1,5 @@
 """dlib's network file format: synthetic files written here in the same encoding, and the real one."""
+
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ def write_layers(w, layers: list[tuple[str, dict]], tags: int = 0) -> bytes:
             for v in f["geometry"]:
                 w.int(v)
         elif kind == "fc_2":
-            wt = f["weight"]                     # (inputs, outputs), as dlib stores it
+            wt = f["weight"]  # (inputs, outputs), as dlib stores it
             w.int(wt.shape[1]).int(wt.shape[0]).tensor(wt).alias(*wt.shape, 1, 1).alias(0, 0, 0, 0).int(1)
             for v in (1.0, 1.0, 1.0, 0.0):
                 w.float(v)
@@ -59,10 +60,17 @@ def resnet_layers(model: DlibResNet) -> list[tuple[str, dict]]:
     layers = [con("stem", 2, 0), aff("stem_bn"), ("relu_", {}), ("max_pool_2", {"geometry": (3, 3, 2, 2, 0, 0)})]
     for i, block in enumerate(model.blocks):
         p = f"blocks.{i}"
-        layers += [con(f"{p}.conv1", 2 if block.down else 1, 0 if block.down else 1), aff(f"{p}.bn1"), ("relu_", {}),
-                   con(f"{p}.conv2", 1, 1), aff(f"{p}.bn2")]
-        layers += ([("avg_pool_2", {"geometry": (2, 2, 2, 2, 0, 0)})] if block.down else []) + \
-            [("add_prev_", {}), ("relu_", {})]
+        layers += [
+            con(f"{p}.conv1", 2 if block.down else 1, 0 if block.down else 1),
+            aff(f"{p}.bn1"),
+            ("relu_", {}),
+            con(f"{p}.conv2", 1, 1),
+            aff(f"{p}.bn2"),
+        ]
+        layers += ([("avg_pool_2", {"geometry": (2, 2, 2, 2, 0, 0)})] if block.down else []) + [
+            ("add_prev_", {}),
+            ("relu_", {}),
+        ]
     layers += [("avg_pool_2", {"geometry": (0, 0, 1, 1, 0, 0)}), ("fc_2", {"weight": sd["fc.weight"].T.copy()})]
     return layers
 
@@ -71,9 +79,13 @@ def test_reader_reads_every_field_of_a_small_synthetic_file(tmp_path, dat_writer
     rng = np.random.default_rng(0)
     wt, b = rng.normal(size=(4, 3, 3, 3)).astype(np.float32), rng.normal(size=4).astype(np.float32)
     fc = rng.normal(size=(4, 2)).astype(np.float32)
-    layers = [("con_4", {"weight": wt, "bias": b, "stride": 2, "pad": 0}),
-              ("affine_", {"gamma": np.ones(4, np.float32), "beta": np.full(4, -0.5, np.float32)}),
-              ("relu_", {}), ("avg_pool_2", {"geometry": (0, 0, 1, 1, 0, 0)}), ("fc_2", {"weight": fc})]
+    layers = [
+        ("con_4", {"weight": wt, "bias": b, "stride": 2, "pad": 0}),
+        ("affine_", {"gamma": np.ones(4, np.float32), "beta": np.full(4, -0.5, np.float32)}),
+        ("relu_", {}),
+        ("avg_pool_2", {"geometry": (0, 0, 1, 1, 0, 0)}),
+        ("fc_2", {"weight": fc}),
+    ]
     path = tmp_path / "small.dat"
     path.write_bytes(write_layers(dat_writer(), layers, tags=2))
     net = read_network(path)
@@ -91,8 +103,12 @@ def test_reader_reads_every_field_of_a_small_synthetic_file(tmp_path, dat_writer
 def test_truncated_extended_or_foreign_files_are_one_line_errors_naming_the_file(tmp_path, dat_writer):
     layers = [("relu_", {}), ("avg_pool_2", {"geometry": (0, 0, 1, 1, 0, 0)})]
     good = write_layers(dat_writer(), layers)
-    cases = {"truncated.dat": good[:-7], "extended.dat": good + b"\x01\x02",
-             "foreign.dat": good.replace(b"loss_metric_2", b"loss_mmod_abc"), "empty.dat": b""}
+    cases = {
+        "truncated.dat": good[:-7],
+        "extended.dat": good + b"\x01\x02",
+        "foreign.dat": good.replace(b"loss_metric_2", b"loss_mmod_abc"),
+        "empty.dat": b"",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(UserError) as e:
@@ -120,9 +136,11 @@ def test_a_resnet_written_in_dlibs_format_reads_back_into_the_same_network(tmp_p
 
 
 def test_the_real_file_is_read_to_its_last_byte(dlib_models: Path):
-    net = read_network(dlib_models / REAL)        # raises if a byte is left over
+    net = read_network(dlib_models / REAL)  # raises if a byte is left over
     assert len(net.layers) == 108 and net.kinds().count("con_4") == 29
-    assert sum(int(np.prod(layer.params.shape)) for layer in net.layers if layer.params is not None) == sum(p.numel() for p in DlibResNet().parameters())
+    assert sum(int(np.prod(layer.params.shape)) for layer in net.layers if layer.params is not None) == sum(
+        p.numel() for p in DlibResNet().parameters()
+    )
 
 
 def test_converter_refuses_a_damaged_file_in_one_line(tmp_path, capsys):
@@ -143,5 +161,7 @@ def test_converting_the_real_file_reproduces_the_shipped_weights(tmp_path, dlib_
     out = convert(dlib_models / REAL, tmp_path / "converted")
     shipped = checkpoints.load_weights(checkpoint_folder("dlib-resnet29-v1"))
     assert all(torch.equal(v, shipped[k]) for k, v in checkpoints.load_weights(out).items())
-    assert checkpoints.read_config(out)["source"]["sha256"] == \
-        checkpoints.read_config(checkpoint_folder("dlib-resnet29-v1"))["source"]["sha256"]
+    assert (
+        checkpoints.read_config(out)["source"]["sha256"]
+        == checkpoints.read_config(checkpoint_folder("dlib-resnet29-v1"))["source"]["sha256"]
+    )

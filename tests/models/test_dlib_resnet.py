@@ -1,4 +1,5 @@
 """The native port of dlib's face ResNet against dlib-bin itself, on real faces (skipped without dlib-bin)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ from facegallery import checkpoints
 from facegallery.alignment import DLIB_CHIP, align
 from facegallery.detection import detect_faces
 from facegallery.embedder import checkpoint_folder, load_model, to_tensor
-from facegallery.models import create_model
 from facegallery.lfw import nearest_centre
+from facegallery.models import create_model
 
 MODEL = "dlib-resnet29-v1"
 #: LFW people with two photos each: some pairs same, most different, for the 0.6 decisions.
@@ -52,13 +53,13 @@ def test_port_matches_dlib_bin_on_real_chips(dlib, dlib_models, chips):
     theirs = chips[0]
     ref = np.asarray(net.compute_face_descriptor([np.ascontiguousarray(c) for c in theirs]))
     net = create_model("dlib-resnet29")
-    net.load_state_dict(checkpoints.load_weights(checkpoint_folder(MODEL)))   # the shipped weights
+    net.load_state_dict(checkpoints.load_weights(checkpoint_folder(MODEL)))  # the shipped weights
     with torch.inference_mode():
         raw = net.eval().features(to_tensor(theirs)).numpy()
     assert np.abs(raw - ref).max() <= 1e-4
     # as the embedder runs it (affine folded into the convs, channels-last): dlib's vectors made unit
     model = load_model(f"{MODEL}@fp32")
-    model.flip = False                   # the shipped default averages with the mirrored chip
+    model.flip = False  # the shipped default averages with the mirrored chip
     unit = model.embed(theirs, aligned=True)
     assert np.abs(unit - ref / np.linalg.norm(ref, axis=1, keepdims=True)).max() <= 1e-4
     d_ref = np.linalg.norm(ref[:, None] - ref[None], axis=2)

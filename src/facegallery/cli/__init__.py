@@ -3,6 +3,7 @@
 User mistakes (:class:`facegallery.errors.UserError`) print ``facegallery: error: <what>`` and exit 2.
 Each command group lives in its own module and registers itself on :data:`main`.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """``facegallery evaluate``: the PubFig83 protocol (metrics.json, guesses.csv, figures) or LFW's
 (metrics.json, roc.png) for one model."""
+
 from __future__ import annotations
 
 import json
@@ -26,47 +27,78 @@ def _pct(x: float | None) -> str:
 def headline(m: dict) -> str:
     """The figures that matter, as a small table."""
     cs, cal, ni = m["closed_set"], m["calibration"], m["new_identities"]
-    lines = [f"model {m['model']['name']} ({m['model']['fingerprint']})",
-             f"closed set ({cs['probes']} known test photos)    "
-             f"top-1 {_pct(cs['top1'])}   top-6 {_pct(cs['top6'])}"]
+    lines = [
+        f"model {m['model']['name']} ({m['model']['fingerprint']})",
+        f"closed set ({cs['probes']} known test photos)    top-1 {_pct(cs['top1'])}   top-6 {_pct(cs['top6'])}",
+    ]
     for key in ("open_set", "open_set_all"):
         o = m[key]
-        lines.append(f"open set {o['known_probes']} known + {o['unknown_probes']} unknown   "
-                     f"best {_pct(o['best_accuracy'])} at {o['best_threshold']:.3f} (hindsight)   "
-                     f"calibrated {_pct(o['calibrated_accuracy'])} at {o['calibrated_threshold']:.3f}   "
-                     f"gap {100 * o['gap']:.1f} pts")
-    lines.append(f"calibration: {cal['method']} ({cal['genuine_probes']} genuine, {cal['impostor_probes']} "
-                 "impostor probes; " + (f"validation accuracy {_pct(cal['validation_accuracy'])})"
-                                        if cal["validation_accuracy"] is not None else
-                                        f"threshold accepts {_pct(cal['accept_rate'])} of the genuine probes)"))
+        lines.append(
+            f"open set {o['known_probes']} known + {o['unknown_probes']} unknown   "
+            f"best {_pct(o['best_accuracy'])} at {o['best_threshold']:.3f} (hindsight)   "
+            f"calibrated {_pct(o['calibrated_accuracy'])} at {o['calibrated_threshold']:.3f}   "
+            f"gap {100 * o['gap']:.1f} pts"
+        )
+    lines.append(
+        f"calibration: {cal['method']} ({cal['genuine_probes']} genuine, {cal['impostor_probes']} "
+        "impostor probes; "
+        + (
+            f"validation accuracy {_pct(cal['validation_accuracy'])})"
+            if cal["validation_accuracy"] is not None
+            else f"threshold accepts {_pct(cal['accept_rate'])} of the genuine probes)"
+        )
+    )
     lines.append(f"new identities ({ni['identities']} people enrolled, no retraining), top-1 all / known / new:")
     for n in (1, 5, 10):
         k = f"top1_{n}shot"
         lines.append(f"  {n:2d}-shot  {_pct(ni[k])} / {_pct(ni[k + '_known'])} / {_pct(ni[k + '_new'])}")
     v = m["verification"]
     if v:
-        lines.append(f"verification ({v['genuine_pairs']} genuine pairs)   ROC AUC {v['auc']:.4f}   "
-                     f"EER {_pct(v['eer'])}   TAR@FAR=0.1% {_pct(v['tar_at_far_0.001'])}")
+        lines.append(
+            f"verification ({v['genuine_pairs']} genuine pairs)   ROC AUC {v['auc']:.4f}   "
+            f"EER {_pct(v['eer'])}   TAR@FAR=0.1% {_pct(v['tar_at_far_0.001'])}"
+        )
     return "\n".join(lines)
 
 
 @main.command("evaluate")
 @model_option
-@click.option("--protocol", type=click.Choice(["pubfig83", "lfw"]), default="pubfig83", show_default=True,
-              help="PubFig83's identification protocol, or LFW's pair verification.")
-@click.option("--data", type=click.Path(file_okay=False),
-              help="PubFig83: root holding train/ and test/ [$FACEGALLERY_DATA or ../shared/data/pubfig83]; "
-                   "LFW: root holding pairs.txt and lfw-deepfunneled/ [$FACEGALLERY_LFW or ../shared/data/lfw].")
-@click.option("--pairs", type=click.Choice(["view2", "devtest"]), default="view2", show_default=True,
-              help="LFW: pairs.txt's 10 folds, or the quick pairsDevTest.txt (threshold from pairsDevTrain.txt).")
+@click.option(
+    "--protocol",
+    type=click.Choice(["pubfig83", "lfw"]),
+    default="pubfig83",
+    show_default=True,
+    help="PubFig83's identification protocol, or LFW's pair verification.",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False),
+    help="PubFig83: root holding train/ and test/ [$FACEGALLERY_DATA or ../shared/data/pubfig83]; "
+    "LFW: root holding pairs.txt and lfw-deepfunneled/ [$FACEGALLERY_LFW or ../shared/data/lfw].",
+)
+@click.option(
+    "--pairs",
+    type=click.Choice(["view2", "devtest"]),
+    default="view2",
+    show_default=True,
+    help="LFW: pairs.txt's 10 folds, or the quick pairsDevTest.txt (threshold from pairsDevTrain.txt).",
+)
 @click.option("--train", type=click.Path(file_okay=False), help="Training tree; its people are the known ones.")
-@click.option("--test", type=click.Path(file_okay=False),
-              help="Test tree: known people plus people never trained on.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Folder for metrics.json, guesses.csv and the figures.")
+@click.option("--test", type=click.Path(file_okay=False), help="Test tree: known people plus people never trained on.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for metrics.json, guesses.csv and the figures.",
+)
 @click.option("--plots", is_flag=True, help="Also draw the figures (t-SNE maps, k-means SSE, threshold sweep).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the calibration split when the checkpoint records none, and of the figures.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the calibration split when the checkpoint records none, and of the figures.",
+)
 def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) -> None:
     """Closed-set, open-set (swept and calibrated), new-identity and verification figures of a model
     on PubFig83, or its LFW verification figures."""
@@ -97,13 +129,17 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
         metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
         metrics["figures"] = [p.name for p in figures]
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    click.echo(f"wrote {out / 'metrics.json'}, {out / 'guesses.csv'}"
-               + (f" and {len(figures)} figures" if plots else "") + f" in {metrics['timing']['total_s']:.0f}s")
+    click.echo(
+        f"wrote {out / 'metrics.json'}, {out / 'guesses.csv'}"
+        + (f" and {len(figures)} figures" if plots else "")
+        + f" in {metrics['timing']['total_s']:.0f}s"
+    )
 
 
 def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float) -> None:
     from facegallery.embedder import load_model
-    from facegallery.lfw import evaluate_lfw, headline as lfw_headline, plot_roc
+    from facegallery.lfw import evaluate_lfw, plot_roc
+    from facegallery.lfw import headline as lfw_headline
 
     embedder = load_model(model)
     metrics, curves = evaluate_lfw(embedder, root, pairs)

@@ -1,5 +1,6 @@
 """Gallery commands: ``enroll``, ``people``, ``remove``, ``rename``, ``export``, ``import``, ``threshold``,
 ``reembed`` (``identify --gallery`` lives with ``identify`` in :mod:`facegallery.cli.recognize`)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from facegallery.errors import UserError
 if TYPE_CHECKING:
     from facegallery.gallery import Gallery
 
-gallery_option = click.option("--gallery", "gallery", required=True, type=click.Path(dir_okay=False),
-                              help="Gallery file (SQLite).")
+gallery_option = click.option(
+    "--gallery", "gallery", required=True, type=click.Path(dir_okay=False), help="Gallery file (SQLite)."
+)
 
 
 def _open(path: str, model: str | None = None, create: bool = False) -> Gallery:
@@ -44,11 +46,16 @@ def enroll_cmd(gallery, create, name, model, detect, inputs) -> None:
     if paths is not None and not paths:
         raise UserError(f"no photos of {name!r} in {' '.join(inputs)}")
     with _open(gallery, model, create) as g:
-        results = g.enroll_folder(inputs[0], detect, progress=True) if name is None else \
-            [g.enroll(name, paths, detect, progress=True)]
+        results = (
+            g.enroll_folder(inputs[0], detect, progress=True)
+            if name is None
+            else [g.enroll(name, paths, detect, progress=True)]
+        )
         for r in results:
-            click.echo(f"{r.name}: {r.added} added, {r.duplicates} already there"
-                       + (f", {r.rejected} rejected" if r.rejected else ""))
+            click.echo(
+                f"{r.name}: {r.added} added, {r.duplicates} already there"
+                + (f", {r.rejected} rejected" if r.rejected else "")
+            )
         added = sum(r.added for r in results)
         if not added and all(r.rejected for r in results):
             raise UserError(f"nothing enrolled into {gallery}: no usable photo (see warnings)")
@@ -117,8 +124,10 @@ def import_cmd(gallery, create, source) -> None:
     """Merge an exported file into the gallery (photos already there are skipped)."""
     with _open(gallery, create=create) as g:
         results = g.import_from(source)
-    click.echo(f"imported {sum(r.added for r in results)} photos of {len(results)} people "
-               f"({sum(r.duplicates for r in results)} already there)")
+    click.echo(
+        f"imported {sum(r.added for r in results)} photos of {len(results)} people "
+        f"({sum(r.duplicates for r in results)} already there)"
+    )
 
 
 @main.command("threshold")
@@ -126,8 +135,13 @@ def import_cmd(gallery, create, source) -> None:
 @model_option
 @click.option("--far", type=float, help="Set the unknown threshold for this target false-accept rate.")
 @click.option("--eer", is_flag=True, help="Set it at the equal-error point.")
-@click.option("--set", "raw", type=float, help="Set this raw threshold on the identification distance "
-              "(squared, divided by 1 + 1/n for a person of n photos).")
+@click.option(
+    "--set",
+    "raw",
+    type=float,
+    help="Set this raw threshold on the identification distance "
+    "(squared, divided by 1 + 1/n for a person of n photos).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
     """Show (or change) the gallery's calibrated unknown threshold and score."""
@@ -137,15 +151,19 @@ def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
     if as_json:
         click.echo(json.dumps(cal.to_json(), indent=2))
         return
-    source = "the gallery's own photos" if cal.source == "gallery" else \
-        "the model's threshold (too few people in the gallery to calibrate it)"
+    source = (
+        "the gallery's own photos"
+        if cal.source == "gallery"
+        else "the model's threshold (too few people in the gallery to calibrate it)"
+    )
     click.echo(f"{gallery}: {people} people; calibrated from {source}; method {cal.method}")
     for what, f in (("identify (photo vs person)", cal.identify), ("verify (photo vs photo)", cal.verify)):
-        rates = f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} ({f.impostors} impostor, {f.genuine} genuine " \
-                "distances)" if f.far is not None else \
-            (f"; FAR not estimable with {people} people; FRR {f.frr:.4f}" if f.frr is not None else "")
-        click.echo(f"  {what}: threshold {f.threshold:.4f}{rates}; score 0.5 at {f.midpoint:.4f}, "
-                   f"slope {f.slope:.2f}")
+        rates = (
+            f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} ({f.impostors} impostor, {f.genuine} genuine distances)"
+            if f.far is not None
+            else (f"; FAR not estimable with {people} people; FRR {f.frr:.4f}" if f.frr is not None else "")
+        )
+        click.echo(f"  {what}: threshold {f.threshold:.4f}{rates}; score 0.5 at {f.midpoint:.4f}, slope {f.slope:.2f}")
 
 
 @main.command("reembed")
@@ -156,5 +174,27 @@ def reembed_cmd(gallery, model, drop_missing) -> None:
     """Re-embed every stored photo from its source file with a new model."""
     with _open(gallery) as g:
         report = g.reembed(model, drop_missing, progress=True)
-    click.echo(f"re-embedded {report.reembedded} photos with {model}"
-               + (f"; dropped {len(report.dropped)}" if report.dropped else ""))
+    click.echo(
+        f"re-embedded {report.reembedded} photos with {model}"
+        + (f"; dropped {len(report.dropped)}" if report.dropped else "")
+    )
+
+
+@main.command("verify")
+@gallery_option
+@model_option
+@detect_option
+@click.option("--json", "as_json", is_flag=True, help="Print {same, distance, score, threshold}.")
+@click.argument("first", type=click.Path(exists=True, dir_okay=False))
+@click.argument("second", type=click.Path(exists=True, dir_okay=False))
+def verify_cmd(gallery, model, detect, as_json, first, second) -> None:
+    """Do two photos show the same person? (Their largest faces, at the gallery's photo-vs-photo threshold.)"""
+    with _open(gallery, model) as g:
+        v = g.verify(first, second, detect=detect)
+    if as_json:
+        click.echo(json.dumps({"same": v.same, "distance": v.distance, "score": v.score, "threshold": v.threshold}))
+        return
+    click.echo(
+        f"{'same person' if v.same else 'different people'}  (distance {v.distance:.4f}, threshold "
+        f"{v.threshold:.4f}, score {v.score:.2f})"
+    )

@@ -1,4 +1,5 @@
 """Options shared by several commands, defined once."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,17 @@ import click
 from facegallery.errors import UserError
 from facegallery.faces import DETECT_MODES
 
-model_option = click.option("--model", default=None,
-                            help="Shipped model name, checkpoint folder, or 'dlib' (default: best shipped).")
+model_option = click.option(
+    "--model", default=None, help="Shipped model name, checkpoint folder, or 'dlib' (default: best shipped)."
+)
 detect_option = click.option(
-    "--detect", type=click.Choice(DETECT_MODES), default="auto", show_default=True,
+    "--detect",
+    type=click.Choice(DETECT_MODES),
+    default="auto",
+    show_default=True,
     help="Face detection: 'on' finds and aligns every face; 'auto' also takes an image of at most "
-         "250x250 without a found face whole as a face crop; 'off' treats every image as a face crop.")
+    "250x250 without a found face whole as a face crop; 'off' treats every image as a face crop.",
+)
 
 
 def _distance(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -24,9 +30,12 @@ def _distance(ctx: click.Context, param: click.Parameter, value: float | None) -
 
 
 threshold_option = click.option(
-    "--threshold", type=float, callback=_distance,
+    "--threshold",
+    type=float,
+    callback=_distance,
     help="Unknown above this distance (squared, divided by 1 + 1/n for a person of n photos; 0..4; "
-         "default: calibrated).")
+    "default: calibrated).",
+)
 
 
 def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:

@@ -1,4 +1,5 @@
 """``facegallery embed`` and ``facegallery identify``."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def embed_cmd(model, out, inputs) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, embeddings=emb, paths=np.array([str(paths[i]) for i in kept]),
-                     model=np.array(embedder.fingerprint))
+            np.savez(
+                f, embeddings=emb, paths=np.array([str(paths[i]) for i in kept]), model=np.array(embedder.fingerprint)
+            )
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -93,7 +95,7 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
     """Say who is in each photo, or 'unknown'."""
     if bool(library) == bool(gallery):
         raise UserError("give exactly one of --library DIR (one subfolder per person) or --gallery G.db")
-    paths = [str(p) for p in expand_inputs(inputs)]   # before the minutes a library may take to embed
+    paths = [str(p) for p in expand_inputs(inputs)]  # before the minutes a library may take to embed
     if not paths:
         raise UserError("no photos to identify")
     if gallery:
@@ -107,8 +109,9 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
 
         embedder = load_model(model)
         # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
-        lib = Library.from_folder(library, embedder, threshold, detect="off" if detect == "off" else "auto",
-                                  progress=True)
+        lib = Library.from_folder(
+            library, embedder, threshold, detect="off" if detect == "off" else "auto", progress=True
+        )
         results = lib.identify(paths, top_k, detect, progress=True)
     show_answers(results, as_json, annotate)
     if not results:

@@ -1,4 +1,5 @@
 """``facegallery train``."""
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,19 @@ from facegallery.errors import UserError
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Folder per identity.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write.")
 @click.option("--model", "arch", default="resface64", show_default=True, help="Architecture from the registry.")
-@click.option("--recipe", type=click.Choice(["facenet", "original"]), default="facenet", show_default=True,
-              help="'original' = the student project's recipe (random triplets, summed loss, Adam 1e-3).")
+@click.option(
+    "--recipe",
+    type=click.Choice(["facenet", "original"]),
+    default="facenet",
+    show_default=True,
+    help="'original' = the student project's recipe (random triplets, summed loss, Adam 1e-3).",
+)
 @click.option("--steps", type=click.IntRange(1), help="Train exactly this many steps.")
-@click.option("--budget", help="Or a time budget (45m, 1.5h): the step count is fixed by timing steps 10-30 "
-                                    "and re-fixed at validations when the pace changes.")
+@click.option(
+    "--budget",
+    help="Or a time budget (45m, 1.5h): the step count is fixed by timing steps 10-30 "
+    "and re-fixed at validations when the pace changes.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--miner", type=click.Choice(["batch-hard", "semi-hard", "random"]), help="Triplet mining.")
 @click.option("--p", "p", type=int, help="Identities per batch.")
@@ -32,29 +41,73 @@ from facegallery.errors import UserError
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
 @click.option("--no-augment", is_flag=True, help="Switch augmentation off.")
-@click.option("--strong-augment/--basic-augment", default=None,
-              help="Strong (default): colour, grey, wider scale and random erasing on top of the basic flips, "
-                   "shifts, rotations and brightness.")
+@click.option(
+    "--strong-augment/--basic-augment",
+    default=None,
+    help="Strong (default): colour, grey, wider scale and random erasing on top of the basic flips, "
+    "shifts, rotations and brightness.",
+)
 @click.option("--crop", type=float, help="Central fraction of each photo fed to the network (default 0.75; 1.0 = all).")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
 @click.option("--threads", type=int, default=0, help="CPU threads per process (0 = all cores, shared out).")
-@click.option("--procs", type=click.IntRange(1), default=1, show_default=True,
-              help="Data-parallel training processes on this machine (DDP over gloo); P must divide evenly. "
-                   "For several machines use torchrun.")
-@click.option("--val-impostors", type=click.IntRange(0),
-              help="Identities held out entirely to calibrate the unknown threshold (8, or a fifth of the "
-                   "identities when fewer than 40); 0 trains on every identity and calibrates from the "
-                   "held-out photos alone (a genuine acceptance rate).")
-@click.option("--accept-rate", type=click.FloatRange(0, 1, min_open=True), help="With --val-impostors 0: the "
-              "fraction of held-out genuine photos the unknown threshold accepts (0.8).")
+@click.option(
+    "--procs",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Data-parallel training processes on this machine (DDP over gloo); P must divide evenly. "
+    "For several machines use torchrun.",
+)
+@click.option(
+    "--val-impostors",
+    type=click.IntRange(0),
+    help="Identities held out entirely to calibrate the unknown threshold (8, or a fifth of the "
+    "identities when fewer than 40); 0 trains on every identity and calibrates from the "
+    "held-out photos alone (a genuine acceptance rate).",
+)
+@click.option(
+    "--accept-rate",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="With --val-impostors 0: the fraction of held-out genuine photos the unknown threshold accepts (0.8).",
+)
 @click.option("--eval-every", type=int, help="Validate every N steps.")
 @click.option("--patience", type=int, help="Stop after N validations without improvement.")
 @click.option("--resume", is_flag=True, help="Continue OUT/last where it stopped.")
 @click.option("--force", is_flag=True, help="Replace a model already trained in OUT.")
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
-def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin, cosface_weight, triplet_weight,
-              cosface_margin, cosface_scale, spread_weight, lr, weight_decay, no_augment, strong_augment, crop, bf16,
-              threads, procs, val_impostors, accept_rate, eval_every, patience, resume, force, cache) -> None:
+def train_cmd(
+    data,
+    out,
+    arch,
+    recipe,
+    steps,
+    budget,
+    seed,
+    miner,
+    p,
+    k,
+    margin,
+    cosface_weight,
+    triplet_weight,
+    cosface_margin,
+    cosface_scale,
+    spread_weight,
+    lr,
+    weight_decay,
+    no_augment,
+    strong_augment,
+    crop,
+    bf16,
+    threads,
+    procs,
+    val_impostors,
+    accept_rate,
+    eval_every,
+    patience,
+    resume,
+    force,
+    cache,
+) -> None:
     """Train an embedding network with the triplet loss; writes OUT (best model) and OUT/last."""
     from facegallery.checkpoints import CONFIG
     from facegallery.training import TrainConfig, parse_duration, train_processes
@@ -63,19 +116,36 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
         raise UserError("give --steps or --budget, not both")
     if not resume and not force and (Path(out) / CONFIG).is_file():
         raise UserError(f"{out}: holds a trained model already; --resume continues it, --force replaces it")
-    given = {"miner": miner, "p": p, "k": k, "margin": margin, "cosface_weight": cosface_weight,
-             "triplet_weight": triplet_weight, "cosface_margin": cosface_margin, "cosface_scale": cosface_scale,
-             "spread_weight": spread_weight, "lr": lr, "weight_decay": weight_decay, "crop": crop,
-             "val_impostors": val_impostors, "accept_rate": accept_rate, "eval_every": eval_every, "patience": patience}
+    given = {
+        "miner": miner,
+        "p": p,
+        "k": k,
+        "margin": margin,
+        "cosface_weight": cosface_weight,
+        "triplet_weight": triplet_weight,
+        "cosface_margin": cosface_margin,
+        "cosface_scale": cosface_scale,
+        "spread_weight": spread_weight,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "crop": crop,
+        "val_impostors": val_impostors,
+        "accept_rate": accept_rate,
+        "eval_every": eval_every,
+        "patience": patience,
+    }
     kw = {key: v for key, v in given.items() if v is not None}
-    if val_impostors is None and not resume:   # the default 8 would leave a small folder few people to train on
+    if val_impostors is None and not resume:  # the default 8 would leave a small folder few people to train on
         from facegallery.datasets import discover
 
         people = len(discover(data).names)
         if people < 40:
             kw["val_impostors"] = max(1, people // 5)
-            click.echo(f"facegallery: {people} identities: holding out {kw['val_impostors']} to calibrate "
-                       "the unknown threshold (--val-impostors)", err=True)
+            click.echo(
+                f"facegallery: {people} identities: holding out {kw['val_impostors']} to calibrate "
+                "the unknown threshold (--val-impostors)",
+                err=True,
+            )
     if no_augment:
         kw["augment"] = False
     if strong_augment is not None:
@@ -93,8 +163,12 @@ def train_cmd(data, out, arch, recipe, steps, budget, seed, miner, p, k, margin,
 
 @main.command("quantize")
 @click.argument("model")
-@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="The folder per identity the model was trained on (calibration uses its training part).")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The folder per identity the model was trained on (calibration uses its training part).",
+)
 @click.option("--photos", type=click.IntRange(1), default=512, show_default=True, help="Calibration photos.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache", type=click.Path(file_okay=False), help="Pixel cache folder (default: user cache).")
@@ -114,8 +188,10 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     config = checkpoints.read_config(folder)
     tree = discover(data)
     if config.get("data_fingerprint") not in (None, tree.fingerprint()):
-        click.echo(f"facegallery: warning: {data} is not the tree {folder.name} was trained on; "
-                   "calibrating on it anyway", err=True)
+        click.echo(
+            f"facegallery: warning: {data} is not the tree {folder.name} was trained on; calibrating on it anyway",
+            err=True,
+        )
     split = Split.from_json(config["split"]) if config.get("split") else Split((), ())
     train_part, holdout, impostors = split.parts(tree)
     net_size = int(create_model(config["arch"], **config.get("arch_kwargs", {})).input_size)
@@ -123,13 +199,23 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     pix_cache = PixelCache(cache) if cache else PixelCache()
     pixels, train_part = train_part.load_pixels(size, pix_cache)
     calib = pixels[np.random.default_rng(seed).permutation(len(pixels))[:photos]]
-    val = validation_set(pixels, train_part.labels, holdout, impostors, size, pix_cache,
-                         int(config.get("train_config", {}).get("seed", 0)))
+    val = validation_set(
+        pixels,
+        train_part.labels,
+        holdout,
+        impostors,
+        size,
+        pix_cache,
+        int(config.get("train_config", {}).get("seed", 0)),
+    )
     info = quantization.quantize_checkpoint(folder, calib, val, refresh_float=True)
     click.echo(f"wrote {folder / quantization.INT8} ({len(calib)} calibration photos)")
     if val is not None:
         v32, v8, agree = info["validation_fp32"], info["validation_int8"], info["cosine_to_fp32"]
         opn = lambda v: "" if v["open"] is None else f" / {v['open']:.3f}"  # noqa: E731  (None: no impostors)
-        click.echo(f"validation top-1{'' if v8['open'] is None else ' / open set'}: float {v32['top1']:.3f}{opn(v32)}, "
-                   f"int8 {v8['top1']:.3f}{opn(v8)} (threshold {v8['threshold']:.3f}); embeddings of {agree['photos']} held-out "
-                   f"photos: cosine to float mean {agree['mean']:.4f}, min {agree['min']:.4f}")
+        click.echo(
+            f"validation top-1{'' if v8['open'] is None else ' / open set'}: float {v32['top1']:.3f}{opn(v32)}, "
+            f"int8 {v8['top1']:.3f}{opn(v8)} (threshold {v8['threshold']:.3f}); "
+            f"embeddings of {agree['photos']} held-out photos: cosine to float mean {agree['mean']:.4f}, "
+            f"min {agree['min']:.4f}"
+        )

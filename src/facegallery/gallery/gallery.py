@@ -5,6 +5,7 @@ A :class:`Gallery` joins the SQLite :mod:`~facegallery.gallery.store`, the searc
 decoded and embedded first and written after, one transaction per person, so an interrupted enrolment
 leaves every person either whole or absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,11 @@ import os
 import sqlite3
 import warnings
 import zipfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -23,14 +25,14 @@ from facegallery.answers import face_answer
 from facegallery.datasets import discover
 from facegallery.errors import UserError
 from facegallery.faces import Face, faces_in, only_face, read_faces
-from facegallery.gallery import threshold as th
 from facegallery.gallery import index as ix
+from facegallery.gallery import threshold as th
 from facegallery.gallery.index import CompressedIndex, ExactIndex
 from facegallery.gallery.store import Person, Store, check_name, sha256_of
 from facegallery.images import ImageReadError, iter_images, load_image, warn_skip
 from facegallery.recognition import searchable_centroids, searchable_queries
 
-if TYPE_CHECKING:   # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
+if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
     from facegallery.embedder import Embedder
 
 ImageLike = str | os.PathLike | np.ndarray
@@ -54,12 +56,16 @@ class Identification:
 
     name: str | None
     distance: float
-    score: float                     # P(genuine | distance), see facegallery.gallery.threshold
+    score: float  # P(genuine | distance), see facegallery.gallery.threshold
     candidates: list[Candidate]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "distance": self.distance, "score": self.score,
-                "candidates": [c._asdict() for c in self.candidates]}
+        return {
+            "name": self.name,
+            "distance": self.distance,
+            "score": self.score,
+            "candidates": [c._asdict() for c in self.candidates],
+        }
 
 
 @dataclass
@@ -114,8 +120,10 @@ def _index_rows(rows: list[tuple[int, int, bytes]], dim: int) -> tuple[np.ndarra
     """(ids, :func:`searchable_centroids`) of ``centroids`` table rows (identity, count, vector): the
     search index holds these, so that its plain L2 search ranks by centroid distance (see :func:`_search`)."""
     vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
-    return (np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-            searchable_centroids(vectors, np.fromiter((r[1] for r in rows), np.int64, len(rows))))
+    return (
+        np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+        searchable_centroids(vectors, np.fromiter((r[1] for r in rows), np.int64, len(rows))),
+    )
 
 
 def _search(index: ExactIndex | CompressedIndex, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,8 +152,9 @@ class Gallery:
 
     # ----- opening and closing --------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike, model: str | os.PathLike | Embedder | None = None,
-             create: bool = False) -> "Gallery":
+    def open(
+        cls, path: str | os.PathLike, model: str | os.PathLike | Embedder | None = None, create: bool = False
+    ) -> Gallery:
         """Open the gallery at ``path`` (created empty when missing only with ``create``).
 
         ``model``: shipped name, checkpoint folder or embedder; None uses the gallery's own model
@@ -155,13 +164,13 @@ class Gallery:
         g = cls(Store.open(path, create=create), model)
         if model is not None:
             try:
-                g.embedder  # load and check now, so a mismatch is reported before any work
+                _ = g.embedder  # load and check now, so a mismatch is reported before any work
             except BaseException:
                 g.close()
                 raise
         return g
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -169,8 +178,11 @@ class Gallery:
 
     def close(self) -> None:
         """Persist a large search index beside the file (see :meth:`_index_file`) and close."""
-        if isinstance(self._index, CompressedIndex) and not self._index_saved \
-                and self._index_gen == self.store.generation():
+        if (
+            isinstance(self._index, CompressedIndex)
+            and not self._index_saved
+            and self._index_gen == self.store.generation()
+        ):
             self._save_index()
         self.store.close()
 
@@ -201,7 +213,9 @@ class Gallery:
             raise UserError(
                 f"{self.path}: its embeddings come from model {self.store.meta('model_name')} ({stored}), not "
                 f"{embedder.name} ({embedder.fingerprint}); convert them with "
-                f"`facegallery reembed --gallery {self.path} --model {_model_ref(self._model_arg or embedder, embedder)}`")
+                f"`facegallery reembed --gallery {self.path} "
+                f"--model {_model_ref(self._model_arg or embedder, embedder)}`"
+            )
         return embedder
 
     def _record_model(self, embedder: Embedder, dim: int) -> None:
@@ -211,15 +225,22 @@ class Gallery:
         self._check_model(embedder)
         if self.store.meta("model_fingerprint") != embedder.fingerprint:
             self.store.set_meta("model_name", embedder.name)
-            self.store.set_meta("model_ref", _model_ref(self._model_arg if self._model_arg is not None
-                                                        else embedder, embedder))
+            self.store.set_meta(
+                "model_ref", _model_ref(self._model_arg if self._model_arg is not None else embedder, embedder)
+            )
             self.store.set_meta("model_fingerprint", embedder.fingerprint)
         if self.store.dimension != dim:
             self.store.set_meta("dimension", str(dim))
 
     # ----- reading photos -------------------------------------------------------------------------
-    def _faces(self, images: Sequence[ImageLike], detect: str, with_hash: bool, known: set[str] | None = None,
-               embedder: Embedder | None = None) -> Iterator[tuple[ImageLike, str | None, list[Face] | None]]:
+    def _faces(
+        self,
+        images: Sequence[ImageLike],
+        detect: str,
+        with_hash: bool,
+        known: set[str] | None = None,
+        embedder: Embedder | None = None,
+    ) -> Iterator[tuple[ImageLike, str | None, list[Face] | None]]:
         """(image, content sha256 or None, faces or None) per image, in order: None for an unreadable
         image (warned) or one whose hash is in ``known`` (not decoded at all). Decoding runs on a thread
         pool using all cores; detection (when on) runs here, one photo at a time, aligning faces into the
@@ -234,7 +255,7 @@ class Gallery:
                 return item, sha, None if sha in known else np.asarray(item, np.uint8)
             try:
                 str(item).encode("utf-8")
-            except UnicodeEncodeError:   # the gallery stores sources as text: it could not find the file again
+            except UnicodeEncodeError:  # the gallery stores sources as text: it could not find the file again
                 return item, None, "its file name is not valid UTF-8; rename the file"
             try:
                 sha = sha256_of(Path(item).read_bytes()) if with_hash else None
@@ -246,14 +267,20 @@ class Gallery:
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             for s in range(0, len(images), BATCH):
-                for item, sha, pixels in pool.map(decode, images[s:s + BATCH]):
+                for item, sha, pixels in pool.map(decode, images[s : s + BATCH]):
                     if isinstance(pixels, str):
                         warn_skip(Path(item), pixels)
                     yield item, sha, faces_in(pixels, detect, template) if isinstance(pixels, np.ndarray) else None
 
     # ----- enrolment ------------------------------------------------------------------------------
-    def enroll(self, name: str, images: ImageLike | Sequence[ImageLike], detect: str = "auto",
-               metadata: dict | None = None, progress: bool = False) -> EnrollResult:
+    def enroll(
+        self,
+        name: str,
+        images: ImageLike | Sequence[ImageLike],
+        detect: str = "auto",
+        metadata: dict | None = None,
+        progress: bool = False,
+    ) -> EnrollResult:
         """Add photos (paths, or RGB uint8 arrays) of one person, creating the person if new.
 
         Idempotent: a photo whose bytes are already stored for this person is skipped. Photos that
@@ -262,11 +289,11 @@ class Gallery:
         """
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
-        return self.enroll_many([(name, list(images))], detect, {name: metadata} if metadata else None,
-                                progress)[0]
+        return self.enroll_many([(name, list(images))], detect, {name: metadata} if metadata else None, progress)[0]
 
-    def enroll_folder(self, root: str | os.PathLike, detect: str = "auto",
-                      progress: bool = False) -> list[EnrollResult]:
+    def enroll_folder(
+        self, root: str | os.PathLike, detect: str = "auto", progress: bool = False
+    ) -> list[EnrollResult]:
         """Enrol ``root/<Person Name>/<photos>``: one person per subfolder (junk files skipped, and a
         subfolder whose name cannot be a person's skipped with a warning)."""
         folder = discover(root)
@@ -283,8 +310,13 @@ class Gallery:
             raise UserError(f"{root}: no subfolder is a person's name to enrol")
         return self.enroll_many(people, detect, progress=progress)
 
-    def enroll_many(self, people: Sequence[tuple[str, Sequence[ImageLike]]], detect: str = "auto",
-                    metadata: dict[str, dict] | None = None, progress: bool = False) -> list[EnrollResult]:
+    def enroll_many(
+        self,
+        people: Sequence[tuple[str, Sequence[ImageLike]]],
+        detect: str = "auto",
+        metadata: dict[str, dict] | None = None,
+        progress: bool = False,
+    ) -> list[EnrollResult]:
         """Enrol several people; photos of many people are decoded and embedded in shared batches,
         and each person is written in its own transaction as soon as their photos are embedded."""
         from tqdm import tqdm
@@ -294,8 +326,13 @@ class Gallery:
             merged.setdefault(check_name(name), []).extend(images)
         embedder = self.embedder
         results: list[EnrollResult] = []
-        bar = tqdm(total=sum(len(imgs) for imgs in merged.values()), unit="photo", disable=not progress,
-                   dynamic_ncols=True, desc="enrol")
+        bar = tqdm(
+            total=sum(len(imgs) for imgs in merged.values()),
+            unit="photo",
+            disable=not progress,
+            dynamic_ncols=True,
+            desc="enrol",
+        )
         chunk: list[tuple[str, Sequence[ImageLike]]] = []
         pending = 0
         for i, person in enumerate(merged.items()):
@@ -307,8 +344,14 @@ class Gallery:
         bar.close()
         return results
 
-    def _enroll_chunk(self, people: list[tuple[str, Sequence[ImageLike]]], detect: str,
-                      metadata: dict[str, dict], embedder: Embedder, bar: Any) -> list[EnrollResult]:
+    def _enroll_chunk(
+        self,
+        people: list[tuple[str, Sequence[ImageLike]]],
+        detect: str,
+        metadata: dict[str, dict],
+        embedder: Embedder,
+        bar: Any,
+    ) -> list[EnrollResult]:
         results, faces_kept, owners = [], [], []
         for name, images in people:
             res = EnrollResult(name)
@@ -332,15 +375,21 @@ class Gallery:
         emb = _emb().embed_faces(embedder, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         start = 0
         for (name, _), rows, res in zip(people, owners, results):
-            vectors = emb[start:start + len(rows)]
+            vectors = emb[start : start + len(rows)]
             start += len(rows)
             if rows:
                 res.added = self._write_person(name, rows, vectors, metadata.get(name), embedder)
                 res.duplicates += len(rows) - res.added
         return results
 
-    def _write_person(self, name: str, rows: list[tuple[str | None, str, str]], vectors: np.ndarray,
-                      metadata: dict | None, embedder: Embedder) -> int:
+    def _write_person(
+        self,
+        name: str,
+        rows: list[tuple[str | None, str, str]],
+        vectors: np.ndarray,
+        metadata: dict | None,
+        embedder: Embedder,
+    ) -> int:
         """One person's new photos in one transaction (identity, photos, embeddings, centroid); returns
         how many were added. Photos another process stored meanwhile are left out, not written twice."""
         before = self.store.generation()
@@ -358,8 +407,7 @@ class Gallery:
         self._after_write(before, [ident])
         return len(keep)
 
-    def enroll_embeddings(self, names: Sequence[str], embeddings: np.ndarray,
-                          embedder: Embedder | None = None) -> int:
+    def enroll_embeddings(self, names: Sequence[str], embeddings: np.ndarray, embedder: Embedder | None = None) -> int:
         """Bulk path: precomputed embeddings of new people (rows sharing a name are one person's photos),
         written in one transaction. ``embedder`` names the model that made them (default: the gallery's).
         Returns the number of people added."""
@@ -428,7 +476,7 @@ class Gallery:
             self._index.save(target)
             self._index_saved = True
         except (OSError, RuntimeError) as e:  # a read-only folder only costs speed next time
-            warnings.warn(f"search index not saved beside {self.path}: {e}")
+            warnings.warn(f"search index not saved beside {self.path}: {e}", stacklevel=2)
             return
         for old in self.path.parent.glob(f"{self.path.name}.index-*"):
             if old != target:
@@ -442,7 +490,7 @@ class Gallery:
         cur = self.store.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity")
         i = 0
         while rows := cur.fetchmany(65536):
-            ids[i:i + len(rows)], vectors[i:i + len(rows)] = _index_rows(rows, dim)
+            ids[i : i + len(rows)], vectors[i : i + len(rows)] = _index_rows(rows, dim)
             i += len(rows)
         return ids, vectors
 
@@ -453,8 +501,9 @@ class Gallery:
         grown = False
         if self._index is not None and (version == self._data_version or gen == self._index_gen):
             self._data_version = version
-            grown = len(self._index) > (ix.EXACT_MAX if isinstance(self._index, ExactIndex)
-                                        else ix.RETRAIN_GROWTH * self._index.trained_on)
+            grown = len(self._index) > (
+                ix.EXACT_MAX if isinstance(self._index, ExactIndex) else ix.RETRAIN_GROWTH * self._index.trained_on
+            )
             if not grown:
                 return self._index
         self._data_version = version
@@ -464,7 +513,7 @@ class Gallery:
             try:
                 self._index, self._index_saved = CompressedIndex.load(side), True
             except ValueError as e:  # a damaged cache file only costs a rebuild
-                warnings.warn(f"{e}; rebuilding it")
+                warnings.warn(f"{e}; rebuilding it", stacklevel=2)
         if self._index is None:
             ids, vectors = self._load_centroids()
             self._index = ix.build_index(ids, vectors)
@@ -481,8 +530,8 @@ class Gallery:
             self._index = None
             return
         rows = self.store.conn.execute(
-            f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(changed))})",
-            changed).fetchall()
+            f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(changed))})", changed
+        ).fetchall()
         self._index.remove(np.array(changed, np.int64))
         if rows:
             self._index.upsert(*_index_rows(rows, self.store.dimension or 0))
@@ -532,18 +581,21 @@ class Gallery:
 
     def _calibrate(self, far: float | None, raw: float | None) -> th.Calibration:
         """Calibrate on whole people drawn at random (seeded) up to ``th.MAX_SAMPLES`` photos."""
-        people = self.store.conn.execute(
-            "SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall() \
-            if self.store.count("centroids") <= th.MAX_SAMPLES else None
+        people = (
+            self.store.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
+            if self.store.count("centroids") <= th.MAX_SAMPLES
+            else None
+        )
         if people is None:  # large: sample people first, then read only theirs
             all_ids = np.array([r[0] for r in self.store.conn.execute("SELECT identity FROM centroids")])
-            pick = np.random.default_rng(0).permutation(all_ids)[:th.MAX_SAMPLES // 2].tolist()
+            pick = np.random.default_rng(0).permutation(all_ids)[: th.MAX_SAMPLES // 2].tolist()
             people = []
             for s in range(0, len(pick), 900):
-                chunk = pick[s:s + 900]
+                chunk = pick[s : s + 900]
                 people += self.store.conn.execute(
                     f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(chunk))})",
-                    chunk).fetchall()
+                    chunk,
+                ).fetchall()
         total = self.store.count("centroids")
         cent = {r[0]: (r[1], np.frombuffer(r[2], np.float32)) for r in people}
         order = np.random.default_rng(0).permutation(sorted(cent))
@@ -568,8 +620,7 @@ class Gallery:
         except UserError:
             return None
 
-    def set_threshold(self, far: float | None = None, raw: float | None = None, eer: bool = False
-                      ) -> th.Calibration:
+    def set_threshold(self, far: float | None = None, raw: float | None = None, eer: bool = False) -> th.Calibration:
         """Choose how the unknown threshold is set: a target false-accept rate, the equal-error point,
         or a raw identification distance. Stored in the gallery; returns the resulting calibration."""
         if sum(x is not None and x is not False for x in (far, raw, eer or None)) != 1:
@@ -588,8 +639,9 @@ class Gallery:
         return self.calibration()
 
     # ----- identify and verify --------------------------------------------------------------------
-    def identify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
-                            threshold: float | None = None) -> list[Identification]:
+    def identify_embeddings(
+        self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None
+    ) -> list[Identification]:
         """Identify precomputed embeddings (one per face) against the gallery."""
         index = self._refresh()  # its length, not COUNT(*): that scans the table (20 ms at 100k people)
         if not len(index):
@@ -603,12 +655,20 @@ class Gallery:
         for row_ids, row_d, score in zip(ids, dist, scores):
             cands = [Candidate(names[int(i)], round(float(d), 6)) for i, d in zip(row_ids, row_d) if i >= 0]
             nearest = cands[0]
-            out.append(Identification(nearest.name if nearest.distance <= thr else None, nearest.distance,
-                                      round(float(score), 6), cands))
+            out.append(
+                Identification(
+                    nearest.name if nearest.distance <= thr else None, nearest.distance, round(float(score), 6), cands
+                )
+            )
         return out
 
-    def identify(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5,
-                 threshold: float | None = None, detect: str = "auto") -> Identification | list[Identification]:
+    def identify(
+        self,
+        images: ImageLike | Sequence[ImageLike],
+        top_k: int = 5,
+        threshold: float | None = None,
+        detect: str = "auto",
+    ) -> Identification | list[Identification]:
         """Who is in a photo (path or RGB array), or in each of a batch (list, or (N, H, W, 3)): its
         largest face under ``detect`` (as the CLI's; "off": the photo is a face crop). Every face of
         each photo, with boxes: :meth:`answer_photos`."""
@@ -622,8 +682,11 @@ class Gallery:
         error (the caller chose it)."""
         faces = []
         for item in images:
-            found = faces_in(np.asarray(item, np.uint8), detect, self.embedder.template) \
-                if isinstance(item, np.ndarray) else read_faces(item, detect, self.embedder.template)
+            found = (
+                faces_in(np.asarray(item, np.uint8), detect, self.embedder.template)
+                if isinstance(item, np.ndarray)
+                else read_faces(item, detect, self.embedder.template)
+            )
             if not found:
                 where = "an array" if isinstance(item, np.ndarray) else str(item)
                 raise UserError(f"{where}: no face found (detect={detect})")
@@ -638,8 +701,14 @@ class Gallery:
         fit = self.calibration().verify
         return Verification(d <= fit.threshold, round(d, 6), round(float(fit.score(d)), 6), fit.threshold)
 
-    def answer_photos(self, inputs: Sequence[str | os.PathLike], top_k: int = 5, detect: str = "auto",
-                      threshold: float | None = None, progress: bool = False) -> list[dict]:
+    def answer_photos(
+        self,
+        inputs: Sequence[str | os.PathLike],
+        top_k: int = 5,
+        detect: str = "auto",
+        threshold: float | None = None,
+        progress: bool = False,
+    ) -> list[dict]:
         """The shared answer shape (:mod:`facegallery.answers`) plus ``score`` per face, for photo files
         and folders; unreadable files are skipped with a warning."""
         from tqdm import tqdm
@@ -649,19 +718,29 @@ class Gallery:
         results = []
         bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify")
         for s in range(0, len(paths), BATCH):
-            decoded = [(p, faces) for p, _, faces in self._faces(paths[s:s + BATCH], detect, with_hash=False)
-                       if faces is not None]
+            decoded = [
+                (p, faces)
+                for p, _, faces in self._faces(paths[s : s + BATCH], detect, with_hash=False)
+                if faces is not None
+            ]
             flat = [f for _, faces in decoded for f in faces]
-            found = self.identify_embeddings(_emb().embed_faces(self.embedder, flat), top_k, thr) \
-                if flat else []
+            found = self.identify_embeddings(_emb().embed_faces(self.embedder, flat), top_k, thr) if flat else []
             it = iter(found)
             for path, faces in decoded:
                 answers = []
                 for face in faces:
                     r = next(it)
-                    answers.append(face_answer(face, [c.name for c in r.candidates], np.arange(len(r.candidates)),
-                                               np.array([c.distance for c in r.candidates]), thr, r.score,
-                                               with_detection=detect != "off"))
+                    answers.append(
+                        face_answer(
+                            face,
+                            [c.name for c in r.candidates],
+                            np.arange(len(r.candidates)),
+                            np.array([c.distance for c in r.candidates]),
+                            thr,
+                            r.score,
+                            with_detection=detect != "off",
+                        )
+                    )
                 results.append({"path": str(path), "faces": answers})
             bar.update(min(BATCH, len(paths) - s))
         bar.close()
@@ -680,19 +759,27 @@ class Gallery:
         pos = {p.id: i for i, p in enumerate(people)}
         photos = self.store.photos()
         labels, emb = self.store.embeddings()
-        info = {"format": EXPORT_FORMAT, "model_name": self.store.meta("model_name"),
-                "model_ref": self.store.meta("model_ref"), "model_fingerprint": self.store.meta("model_fingerprint"),
-                "dimension": self.store.dimension,
-                "threshold": {k: self.store.meta(k) for k in ("threshold_mode", "target_far", "threshold_raw")},
-                "people": [{"name": p.name, "metadata": p.metadata, "created": p.created} for p in people],
-                "photos": [{"source": p.source, "sha256": p.sha256, "detect": p.detect} for p in photos]}
+        info = {
+            "format": EXPORT_FORMAT,
+            "model_name": self.store.meta("model_name"),
+            "model_ref": self.store.meta("model_ref"),
+            "model_fingerprint": self.store.meta("model_fingerprint"),
+            "dimension": self.store.dimension,
+            "threshold": {k: self.store.meta(k) for k in ("threshold_mode", "target_far", "threshold_raw")},
+            "people": [{"name": p.name, "metadata": p.metadata, "created": p.created} for p in people],
+            "photos": [{"source": p.source, "sha256": p.sha256, "detect": p.detect} for p in photos],
+        }
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, embeddings=emb.astype(np.float32), person=np.array([pos[int(l)] for l in labels], np.int64),
-                         info=np.array(json.dumps(info)))
+                np.savez(
+                    f,
+                    embeddings=emb.astype(np.float32),
+                    person=np.array([pos[int(l)] for l in labels], np.int64),
+                    info=np.array(json.dumps(info)),
+                )
             os.replace(tmp, out)
-        except OSError as e:   # a full disk, say: no debris, one line
+        except OSError as e:  # a full disk, say: no debris, one line
             raise UserError(f"{out}: cannot write ({e.strerror or e}); nothing exported") from None
         finally:
             tmp.unlink(missing_ok=True)
@@ -708,10 +795,14 @@ class Gallery:
                 emb, person, info = z["embeddings"], z["person"], json.loads(str(z["info"]))
             people, photos = info["people"], info["photos"]
             missing = [k for k in ("format", "model_name", "model_ref", "model_fingerprint") if k not in info]
-            ok = not missing and emb.ndim == 2 and len(emb) == len(person) == len(photos) and \
-                (len(person) == 0 or 0 <= person.min() <= person.max() < len(people)) and \
-                all(isinstance(p, dict) and "name" in p for p in people) and \
-                all(isinstance(p, dict) and "sha256" in p for p in photos)
+            ok = (
+                not missing
+                and emb.ndim == 2
+                and len(emb) == len(person) == len(photos)
+                and (len(person) == 0 or 0 <= person.min() <= person.max() < len(people))
+                and all(isinstance(p, dict) and "name" in p for p in people)
+                and all(isinstance(p, dict) and "sha256" in p for p in photos)
+            )
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:
@@ -721,7 +812,9 @@ class Gallery:
         if not np.issubdtype(emb.dtype, np.floating) or not np.isfinite(emb).all():
             raise UserError(f"{path}: embeddings hold NaN, infinite or non-numeric values; nothing imported")
         if len(emb) and not np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3):
-            raise UserError(f"{path}: embeddings are not unit vectors as every facegallery model's are; nothing imported")
+            raise UserError(
+                f"{path}: embeddings are not unit vectors as every facegallery model's are; nothing imported"
+            )
         dim = self.store.dimension
         if self.store.count("photos") and dim and emb.shape[1] != dim:
             raise UserError(f"{path}: {emb.shape[1]}-D embeddings, this gallery holds {dim}-D ones; nothing imported")
@@ -731,9 +824,11 @@ class Gallery:
             check_name(p["name"])
         mine = self.store.meta("model_fingerprint")
         if self.store.count("photos") and mine != info["model_fingerprint"]:
-            raise UserError(f"{path}: made with model {info['model_name']} ({info['model_fingerprint']}), this "
-                            f"gallery uses {self.store.meta('model_name')} ({mine}); import into a new gallery "
-                            "and `facegallery reembed` it")
+            raise UserError(
+                f"{path}: made with model {info['model_name']} ({info['model_fingerprint']}), this "
+                f"gallery uses {self.store.meta('model_name')} ({mine}); import into a new gallery "
+                "and `facegallery reembed` it"
+            )
         results = [EnrollResult(p["name"]) for p in people]
         before = self.store.generation()
         changed = []
@@ -751,16 +846,18 @@ class Gallery:
                 results[i].duplicates = len(rows) - len(new)
                 results[i].added = len(new)
                 if new:
-                    self.store.add_photos(ident, [(photos[r]["source"], photos[r]["sha256"], photos[r]["detect"])
-                                                  for r in new], emb[new])
+                    self.store.add_photos(
+                        ident, [(photos[r]["source"], photos[r]["sha256"], photos[r]["detect"]) for r in new], emb[new]
+                    )
                     self.store.update_centroid(ident)
                     changed.append(ident)
         self._after_write(before, changed or [-1])
         self._embedder = None
         return results
 
-    def reembed(self, model: str | os.PathLike | Embedder, drop_missing: bool = False,
-                progress: bool = False) -> ReembedReport:
+    def reembed(
+        self, model: str | os.PathLike | Embedder, drop_missing: bool = False, progress: bool = False
+    ) -> ReembedReport:
         """Re-embed every stored photo from its source file with ``model`` and make it the gallery's model,
         in one transaction. Photos whose source is gone or changed (or that were enrolled from arrays)
         are reported; unless ``drop_missing`` nothing is changed then."""
@@ -780,8 +877,9 @@ class Gallery:
         bar = tqdm(total=len(usable), unit="photo", disable=not progress, dynamic_ncols=True, desc="reembed")
         for detect in sorted({p.detect for p in usable}):
             group = [p for p in usable if p.detect == detect]
-            for p, (_, _, faces) in zip(group, self._faces([p.source for p in group], detect, with_hash=False,
-                                                           embedder=new)):
+            for p, (_, _, faces) in zip(
+                group, self._faces([p.source for p in group], detect, with_hash=False, embedder=new)
+            ):
                 bar.update(1)
                 if faces is None or len(faces) != 1:
                     missing.append((p, "unreadable now" if faces is None else f"{len(faces)} faces now"))
@@ -790,17 +888,22 @@ class Gallery:
                     kept.append(p)
         bar.close()
         for p, why in missing:
-            warnings.warn(f"cannot re-embed {p.source or '<array>'} ({why})")
+            warnings.warn(f"cannot re-embed {p.source or '<array>'} ({why})", stacklevel=2)
         if missing and not drop_missing:
-            raise UserError(f"{self.path}: {len(missing)} photo(s) cannot be re-embedded (see warnings); "
-                            "nothing changed. Restore them, or pass --drop-missing to drop them")
+            raise UserError(
+                f"{self.path}: {len(missing)} photo(s) cannot be re-embedded (see warnings); "
+                "nothing changed. Restore them, or pass --drop-missing to drop them"
+            )
         emb = _emb().embed_faces(new, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         self._model_arg = model
         with self.store.transaction():
             self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(p.id,) for p, _ in missing])
             self.store.replace_embeddings([p.id for p in kept], emb)
-            for key, value in (("model_name", new.name), ("model_ref", _model_ref(model, new)),
-                               ("model_fingerprint", new.fingerprint)):
+            for key, value in (
+                ("model_name", new.name),
+                ("model_ref", _model_ref(model, new)),
+                ("model_fingerprint", new.fingerprint),
+            ):
                 self.store.set_meta(key, value)
             if len(emb):
                 self.store.set_meta("dimension", str(emb.shape[1]))

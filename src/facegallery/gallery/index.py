@@ -17,6 +17,7 @@ product-quantised code (SIMD "fast scan") and re-ranking the best few by exact d
   searched) + the float rows for re-ranking (memory about 1.06x the raw vectors); ``REFINE``: candidates
   re-ranked per requested neighbour.
 """
+
 from __future__ import annotations
 
 import os
@@ -109,19 +110,22 @@ class CompressedIndex:
         self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> "CompressedIndex":
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, seed: int = 0) -> CompressedIndex:
         """Train the quantizer on a seeded sample of ``TRAIN_SAMPLE`` rows, then encode all."""
         import faiss
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n = len(vectors)
         trained = faiss.index_factory(vectors.shape[1], ann_factory(vectors.shape[1]), faiss.METRIC_L2)
-        trained.train(vectors if n <= TRAIN_SAMPLE else
-                      vectors[np.sort(np.random.default_rng(seed).choice(n, TRAIN_SAMPLE, replace=False))])
+        trained.train(
+            vectors
+            if n <= TRAIN_SAMPLE
+            else vectors[np.sort(np.random.default_rng(seed).choice(n, TRAIN_SAMPLE, replace=False))]
+        )
         parts = []
         for rows in np.array_split(np.arange(n), max(1, min(PARTS, n))):
             part = faiss.clone_index(trained)
-            part.add(vectors[rows[0]:rows[-1] + 1] if len(rows) else vectors[:0])
+            part.add(vectors[rows[0] : rows[-1] + 1] if len(rows) else vectors[:0])
             parts.append(part)
         return cls(parts, ids, n)
 
@@ -135,6 +139,7 @@ class CompressedIndex:
 
     def _search_parts(self, queries: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         """(squared distances, global positions) of the ``kk`` nearest, over all parts."""
+
         def one(part):
             return part.search(queries, min(kk, part.ntotal)) if part.ntotal else None
 
@@ -187,12 +192,16 @@ class CompressedIndex:
 
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
-            np.savez(f, ids=self.ids, trained_on=np.int64(self.trained_on),
-                     **{f"part{i}": faiss.serialize_index(p) for i, p in enumerate(self.parts)})
+            np.savez(
+                f,
+                ids=self.ids,
+                trained_on=np.int64(self.trained_on),
+                **{f"part{i}": faiss.serialize_index(p) for i, p in enumerate(self.parts)},
+            )
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "CompressedIndex":
+    def load(cls, path: Path) -> CompressedIndex:
         """Read a :meth:`save` file; ValueError when it is not one (the caller rebuilds). Each part is
         streamed from the archive into FAISS, never held twice (a whole-array copy would stay resident)."""
         import faiss
@@ -208,8 +217,11 @@ class CompressedIndex:
                 for name in names:
                     with zf.open(f"{name}.npy") as f:
                         version = np.lib.format.read_magic(f)
-                        (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                         else np.lib.format.read_array_header_2_0)(f)
+                        (
+                            np.lib.format.read_array_header_1_0
+                            if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0
+                        )(f)
                         parts.append(faiss.read_index(faiss.PyCallbackIOReader(f.read)))
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path}: not a search index ({e.__class__.__name__})") from None
@@ -227,5 +239,7 @@ def _padded(ids: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     if ids.shape[1] >= k:
         return ids, dist
     pad = k - ids.shape[1]
-    return (np.pad(ids, ((0, 0), (0, pad)), constant_values=-1),
-            np.pad(dist.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf))
+    return (
+        np.pad(ids, ((0, 0), (0, pad)), constant_values=-1),
+        np.pad(dist.astype(np.float32), ((0, 0), (0, pad)), constant_values=np.inf),
+    )

@@ -10,6 +10,7 @@ the search index and the calibration can tell they are stale).
 Every change runs in one ``BEGIN IMMEDIATE`` transaction: it is committed whole or not at all, so a crash
 or Ctrl-C never leaves half a person, and a committed write survives the process (``synchronous=FULL``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,10 +19,10 @@ import os
 import sqlite3
 import time
 import unicodedata
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -138,14 +139,15 @@ class Store:
         return conn
 
     @classmethod
-    def open(cls, path: str | os.PathLike, create: bool = False) -> "Store":
+    def open(cls, path: str | os.PathLike, create: bool = False) -> Store:
         """Open ``path``; a missing file is an error unless ``create``. Files that are not galleries
         (not SQLite, no ``meta`` table, newer schema) are refused with one line, never modified."""
         path = Path(path)
         if not path.exists():
             if not create:
-                raise UserError(f"{path}: no such gallery (create it with --create, "
-                                "or Gallery.open(path, create=True))")
+                raise UserError(
+                    f"{path}: no such gallery (create it with --create, or Gallery.open(path, create=True))"
+                )
             cls._create(path)
         elif not path.is_file():
             raise UserError(f"{path}: not a gallery file (it is a folder)")
@@ -155,8 +157,11 @@ class Store:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
         try:  # look before configuring: WAL mode would rewrite the header of someone else's file
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() \
-                if "meta" in tables else None
+            row = (
+                conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
         except sqlite3.DatabaseError as e:
             conn.close()
             raise UserError(f"{path}: corrupt gallery file ({e})") from None
@@ -166,8 +171,7 @@ class Store:
         version = int(row[0]) if row else None
         if version != SCHEMA_VERSION:
             conn.close()
-            raise UserError(f"{path}: gallery schema version {version}, this facegallery reads "
-                            f"{SCHEMA_VERSION}")
+            raise UserError(f"{path}: gallery schema version {version}, this facegallery reads {SCHEMA_VERSION}")
         cls._configure(conn)
         return cls(conn, path)
 
@@ -181,9 +185,10 @@ class Store:
         conn = sqlite3.connect(str(tmp), isolation_level=None)
         try:
             conn.executescript(_SCHEMA)
-            conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                             [("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())),
-                              ("generation", "0")])
+            conn.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())), ("generation", "0")],
+            )
         finally:
             conn.close()
         os.replace(tmp, path)
@@ -208,7 +213,7 @@ class Store:
             yield self.conn
             self.conn.execute("COMMIT")
         except BaseException as e:
-            if self.conn.in_transaction:   # SQLite may have rolled back itself (a full disk): keep the first error
+            if self.conn.in_transaction:  # SQLite may have rolled back itself (a full disk): keep the first error
                 self.conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
                 raise UserError(f"{self.path}: {e}; nothing of this change was written") from None
@@ -255,7 +260,8 @@ class Store:
         """Everyone enrolled, by name, with photo counts."""
         rows = self.conn.execute(
             "SELECT i.id, i.name, COUNT(p.id), i.created, i.metadata FROM identities i "
-            "LEFT JOIN photos p ON p.identity = i.id GROUP BY i.id ORDER BY i.name")
+            "LEFT JOIN photos p ON p.identity = i.id GROUP BY i.id ORDER BY i.name"
+        )
         return [Person(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None) for r in rows]
 
     def count(self, table: str) -> int:
@@ -267,15 +273,18 @@ class Store:
         uniq = sorted({int(i) for i in np.asarray(ids).ravel() if i >= 0})
         out: dict[int, str] = {}
         for s in range(0, len(uniq), 900):
-            chunk = uniq[s:s + 900]
+            chunk = uniq[s : s + 900]
             q = f"SELECT id, name FROM identities WHERE id IN ({','.join('?' * len(chunk))})"
             out.update(self.conn.execute(q, chunk).fetchall())
         return out
 
     def photos(self, identity: int | None = None) -> list[Photo]:
         q = "SELECT id, identity, source, sha256, detect FROM photos"
-        rows = self.conn.execute(q + " WHERE identity=? ORDER BY id", (identity,)) if identity is not None \
+        rows = (
+            self.conn.execute(q + " WHERE identity=? ORDER BY id", (identity,))
+            if identity is not None
             else self.conn.execute(q + " ORDER BY id")
+        )
         return [Photo(*r) for r in rows]
 
     def photo_hashes(self, identity: int) -> set[str]:
@@ -296,24 +305,29 @@ class Store:
         else:
             rows = []
             for s in range(0, len(identities), 900):
-                chunk = list(identities[s:s + 900])
-                rows += self.conn.execute(q + f" WHERE p.identity IN ({','.join('?' * len(chunk))}) "
-                                          "ORDER BY p.id", chunk).fetchall()
+                chunk = list(identities[s : s + 900])
+                rows += self.conn.execute(
+                    q + f" WHERE p.identity IN ({','.join('?' * len(chunk))}) ORDER BY p.id", chunk
+                ).fetchall()
         labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return labels, _rows([r[1] for r in rows], self.dimension or 0)
 
     # ----- writing (inside a transaction) ---------------------------------------------------------
     def add_identity(self, name: str, metadata: dict | None = None) -> int:
-        cur = self.conn.execute("INSERT INTO identities (name, metadata, created) VALUES (?, ?, ?)",
-                                (check_name(name), json.dumps(metadata) if metadata else None, time.time()))
+        cur = self.conn.execute(
+            "INSERT INTO identities (name, metadata, created) VALUES (?, ?, ?)",
+            (check_name(name), json.dumps(metadata) if metadata else None, time.time()),
+        )
         return int(cur.lastrowid)
 
     def add_photos(self, identity: int, photos: list[tuple[str | None, str, str]], vectors: np.ndarray) -> None:
         """Insert photos ``(source, sha256, detect)`` with their embedding rows."""
         now = time.time()
         for (source, sha, detect), v in zip(photos, vectors):
-            cur = self.conn.execute("INSERT INTO photos (identity, source, sha256, detect, added) "
-                                    "VALUES (?, ?, ?, ?, ?)", (identity, source, sha, detect, now))
+            cur = self.conn.execute(
+                "INSERT INTO photos (identity, source, sha256, detect, added) VALUES (?, ?, ?, ?, ?)",
+                (identity, source, sha, detect, now),
+            )
             self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), _blob(v)))
 
     def update_centroid(self, identity: int) -> None:
@@ -326,8 +340,10 @@ class Store:
             self.conn.execute("DELETE FROM centroids WHERE identity=?", (identity,))
 
     def replace_embeddings(self, photo_ids: list[int], vectors: np.ndarray) -> None:
-        self.conn.executemany("UPDATE embeddings SET dim=?, vector=? WHERE photo=?",
-                              [(len(v), _blob(v), int(p)) for p, v in zip(photo_ids, vectors)])
+        self.conn.executemany(
+            "UPDATE embeddings SET dim=?, vector=? WHERE photo=?",
+            [(len(v), _blob(v), int(p)) for p, v in zip(photo_ids, vectors)],
+        )
 
     def bulk_insert(self, names: list[str], vectors: np.ndarray) -> int:
         """Many precomputed embeddings at once (rows sharing a name are one person's photos), in the
@@ -341,15 +357,18 @@ class Store:
         first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM identities").fetchone()[0]) + 1
         now = time.time()
         try:
-            self.conn.executemany("INSERT INTO identities (id, name, metadata, created) VALUES (?, ?, NULL, ?)",
-                                  ((first + i, str(n), now) for i, n in enumerate(uniq)))
+            self.conn.executemany(
+                "INSERT INTO identities (id, name, metadata, created) VALUES (?, ?, NULL, ?)",
+                ((first + i, str(n), now) for i, n in enumerate(uniq)),
+            )
         except sqlite3.IntegrityError:
             taken = [str(n) for n in uniq if self.identity_id(str(n)) is not None][:3]
-            raise UserError(f"already enrolled in {self.path}: {', '.join(taken)} (bulk enrolment adds "
-                            "new people only)") from None
+            raise UserError(
+                f"already enrolled in {self.path}: {', '.join(taken)} (bulk enrolment adds new people only)"
+            ) from None
         dim = vectors.shape[1]
         raw = vectors.tobytes()
-        blobs = [raw[i * dim * 4:(i + 1) * dim * 4] for i in range(len(vectors))]
+        blobs = [raw[i * dim * 4 : (i + 1) * dim * 4] for i in range(len(vectors))]
         hashes = [hashlib.sha256(b).hexdigest() for b in blobs]
         seen: set[tuple[int, str]] = set()
         keep = [i for i, key in enumerate(zip(inverse.tolist(), hashes)) if not (key in seen or seen.add(key))]
@@ -359,9 +378,11 @@ class Store:
         first_photo = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM photos").fetchone()[0]) + 1
         self.conn.executemany(
             "INSERT INTO photos (id, identity, source, sha256, detect, added) VALUES (?, ?, NULL, ?, 'off', ?)",
-            ((first_photo + i, first + int(l), h, now) for i, (l, h) in enumerate(zip(inverse, hashes))))
-        self.conn.executemany("INSERT INTO embeddings VALUES (?, ?, ?)",
-                              ((first_photo + i, dim, b) for i, b in enumerate(blobs)))
+            ((first_photo + i, first + int(l), h, now) for i, (l, h) in enumerate(zip(inverse, hashes))),
+        )
+        self.conn.executemany(
+            "INSERT INTO embeddings VALUES (?, ?, ?)", ((first_photo + i, dim, b) for i, b in enumerate(blobs))
+        )
         counts = np.bincount(inverse, minlength=len(uniq))
         if (counts == 1).all():  # one row per person: the centroid is that row
             cents = np.empty_like(vectors)
@@ -370,6 +391,8 @@ class Store:
             sums = np.zeros((len(uniq), dim), np.float64)
             np.add.at(sums, inverse, vectors)
             cents = (sums / counts[:, None]).astype(np.float32)
-        self.conn.executemany("INSERT INTO centroids VALUES (?, ?, ?)",
-                              ((first + i, int(counts[i]), cents[i].tobytes()) for i in range(len(uniq))))
+        self.conn.executemany(
+            "INSERT INTO centroids VALUES (?, ?, ?)",
+            ((first + i, int(counts[i]), cents[i].tobytes()) for i in range(len(uniq))),
+        )
         return len(uniq)

@@ -23,15 +23,15 @@ people has too few strangers for each photo's nearest one to stand for people ne
 people the FAR threshold landed at 1.2-1.7 against a model's 0.69, naming most strangers): its unknown
 threshold is the model's, or the gallery's own where that is stricter, and no FAR is claimed for it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
 from facegallery.recognition import count_factor
-
 
 MIN_PEOPLE = 2
 MIN_SAMPLES = 10
@@ -58,11 +58,11 @@ class Fit:
     """A threshold with its expected error rates and the score's logistic parameters."""
 
     threshold: float
-    far: float | None          # expected false-accept rate at ``threshold`` (None: not measurable)
-    frr: float | None          # expected false-reject rate
-    midpoint: float            # distance where score = 0.5
+    far: float | None  # expected false-accept rate at ``threshold`` (None: not measurable)
+    frr: float | None  # expected false-reject rate
+    midpoint: float  # distance where score = 0.5
     slope: float
-    genuine: int               # distances it was fitted on
+    genuine: int  # distances it was fitted on
     impostors: int
 
     def score(self, distance: np.ndarray | float) -> np.ndarray:
@@ -75,20 +75,26 @@ class Fit:
 class Calibration:
     """The gallery's unknown threshold (photo vs centroid) and verification threshold (photo vs photo)."""
 
-    source: str                # 'gallery' (its own photos) or 'model' (fallback)
-    method: str                # 'far=0.01', 'eer' or 'raw'
+    source: str  # 'gallery' (its own photos) or 'model' (fallback)
+    method: str  # 'far=0.01', 'eer' or 'raw'
     identify: Fit
     verify: Fit
-    generation: int = -1       # the gallery generation it was computed for
-    version: int = VERSION     # the distances it was fitted on (see VERSION)
+    generation: int = -1  # the gallery generation it was computed for
+    version: int = VERSION  # the distances it was fitted on (see VERSION)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> "Calibration":
-        return cls(d["source"], d["method"], Fit(**d["identify"]), Fit(**d["verify"]), d.get("generation", -1),
-                   d.get("version", 1))
+    def from_json(cls, d: dict) -> Calibration:
+        return cls(
+            d["source"],
+            d["method"],
+            Fit(**d["identify"]),
+            Fit(**d["verify"]),
+            d.get("generation", -1),
+            d.get("version", 1),
+        )
 
 
 def logistic_fit(genuine: np.ndarray, impostor: np.ndarray, ridge: float = 1e-6) -> tuple[float, float]:
@@ -134,8 +140,7 @@ def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, far: float | Non
     return float(cands[int(np.argmin(np.abs(far_at - frr_at)))])
 
 
-def fit(genuine: np.ndarray, impostor: np.ndarray, far: float | None = DEFAULT_FAR,
-        raw: float | None = None) -> Fit:
+def fit(genuine: np.ndarray, impostor: np.ndarray, far: float | None = DEFAULT_FAR, raw: float | None = None) -> Fit:
     """Threshold (raw, else for ``far``, else equal-error with ``far=None``), error rates and score."""
     threshold = raw if raw is not None else choose_threshold(genuine, impostor, far)
     fa, fr = error_rates(genuine, impostor, threshold)
@@ -149,8 +154,9 @@ def fallback(model_threshold: float | None, raw: float | None = None) -> Fit:
     return Fit(float(raw if raw is not None else base), None, None, float(base), FALLBACK_SLOPE, 0, 0)
 
 
-def identification_distances(emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray,
-                             own_count: np.ndarray, search: Search) -> tuple[np.ndarray, np.ndarray]:
+def identification_distances(
+    emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray, own_count: np.ndarray, search: Search
+) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) photo-vs-centroid distances as described in the module docstring.
 
     Row i is a photo of person ``labels[i]``, whose centroid (of ``own_count[i]`` photos, this one
@@ -164,14 +170,15 @@ def identification_distances(emb: np.ndarray, labels: np.ndarray, own_centroid: 
     genuine = ((emb[multi] - loo) ** 2).sum(1) / count_factor(n - 1)
     impostor = np.empty(len(emb))
     for s in range(0, len(emb), 1024):
-        ids, dist = search(emb[s:s + 1024], 2)
-        own = ids[:, 0] == labels[s:s + 1024]
-        impostor[s:s + 1024] = np.where(own, dist[:, 1], dist[:, 0])
+        ids, dist = search(emb[s : s + 1024], 2)
+        own = ids[:, 0] == labels[s : s + 1024]
+        impostor[s : s + 1024] = np.where(own, dist[:, 1], dist[:, 0])
     return genuine.astype(np.float64), impostor[np.isfinite(impostor)]
 
 
-def pair_distances(emb: np.ndarray, labels: np.ndarray, max_samples: int = MAX_SAMPLES,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pair_distances(
+    emb: np.ndarray, labels: np.ndarray, max_samples: int = MAX_SAMPLES, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(genuine, impostor) photo-vs-photo distances: pairs of one person's photos, pairs of two people's."""
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels)
@@ -192,9 +199,17 @@ def pair_distances(emb: np.ndarray, labels: np.ndarray, max_samples: int = MAX_S
     return genuine, impostor
 
 
-def calibrate(emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray, own_count: np.ndarray,
-              search: Search, people: int, model_threshold: float | None, far: float | None = DEFAULT_FAR,
-              raw: float | None = None) -> Calibration:
+def calibrate(
+    emb: np.ndarray,
+    labels: np.ndarray,
+    own_centroid: np.ndarray,
+    own_count: np.ndarray,
+    search: Search,
+    people: int,
+    model_threshold: float | None,
+    far: float | None = DEFAULT_FAR,
+    raw: float | None = None,
+) -> Calibration:
     """The gallery's :class:`Calibration` (see module docstring) from a sample of its photos (arguments
     as in :func:`identification_distances`; ``people`` enrolled in all). ``far=None`` means equal-error.
     A raw threshold applies to identification only; verification keeps its ``far`` threshold."""
@@ -206,8 +221,15 @@ def calibrate(emb: np.ndarray, labels: np.ndarray, own_centroid: np.ndarray, own
             ident, source = fit(gen, imp, far, raw), "gallery"
             if raw is None and people < MIN_STRANGERS and model_threshold is not None:
                 thr = min(ident.threshold, float(model_threshold))
-                ident = Fit(thr, None, error_rates(gen, imp, thr)[1], ident.midpoint, ident.slope, ident.genuine,
-                            ident.impostors)
+                ident = Fit(
+                    thr,
+                    None,
+                    error_rates(gen, imp, thr)[1],
+                    ident.midpoint,
+                    ident.slope,
+                    ident.genuine,
+                    ident.impostors,
+                )
                 source = "model" if thr == model_threshold else "gallery"
             return Calibration(source, method, ident, fit(pgen, pimp, far))
     return Calibration("model", method, fallback(model_threshold, raw), fallback(model_threshold))

@@ -2,9 +2,10 @@
 
 Every registered network maps a float batch (N, 3, S, S) in [0, 1] to unit rows (N, 128).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 

@@ -4,11 +4,12 @@ The network expects a 150x150 chip aligned by dlib's own 5-point template. A cro
 face crop, or the aligned crop :mod:`facegallery.detection` makes) gets its landmarks from the shape
 predictor run inside the box where faces sit in such crops, and dlib cuts the chip from them.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class DlibEmbedder:
 
     name = "dlib"
     input_size = CHIP_SIZE
-    template = PUBFIG83   # it reads PubFig83-framed crops and finds the landmarks in them itself
+    template = PUBFIG83  # it reads PubFig83-framed crops and finds the landmarks in them itself
 
     def __init__(self) -> None:
         dlib = import_dlib()
@@ -56,9 +57,15 @@ class DlibEmbedder:
         self.fingerprint = fingerprint([rec, marks])
         self.threshold: float | None = THRESHOLD
         self.config: dict = {}
-        self.spec: dict = {"input_size": CHIP_SIZE, "template": "dlib get_face_chip of the crop's landmarks",
-                           "normalisation": "dlib's", "embedding_dim": 128, "precision": "fp32 (dlib)",
-                           "licence": "CC0-1.0", "training_data": "dlib's ~3M faces (see dlib-resnet29-v1's card)"}
+        self.spec: dict = {
+            "input_size": CHIP_SIZE,
+            "template": "dlib get_face_chip of the crop's landmarks",
+            "normalisation": "dlib's",
+            "embedding_dim": 128,
+            "precision": "fp32 (dlib)",
+            "licence": "CC0-1.0",
+            "training_data": "dlib's ~3M faces (see dlib-resnet29-v1's card)",
+        }
 
     def chip(self, crop: np.ndarray) -> np.ndarray:
         """dlib's aligned 150x150 chip of a face crop."""
@@ -68,13 +75,14 @@ class DlibEmbedder:
         shape = self._shape(crop, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         return np.asarray(self._dlib.get_face_chip(crop, shape, CHIP_SIZE, CHIP_PADDING), dtype=np.uint8)
 
-    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64,
-              aligned: bool | Sequence[bool] = False) -> np.ndarray:
+    def embed(
+        self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64, aligned: bool | Sequence[bool] = False
+    ) -> np.ndarray:
         """Unit embeddings (N, 128) of RGB uint8 face crops of any size (aligned or not: dlib finds the
         landmarks in each crop)."""
         out = []
         for i in range(0, len(images), batch_size):
-            chips = [self.chip(im) for im in images[i:i + batch_size]]
+            chips = [self.chip(im) for im in images[i : i + batch_size]]
             out.append(np.asarray(self._net.compute_face_descriptor(chips), dtype=np.float64))
         if not out:
             return np.zeros((0, 128), np.float32)

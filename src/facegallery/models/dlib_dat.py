@@ -16,11 +16,12 @@ The reader is strict: a file is read to its last byte, and anything unexpected (
 unknown layer kind, bytes left over) is a one-line :class:`~facegallery.errors.UserError` naming the
 file and the offset.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Network:
     loss_fields: dict
     input: str
     input_fields: dict
-    headers: list[int]                      # the wrappers' version integers, outermost first
+    headers: list[int]  # the wrappers' version integers, outermost first
     layers: list[Layer]
 
     def kinds(self) -> list[str]:
@@ -68,7 +69,7 @@ class _Stream:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise self.fail(f"truncated: {n} more bytes expected, {len(self.data) - self.pos} left")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -97,7 +98,7 @@ class _Stream:
     def float(self) -> float:
         mantissa, exponent = self.int(), self.int()
         special = {32000: np.inf, 32001: -np.inf, 32002: np.nan}
-        return float(special[exponent]) if exponent in special else float(mantissa) * 2.0 ** exponent
+        return float(special[exponent]) if exponent in special else float(mantissa) * 2.0**exponent
 
     def tensor(self) -> np.ndarray:
         """A tensor with data, as float32 (n, k, rows, cols)."""
@@ -135,8 +136,9 @@ def _multipliers(s: _Stream) -> dict:
 
 def _con(s: _Stream) -> Layer:
     params = s.tensor()
-    f = {k: s.int() for k in ("filters", "kernel_rows", "kernel_cols", "stride_y", "stride_x",
-                               "padding_y", "padding_x")}
+    f = {
+        k: s.int() for k in ("filters", "kernel_rows", "kernel_cols", "stride_y", "stride_x", "padding_y", "padding_x")
+    }
     f["filter_shape"], f["bias_shape"] = s.alias(), s.alias()
     f.update(_multipliers(s))
     return Layer("con_4", params, f)
@@ -150,8 +152,12 @@ def _affine(s: _Stream) -> Layer:
 
 def _pool(kind: str) -> Callable[[_Stream], Layer]:
     def read(s: _Stream) -> Layer:
-        return Layer(kind, None, {k: s.int() for k in ("kernel_rows", "kernel_cols", "stride_y", "stride_x",
-                                                        "padding_y", "padding_x")})
+        return Layer(
+            kind,
+            None,
+            {k: s.int() for k in ("kernel_rows", "kernel_cols", "stride_y", "stride_x", "padding_y", "padding_x")},
+        )
+
     return read
 
 
@@ -177,8 +183,7 @@ _DETAILS: dict[str, Callable[[_Stream], Layer]] = {
 
 #: Readers of the input layers' details.
 _INPUTS: dict[str, Callable[[_Stream], dict]] = {
-    "input_rgb_image_sized": lambda s: {"mean": (s.float(), s.float(), s.float()), "rows": s.int(),
-                                        "cols": s.int()},
+    "input_rgb_image_sized": lambda s: {"mean": (s.float(), s.float(), s.float()), "rows": s.int(), "cols": s.int()},
 }
 
 #: Readers of the loss layers' details.
@@ -220,23 +225,24 @@ def read_network(path: str | Path) -> Network:
     if not computing or computing[-1] != INPUT_LAYER_VERSION or INPUT_LAYER_VERSION in computing[:-1]:
         raise s.fail("one input-side layer wrapper (version 3), innermost, expected")
     layers = []
-    for i, wrapper in enumerate(reversed(computing)):
+    for wrapper in reversed(computing):
         kind = s.string()
         if kind not in _DETAILS:
             raise s.fail(f"unknown layer kind {kind!r} (known: {', '.join(_DETAILS)})")
         layers.append(_DETAILS[kind](s))
-        for _ in range(3):          # setup called, gradient stale, output getters disabled
+        for _ in range(3):  # setup called, gradient stale, output getters disabled
             s.bool()
-        for _ in range(3):          # cached tensors (x_grad, output, gradient): empty in saved models
+        for _ in range(3):  # cached tensors (x_grad, output, gradient): empty in saved models
             s.tensor()
         if wrapper == INPUT_LAYER_VERSION:
-            s.int()                 # sample expansion factor
+            s.int()  # sample expansion factor
     if s.pos != len(s.data):
         raise s.fail(f"{len(s.data) - s.pos} bytes left over after the last layer")
     return Network(loss, loss_fields, name, input_fields, headers, layers)
 
 
 # ----- shape predictors (an ensemble of regression trees, not a network) ----------------------------
+
 
 @dataclass
 class ShapePredictorFile:
@@ -248,16 +254,16 @@ class ShapePredictorFile:
     shape increment of leaf l; each cascade samples its pixels at ``anchors[c, p]`` (a part of the shape)
     plus ``deltas[c, p]`` (an offset in the initial shape's frame)."""
 
-    initial_shape: np.ndarray      # (2P,) float32
-    splits: np.ndarray             # (C, T, N, 2) int32
-    thresholds: np.ndarray         # (C, T, N) float32
-    leaves: np.ndarray             # (C, T, N + 1, 2P) float32
-    anchors: np.ndarray            # (C, F) int32
-    deltas: np.ndarray             # (C, F, 2) float32
+    initial_shape: np.ndarray  # (2P,) float32
+    splits: np.ndarray  # (C, T, N, 2) int32
+    thresholds: np.ndarray  # (C, T, N) float32
+    leaves: np.ndarray  # (C, T, N + 1, 2P) float32
+    anchors: np.ndarray  # (C, F) int32
+    deltas: np.ndarray  # (C, F, 2) float32
 
 
 def _float_matrix(s: _Stream) -> np.ndarray:
-    rows, cols = abs(s.int()), abs(s.int())   # dlib writes the dimensions negated (its newer format)
+    rows, cols = abs(s.int()), abs(s.int())  # dlib writes the dimensions negated (its newer format)
     return np.array([s.float() for _ in range(rows * cols)], np.float32)
 
 
@@ -293,4 +299,6 @@ def read_shape_predictor(path: str | Path) -> ShapePredictorFile:
         splits=np.array([[[sp[:2] for sp in t[0]] for t in f] for f in forests], np.int32),
         thresholds=np.array([[[sp[2] for sp in t[0]] for t in f] for f in forests], np.float32),
         leaves=np.array([[t[1] for t in f] for f in forests], np.float32),
-        anchors=np.array(anchors, np.int32), deltas=np.array(deltas, np.float32))
+        anchors=np.array(anchors, np.int32),
+        deltas=np.array(deltas, np.float32),
+    )

@@ -22,6 +22,7 @@ returns (norms ~1.3-1.6; dlib's rule is Euclidean distance < 0.6 between those).
 :func:`from_dat` builds the network from dlib's file with :mod:`facegallery.models.dlib_dat`;
 ``python -m facegallery.convert_dlib recognition DAT OUT`` converts the file into a checkpoint folder.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,7 +51,7 @@ def _out(size: int, kernel: int, stride: int, padding: int) -> int:
 def _affine(channels: int) -> nn.BatchNorm2d:
     bn = nn.BatchNorm2d(channels)
     with torch.no_grad():
-        bn.running_var.fill_(1.0 - bn.eps)   # (x - 0) / sqrt(var + eps) == x: a plain affine
+        bn.running_var.fill_(1.0 - bn.eps)  # (x - 0) / sqrt(var + eps) == x: a plain affine
     return bn
 
 
@@ -115,6 +116,7 @@ class DlibResNet(nn.Module):
 
 # ----- from dlib's file ------------------------------------------------------------------------
 
+
 def _expect(net: Network, path: Path) -> None:
     """Refuse a file that is not this network, naming what differs."""
     want = ["con_4", "affine_", "relu_", "max_pool_2"]
@@ -125,9 +127,11 @@ def _expect(net: Network, path: Path) -> None:
     got = net.kinds()
     if net.loss != "loss_metric_2" or net.input != "input_rgb_image_sized" or got != want:
         first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise UserError(f"{path}: not dlib's face recognition ResNet (dlib_face_recognition_resnet_model_v1): "
-                        f"{net.loss}/{net.input} with {len(got)} layers, first difference at layer {first} "
-                        f"(expected loss_metric_2/input_rgb_image_sized, {len(want)} layers)")
+        raise UserError(
+            f"{path}: not dlib's face recognition ResNet (dlib_face_recognition_resnet_model_v1): "
+            f"{net.loss}/{net.input} with {len(got)} layers, first difference at layer {first} "
+            f"(expected loss_metric_2/input_rgb_image_sized, {len(want)} layers)"
+        )
     if net.input_fields["rows"] != CHIP or net.input_fields["cols"] != CHIP:
         raise UserError(f"{path}: input {net.input_fields['rows']}x{net.input_fields['cols']}, expected {CHIP}x{CHIP}")
 
@@ -147,8 +151,10 @@ def state_dict_from(net: Network, path: Path) -> dict[str, torch.Tensor]:
             shape = (f["filters"], conv.in_channels, f["kernel_rows"], f["kernel_cols"])
             geometry = (f["stride_y"], f["stride_x"], f["padding_y"], f["padding_x"])
             if shape != tuple(conv.weight.shape) or geometry != (*conv.stride, *conv.padding):
-                raise UserError(f"{path}: a convolution is {shape} {geometry}, expected "
-                                f"{tuple(conv.weight.shape)} {(*conv.stride, *conv.padding)}")
+                raise UserError(
+                    f"{path}: a convolution is {shape} {geometry}, expected "
+                    f"{tuple(conv.weight.shape)} {(*conv.stride, *conv.padding)}"
+                )
             flat = layer.params.ravel()
             n = conv.weight.numel()
             conv.weight.copy_(torch.from_numpy(flat[:n].reshape(shape).copy()))
@@ -163,8 +169,10 @@ def state_dict_from(net: Network, path: Path) -> dict[str, torch.Tensor]:
         fc = net.layers[-1]
         w = fc.params.reshape(fc.fields["inputs"], fc.fields["outputs"])
         if w.shape != (model.fc.in_features, model.fc.out_features) or fc.fields["bias_mode"] != 1:
-            raise UserError(f"{path}: the last layer is {w.shape}, expected {(model.fc.in_features, model.fc.out_features)}"
-                            " without bias")
+            raise UserError(
+                f"{path}: the last layer is {w.shape}, expected {(model.fc.in_features, model.fc.out_features)}"
+                " without bias"
+            )
         model.fc.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T)))
     return model.state_dict()
 

@@ -3,6 +3,7 @@
 The head keeps spatial layout (a depthwise 'global depthwise conv' over the last 4x4 map, as in
 MobileFaceNet) instead of global average pooling: where a feature sits on a face matters.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,13 +35,21 @@ class BasicBlock(nn.Module):
 class ResFace(nn.Module):
     """Stem conv, stages of basic blocks each halving resolution, GDC + linear to 128-D, L2."""
 
-    def __init__(self, input_size: int = 64, widths: tuple[int, ...] = (48, 96, 192),
-                 depths: tuple[int, ...] = (1, 2, 1), stem: int = 24, stem_stride: int = 2,
-                 embedding_dim: int = 128, dropout: float = 0.0):
+    def __init__(
+        self,
+        input_size: int = 64,
+        widths: tuple[int, ...] = (48, 96, 192),
+        depths: tuple[int, ...] = (1, 2, 1),
+        stem: int = 24,
+        stem_stride: int = 2,
+        embedding_dim: int = 128,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.input_size = input_size
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(stem),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
         blocks, cin = [], stem
         for w, d in zip(widths, depths):
             for i in range(d):

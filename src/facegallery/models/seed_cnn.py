@@ -1,4 +1,5 @@
 """The original project's network (``seed-cnn``): a VGG-like CNN on 128x128 RGB in [0, 1]."""
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,13 @@ class SeedCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(8 * 8 * 100, 2000), nn.ReLU(inplace=True),
-            nn.Linear(2000, 1000), nn.ReLU(inplace=True), nn.Linear(1000, embedding_dim))
+            nn.Flatten(),
+            nn.Linear(8 * 8 * 100, 2000),
+            nn.ReLU(inplace=True),
+            nn.Linear(2000, 1000),
+            nn.ReLU(inplace=True),
+            nn.Linear(1000, embedding_dim),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.features(x)), dim=1)
