@@ -33,8 +33,8 @@ from PIL import Image, ImageFilter
 
 from facegallery import detection
 from facegallery.datasets import discover
+from facegallery.detection import faces_in
 from facegallery.embedder import load_model
-from facegallery.faces import faces_in
 from facegallery.images import load_image, resize
 from facegallery.recognition import Centroids, centroids, squared_distances
 

@@ -9,9 +9,8 @@ from PIL import Image
 
 from facegallery import detection
 from facegallery.alignment import CANONICAL_LANDMARKS, align, canonical_points, similarity_transform
-from facegallery.detection import Detection, detect_faces, scan
+from facegallery.detection import Detection, detect_faces, read_faces, scan
 from facegallery.errors import UserError
-from facegallery.faces import read_faces
 from facegallery.images import ImageReadError
 
 

@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from facegallery.alignment import PUBFIG83, Template, align
 from facegallery.errors import UserError
 from facegallery.faces import Face, whole_faces
-from facegallery.images import MAX_PIXELS
+from facegallery.images import MAX_PIXELS, load_image
 
 #: In ``auto`` mode an image without a detected face is taken whole as a face crop when neither side
 #: exceeds this (a face crop such as PubFig83's 100x100); larger photos without a face give no face.
@@ -237,6 +237,20 @@ def detect_faces(
     if not faces and mode == "auto" and max(h, w) <= WHOLE_IMAGE_MAX_SIDE:
         return whole_faces(pixels)
     return faces
+
+
+def faces_in(pixels: np.ndarray, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
+    """The faces of a decoded photo under a detection mode ("off": the whole image is one crop), detected
+    faces aligned into ``template`` (the embedder's)."""
+    if detect == "off":
+        return whole_faces(pixels)
+    return detect_faces(pixels, mode=detect, template=template)
+
+
+def read_faces(path: str | Path, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
+    """Decode ``path`` (one-line :class:`~facegallery.images.ImageReadError` if it is not a picture)
+    and return its faces."""
+    return faces_in(load_image(path), detect, template)
 
 
 # ----- drawing ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""From a photo file to the face crops the embedder sees, with where each face was.
+"""A face of a photo: the crop the embedder sees and where it was.
 
 Without detection (``detect="off"``) the whole image is one face crop, as in the PubFig83 protocol.
-Detection and alignment (``auto`` / ``on``) live in :mod:`facegallery.detection`.
+Finding faces (``auto`` / ``on``) is :mod:`facegallery.detection`'s, which also reads a photo's faces
+under any mode (``faces_in``, ``read_faces``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.alignment import PUBFIG83, Template
-from facegallery.images import load_image, warn_skip
+from facegallery.images import warn_skip
 
 DETECT_MODES = ("auto", "on", "off")
 
@@ -52,22 +52,6 @@ def whole_faces(pixels: np.ndarray) -> list[Face]:
         )
         return []
     return [whole_image(pixels)]
-
-
-def faces_in(pixels: np.ndarray, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
-    """The faces of a decoded photo under a detection mode (see module docstring), detected faces
-    aligned into ``template`` (the embedder's)."""
-    if detect == "off":
-        return whole_faces(pixels)
-    from facegallery.detection import detect_faces
-
-    return detect_faces(pixels, mode=detect, template=template)
-
-
-def read_faces(path: str | Path, detect: str = "off", template: Template = PUBFIG83) -> list[Face]:
-    """Decode ``path`` (one-line :class:`~facegallery.images.ImageReadError` if it is not a picture)
-    and return its faces."""
-    return faces_in(load_image(path), detect, template)
 
 
 def only_face(faces: list[Face], where: Path) -> Face | None:

@@ -23,9 +23,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from facegallery.alignment import Template
+from facegallery.detection import faces_in
 from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
-from facegallery.faces import Face, faces_in, whole_image
+from facegallery.faces import Face, whole_image
 from facegallery.images import ImageReadError, load_image
 
 PAIRS = {"view2": "pairs.txt", "devtest": "pairsDevTest.txt"}

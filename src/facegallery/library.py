@@ -13,9 +13,10 @@ import numpy as np
 
 from facegallery.answers import face_answer
 from facegallery.datasets import discover
+from facegallery.detection import read_faces
 from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
-from facegallery.faces import Face, only_face, read_faces
+from facegallery.faces import Face, only_face
 from facegallery.images import ImageReadError, PixelCache, iter_images, load_batch, warn_skip
 from facegallery.recognition import Centroids
 

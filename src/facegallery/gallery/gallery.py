@@ -23,8 +23,9 @@ import numpy as np
 
 from facegallery.answers import face_answer
 from facegallery.datasets import discover
+from facegallery.detection import faces_in, read_faces
 from facegallery.errors import UserError
-from facegallery.faces import Face, faces_in, only_face, read_faces
+from facegallery.faces import Face, only_face
 from facegallery.gallery import index as ix
 from facegallery.gallery import threshold as th
 from facegallery.gallery.index import CompressedIndex, ExactIndex
