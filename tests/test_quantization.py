@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from facegallery import checkpoints, quantization
+from facegallery import checkpoints, int8, quantization
 from facegallery.cli import main
 from facegallery.embedder import load_model
 from facegallery.errors import UserError
@@ -37,7 +37,7 @@ def quantized(tiny_model_dir, tmp_path, make_face):
         "genuine_labels": gen_labels,
         "impostors": np.stack([make_face(p, 0, 85) for p in range(3, 6)]),
     }
-    info = quantization.quantize_checkpoint(folder, calib, val)
+    info = int8.quantize_checkpoint(folder, calib, val)
     return folder, info
 
 

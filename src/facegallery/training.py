@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.proxy import TraceError
 
-from facegallery import checkpoints, distributed, quantization
+from facegallery import checkpoints, distributed, int8, quantization
 from facegallery.calibration import ACCEPT_RATE, Calibration, calibrate
 from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
 from facegallery.embedder import center_crop, load_size, to_tensor
@@ -623,7 +623,7 @@ class Trainer:
             return
         calib = self.pixels[np.random.default_rng(self.cfg.seed).permutation(len(self.pixels))[:512]]
         try:
-            info = quantization.quantize_checkpoint(self.cfg.out, calib, self.val)
+            info = int8.quantize_checkpoint(self.cfg.out, calib, self.val)
         except (TraceError, TypeError, NotImplementedError, RuntimeError) as e:
             self.log(f"int8: skipped, the network cannot be quantised ({e.__class__.__name__}: {e})")
             return

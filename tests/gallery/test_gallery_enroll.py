@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facegallery import quantization
+from facegallery import int8, quantization
 from facegallery.errors import UserError
 from facegallery.gallery import Gallery
 from facegallery.images import SkipWarning
@@ -187,7 +187,7 @@ def test_gallery_keeps_the_precision_it_was_enrolled_with(tiny_model_dir, face_t
         g.enroll_folder(face_tree)
         assert g.store.meta("model_ref") == f"{model}@fp32"
         g.store.set_meta("model_ref", str(model))  # as galleries made before int8 existed recorded it
-    quantization.quantize_checkpoint(model, np.stack([make_face(p, s, 64) for p in range(4) for s in range(4)]))
+    int8.quantize_checkpoint(model, np.stack([make_face(p, s, 64) for p in range(4) for s in range(4)]))
     with Gallery.open(old) as g:  # a reference without a precision means the float network
         assert g.embedder.precision == "fp32" and g.identify(face_tree / "Person 2" / "2.jpg").name == "Person 2"
     with Gallery.open(new, model=model, create=True) as g:

@@ -177,7 +177,7 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     training photos and writes MODEL/int8.safetensors, used from then on unless MODEL@fp32 is asked for."""
     import numpy as np
 
-    from facegallery import checkpoints, quantization
+    from facegallery import checkpoints, int8, quantization
     from facegallery.datasets import Split, discover
     from facegallery.embedder import checkpoint_folder, load_size
     from facegallery.images import PixelCache
@@ -208,7 +208,7 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
         pix_cache,
         int(config.get("train_config", {}).get("seed", 0)),
     )
-    info = quantization.quantize_checkpoint(folder, calib, val, refresh_float=True)
+    info = int8.quantize_checkpoint(folder, calib, val, refresh_float=True)
     click.echo(f"wrote {folder / quantization.INT8} ({len(calib)} calibration photos)")
     if val is not None:
         v32, v8, agree = info["validation_fp32"], info["validation_int8"], info["cosine_to_fp32"]
