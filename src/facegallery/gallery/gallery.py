@@ -400,7 +400,7 @@ class Gallery:
             if ident is None:
                 ident = self.store.add_identity(name, metadata)
             elif metadata:
-                self.store.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), ident))
+                self.store.set_metadata(ident, metadata)
             stored = self.store.photo_hashes(ident)
             keep = [i for i, (_, sha, _) in enumerate(rows) if sha not in stored]
             self.store.add_photos(ident, [rows[i] for i in keep], vectors[keep])
@@ -438,7 +438,7 @@ class Gallery:
         with self.store.transaction():
             if photo is None:
                 removed = len(self.store.photos(ident))
-                self.store.conn.execute("DELETE FROM identities WHERE id=?", (ident,))
+                self.store.delete_identity(ident)
             else:
                 keys = [str(Path(photo).resolve())] if not isinstance(photo, np.ndarray) else []
                 if isinstance(photo, np.ndarray):
@@ -448,7 +448,7 @@ class Gallery:
                 hit = [p.id for p in self.store.photos(ident) if p.source in keys or p.sha256 in keys]
                 if not hit:
                     raise UserError(f"{photo}: not a stored photo of {name!r}")
-                self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(i,) for i in hit])
+                self.store.delete_photos(hit)
                 self.store.update_centroid(ident)
                 removed = len(hit)
         self._after_write(before, [ident])
@@ -461,7 +461,7 @@ class Gallery:
         if self.store.identity_id(new) is not None:
             raise UserError(f"{new!r}: already enrolled in {self.path}")
         with self.store.transaction(bump=False):
-            self.store.conn.execute("UPDATE identities SET name=? WHERE id=?", (new, ident))
+            self.store.rename_identity(ident, new)
 
     # ----- search ---------------------------------------------------------------------------------
     def _index_file(self, generation: int) -> Path:
@@ -488,9 +488,8 @@ class Gallery:
         (no second copy)."""
         n, dim = self.store.count("centroids"), self.store.dimension or 0
         ids, vectors = np.empty(n, np.int64), np.empty((n, dim + 2), np.float32)
-        cur = self.store.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity")
         i = 0
-        while rows := cur.fetchmany(65536):
+        for rows in self.store.centroid_rows_batched(65536):
             ids[i : i + len(rows)], vectors[i : i + len(rows)] = _index_rows(rows, dim)
             i += len(rows)
         return ids, vectors
@@ -530,9 +529,7 @@ class Gallery:
         if before != self._index_gen:
             self._index = None
             return
-        rows = self.store.conn.execute(
-            f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(changed))})", changed
-        ).fetchall()
+        rows = self.store.centroid_rows(changed)
         self._index.remove(np.array(changed, np.int64))
         if rows:
             self._index.upsert(*_index_rows(rows, self.store.dimension or 0))
@@ -582,21 +579,13 @@ class Gallery:
 
     def _calibrate(self, far: float | None, raw: float | None) -> th.Calibration:
         """Calibrate on whole people drawn at random (seeded) up to ``th.MAX_SAMPLES`` photos."""
-        people = (
-            self.store.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
-            if self.store.count("centroids") <= th.MAX_SAMPLES
-            else None
-        )
-        if people is None:  # large: sample people first, then read only theirs
-            all_ids = np.array([r[0] for r in self.store.conn.execute("SELECT identity FROM centroids")])
-            pick = np.random.default_rng(0).permutation(all_ids)[: th.MAX_SAMPLES // 2].tolist()
-            people = []
-            for s in range(0, len(pick), 900):
-                chunk = pick[s : s + 900]
-                people += self.store.conn.execute(
-                    f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
+        if self.store.count("centroids") <= th.MAX_SAMPLES:
+            people = self.store.centroid_rows()
+        else:  # large: sample people first, then read only theirs
+            all_ids = np.array(self.store.identity_ids())
+            people = self.store.centroid_rows(
+                np.random.default_rng(0).permutation(all_ids)[: th.MAX_SAMPLES // 2].tolist()
+            )
         total = self.store.count("centroids")
         cent = {r[0]: (r[1], np.frombuffer(r[2], np.float32)) for r in people}
         order = np.random.default_rng(0).permutation(sorted(cent))
@@ -898,7 +887,7 @@ class Gallery:
         emb = _emb().embed_faces(new, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
         self._model_arg = model
         with self.store.transaction():
-            self.store.conn.executemany("DELETE FROM photos WHERE id=?", [(p.id,) for p, _ in missing])
+            self.store.delete_photos([p.id for p, _ in missing])
             self.store.replace_embeddings([p.id for p in kept], emb)
             for key, value in (
                 ("model_name", new.name),

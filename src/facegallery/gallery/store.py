@@ -290,6 +290,28 @@ class Store:
     def photo_hashes(self, identity: int) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT sha256 FROM photos WHERE identity=?", (identity,))}
 
+    def identity_ids(self) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT identity FROM centroids")]
+
+    def centroid_rows(self, identities: list[int] | None = None) -> list[tuple[int, int, bytes]]:
+        """Raw ``(identity, count, vector bytes)`` centroid rows, all (by id) or of ``identities``."""
+        if identities is None:
+            return self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
+        rows: list[tuple[int, int, bytes]] = []
+        for s in range(0, len(identities), 900):  # SQLite's limit on bound parameters
+            chunk = [int(i) for i in identities[s : s + 900]]
+            rows += self.conn.execute(
+                f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        return rows
+
+    def centroid_rows_batched(self, size: int) -> Iterator[list[tuple[int, int, bytes]]]:
+        """Every centroid row by id, ``size`` at a time (a million people without one huge list)."""
+        cur = self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity")
+        while rows := cur.fetchmany(size):
+            yield rows
+
     def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(identity ids int64, photo counts int64, centroids float32 (N, D)) ordered by id."""
         rows = self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
@@ -329,6 +351,19 @@ class Store:
                 (identity, source, sha, detect, now),
             )
             self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), _blob(v)))
+
+    def set_metadata(self, identity: int, metadata: dict) -> None:
+        self.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), identity))
+
+    def rename_identity(self, identity: int, name: str) -> None:
+        self.conn.execute("UPDATE identities SET name=? WHERE id=?", (check_name(name), identity))
+
+    def delete_identity(self, identity: int) -> None:
+        """The person, their photos, embeddings and centroid (by the schema's cascades)."""
+        self.conn.execute("DELETE FROM identities WHERE id=?", (identity,))
+
+    def delete_photos(self, photo_ids: list[int]) -> None:
+        self.conn.executemany("DELETE FROM photos WHERE id=?", [(int(i),) for i in photo_ids])
 
     def update_centroid(self, identity: int) -> None:
         """Recompute one identity's centroid exactly from its stored embeddings (no drift)."""
