@@ -213,6 +213,56 @@ def command_line() -> str | None:
     return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
 
 
+class FaceNetRecipe:
+    """P x K batches of whole identities, online mining (``cfg.miner``), AdamW with no decay on biases and
+    norms."""
+
+    name = "facenet"
+
+    def optimizer(self, params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+        decay = [p for p in params if p.ndim > 1]
+        rest = [p for p in params if p.ndim <= 1]
+        return torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr
+        )
+
+    def check(self, sampler: PKSampler, processes: int) -> None:
+        if processes > 1 and sampler.p % processes:
+            raise UserError(f"P = {sampler.p} identities per batch do not split evenly over {processes} processes")
+
+    def rows(self, trainer: Trainer) -> np.ndarray:
+        """The batch's photo rows in units the processes share out."""
+        return trainer.sampler()  # whole identities: P x K rows grouped by identity
+
+    def triplets(self, emb: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
+        ia, ip, ineg = MINERS[cfg.miner](emb, y, cfg.margin)
+        return emb[ia], emb[ip], emb[ineg]
+
+
+class OriginalRecipe(FaceNetRecipe):
+    """The student project's: random (anchor, positive, negative) rows, Adam."""
+
+    name = "original"
+
+    def optimizer(self, params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=cfg.lr)
+
+    def check(self, sampler: PKSampler, processes: int) -> None:
+        pass  # triplets split over processes whatever P is
+
+    def rows(self, trainer: Trainer) -> np.ndarray:
+        cfg = trainer.cfg
+        return random_triplet_batch(trainer.labels, cfg.p * cfg.k, trainer.rng)  # (n, 3): rows a, p, n
+
+    def triplets(self, emb: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
+        e = emb.view(-1, 3, emb.shape[1])
+        return e[:, 0], e[:, 1], e[:, 2]
+
+
+#: The training recipes by name (``TrainConfig.recipe``).
+RECIPES: dict[str, FaceNetRecipe] = {r.name: r for r in (FaceNetRecipe(), OriginalRecipe())}
+
+
 class Objective(nn.Module):
     """The embedding network and the CosFace head as one module (so DDP keeps both in step):
     ``(photos, labels) -> (unit embeddings, CosFace loss or 0)``."""
@@ -233,8 +283,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print):
         self.cfg, self.log = cfg, log
-        if cfg.recipe not in ("facenet", "original"):
-            raise UserError(f"unknown recipe {cfg.recipe!r} (facenet or original)")
+        if cfg.recipe not in RECIPES:
+            raise UserError(f"unknown recipe {cfg.recipe!r} ({' or '.join(RECIPES)})")
+        self.recipe = RECIPES[cfg.recipe]
         if cfg.miner not in MINERS:
             raise UserError(f"unknown miner {cfg.miner!r}; known: {', '.join(MINERS)}")
         if cfg.steps is None and cfg.budget_s is None:
@@ -283,24 +334,14 @@ class Trainer:
             CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) if cfg.cosface_weight > 0 else None
         )
         params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
-        if cfg.recipe == "original":
-            self.opt = torch.optim.Adam(params, lr=cfg.lr)
-        else:
-            decay = [p for p in params if p.ndim > 1]
-            rest = [p for p in params if p.ndim <= 1]
-            self.opt = torch.optim.AdamW(
-                [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr
-            )
+        self.opt = self.recipe.optimizer(params, cfg)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.objective: nn.Module = Objective(self.model, self.head, cfg.bf16)
         if self.world.size > 1:
             self.objective = nn.parallel.DistributedDataParallel(self.objective)
         self.rng = np.random.default_rng(cfg.seed)
         self.sampler = PKSampler(self.labels, cfg.p, cfg.k, cfg.seed + 1)
-        if self.world.size > 1 and cfg.recipe != "original" and self.sampler.p % self.world.size:
-            raise UserError(
-                f"P = {self.sampler.p} identities per batch do not split evenly over {self.world.size} processes"
-            )
+        self.recipe.check(self.sampler, self.world.size)
         # every rank draws the same batches (then takes its share) but augments its own photos
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2 + 7919 * self.world.rank)
         self.step, self.total = 0, cfg.steps
@@ -345,11 +386,7 @@ class Trainer:
 
     # ----- one step ---------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cfg.recipe == "original":
-            trip = random_triplet_batch(self.labels, self.cfg.p * self.cfg.k, self.rng)
-            rows = self._share(trip).reshape(-1)  # a0 p0 n0 a1 p1 n1 ...
-        else:
-            rows = self._share(self.sampler())  # whole identities: P x K rows grouped by identity
+        rows = self._share(self.recipe.rows(self)).reshape(-1)  # shared out whole (triplets stay together)
         x = to_tensor(self.pixels[rows])
         if self.cfg.augment:
             x = augment_batch(x, self.aug_gen, self.cfg.strong_augment)
@@ -367,12 +404,7 @@ class Trainer:
             g["lr"] = lr_at(self.step, self.total or 1, cfg)
         x, y = self._batch()
         emb, c_loss = self.objective(x, y)
-        if cfg.recipe == "original":
-            e = emb.view(-1, 3, emb.shape[1])
-            a, p, n = e[:, 0], e[:, 1], e[:, 2]
-        else:
-            ia, ip, ineg = MINERS[cfg.miner](emb, y, cfg.margin)
-            a, p, n = emb[ia], emb[ip], emb[ineg]
+        a, p, n = self.recipe.triplets(emb, y, cfg)
         t_loss = triplet_loss(a, p, n, cfg.margin, cfg.reduction)
         loss = cfg.triplet_weight * t_loss
         if self.head is not None:
