@@ -49,7 +49,7 @@ def embed_detected(
     photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
     from tqdm import tqdm
 
-    faces, kept = [], []
+    out, faces, kept = [], [], []
     for i, path in enumerate(tqdm(paths, unit="photo", disable=not progress, dynamic_ncols=True, desc="library")):
         try:
             face = only_face(read_faces(path, detect, embedder.template), path)
@@ -59,7 +59,11 @@ def embed_detected(
         if face is not None:
             faces.append(face)
             kept.append(i)
-    return embed_faces(embedder, faces), kept  # the embedder batches (and returns (0, D) for no crops)
+        if len(faces) == 256:  # embedded as they come: the bar counts the whole work, memory stays flat
+            out.append(embed_faces(embedder, faces))
+            faces = []
+    out.append(embed_faces(embedder, faces))  # the embedder returns (0, D) for no faces
+    return np.concatenate(out), kept
 
 
 @dataclass
