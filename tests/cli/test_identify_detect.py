@@ -143,3 +143,19 @@ def test_text_output_names_each_faces_box_when_a_photo_has_several(face_tree, ti
     assert len(group) == 2 and all("[face at " in line for line in group)
     assert len(set(line.split("]")[0] for line in group)) == 2  # two different boxes
     assert "[face at" not in next(line for line in r.stdout.splitlines() if "crop.jpg" in line)
+
+
+def test_embed_on_a_full_disk_is_one_line_and_leaves_no_debris(face_tree, tiny_model_dir, tmp_path, monkeypatch):
+    import errno
+
+    def full(f, **arrays):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    r = CliRunner().invoke(main, ["embed", "--model", str(tiny_model_dir), "--out", str(out_dir / "e.npz"),
+                                  str(face_tree)])  # fmt: skip
+    assert r.exit_code == 2 and "No space left on device" in r.output and "Traceback" not in r.output
+    assert list(out_dir.iterdir()) == []

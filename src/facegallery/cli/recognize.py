@@ -55,6 +55,8 @@ def embed_cmd(model, out, inputs) -> None:
                 f, embeddings=emb, paths=np.array([str(paths[i]) for i in kept]), model=np.array(embedder.fingerprint)
             )
         os.replace(tmp, out)
+    except OSError as e:  # a full disk, say: one line, no debris
+        raise UserError(f"{out}: cannot write ({e.strerror or e}); nothing written") from None
     finally:
         tmp.unlink(missing_ok=True)
     click.echo(f"wrote {len(kept)} embeddings of dimension {emb.shape[1]} to {out}")
