@@ -111,7 +111,7 @@ def memory_probe(db: str) -> None:
             json.dumps(
                 {
                     "rss_delta_mb": rss_mb() - base,
-                    "kind": g._index.kind,
+                    "kind": g.searcher.index.kind,
                     "open_s": load,
                     "peak_mb": rss_mb("VmHWM") - base,
                 }
@@ -133,7 +133,7 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
         t = time.perf_counter()
         g.search(probes[:1], 1)
         row["index_build_s"] = time.perf_counter() - t
-        index = g._index
+        index = g.searcher.index
         row["index"] = index.kind
         ids, _ = _search(index, probes, 1)
         hit = ids[:, 0] - 1 == truth  # ids are 1-based in insertion order

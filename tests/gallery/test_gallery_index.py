@@ -66,13 +66,13 @@ def test_gallery_switches_to_compressed_and_persists_it(tmp_path, monkeypatch, f
     with Gallery.open(db, model=fake_model, create=True) as gal:
         gal.enroll_embeddings([f"n{i:04d}" for i in range(2000)], g)
         ids, _ = gal.search(q, 1)
-        assert gal._index.kind == "pq"
+        assert gal.searcher.index.kind == "pq"
         gen = gal.store.generation()
     side = tmp_path / f"g.db.index-v2-{gen}"
     assert side.is_file()
     with Gallery.open(db, model=fake_model) as gal:
         again, _ = gal.search(q, 1)
-        assert gal._index.kind == "pq" and (again == ids).all()
+        assert gal.searcher.index.kind == "pq" and (again == ids).all()
         new = _data(1, seed=5)[0]
         gal.enroll_embeddings(["zz-new"], new)  # a new person: index rebuilt, old side file stale
         assert gal.identify_embeddings(new / np.linalg.norm(new), 1)[0].candidates[0].name == "zz-new"
@@ -97,15 +97,15 @@ def test_removed_rows_never_answer_and_many_removals_rebuild(tmp_path, monkeypat
     with Gallery.open(tmp_path / "g.db", model=fake_model, create=True) as gal:
         gal.enroll_embeddings([f"n{i:04d}" for i in range(1000)], g)
         gal.search(g[:1], 1)
-        index = gal._index
+        index = gal.searcher.index
         for i in range(4):
             gal.remove(f"n{i:04d}")
             if i < 3:  # marked removed: its own centroid no longer answers, nothing else changes
-                assert gal._index is index and len(index) == 999 - i
+                assert gal.searcher.index is index and len(index) == 999 - i
                 assert f"n{i:04d}" not in [c.name for c in gal.identify_embeddings(g[i : i + 1], 5)[0].candidates]
-        assert gal._index is None  # a fourth removal passes MAX_DEAD: rebuilt at the next search
+        assert gal.searcher.index is None  # a fourth removal passes MAX_DEAD: rebuilt at the next search
         assert gal.identify_embeddings(g[10:11], 1)[0].candidates[0].name == "n0010"
-        assert gal._index is not index and gal._index.dead == 0 and len(gal._index) == 996
+        assert gal.searcher.index is not index and gal.searcher.index.dead == 0 and len(gal.searcher.index) == 996
 
 
 def test_damaged_side_file_is_rebuilt_with_a_warning(tmp_path, monkeypatch, fake_model):
@@ -158,9 +158,9 @@ def test_few_photos_person_wins_by_centroid_distance(tmp_path):
         r = gal.identify_embeddings(q, 2)[0]
         assert [x.name for x in r.candidates] == ["One", "Many"]
         assert [x.distance for x in r.candidates] == pytest.approx([0.50 / 2, 0.40 / 1.25], abs=1e-5)
-        index = gal._index
+        index = gal.searcher.index
         gal.enroll("Many", [np.zeros((32, 32, 3), np.uint8)])  # a 5th photo at c: same centroid, n = 5
-        assert gal._index is index  # updated in place, count included
+        assert gal.searcher.index is index  # updated in place, count included
         ids, d = gal.search(q, 2)
         assert gal.store.names_of(ids[0])[int(ids[0, 1])] == "Many"
         assert d[0].tolist() == pytest.approx([0.25, 0.40 / 1.2], abs=1e-5)
@@ -192,7 +192,7 @@ def test_compressed_gallery_search_matches_exact_centroid_distances(tmp_path, mo
     with Gallery.open(tmp_path / "g.db", model=fake_model, create=True) as gal:
         gal.enroll_embeddings(names, emb)
         ids, d = gal.search(q, 5)
-        assert gal._index.kind == "pq"
+        assert gal.searcher.index.kind == "pq"
         cids, counts, cents = gal.store.centroids()
     pos, want = top_k(centroid_distances(q, cents, counts), 5)
     same = ids[:, 0] == cids[pos[:, 0]]

@@ -26,21 +26,16 @@ from facegallery.datasets import discover
 from facegallery.detection import faces_in, read_faces
 from facegallery.errors import UserError
 from facegallery.faces import Face, only_face
-from facegallery.gallery import index as ix
 from facegallery.gallery import threshold as th
-from facegallery.gallery.index import CompressedIndex, ExactIndex
+from facegallery.gallery.search import LiveIndex
 from facegallery.gallery.store import Person, Store, check_name, sha256_of
 from facegallery.images import ImageReadError, iter_images, load_image, warn_skip
-from facegallery.recognition import searchable_centroids, searchable_queries
 
 if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
     from facegallery.embedder import Embedder
 
 ImageLike = str | os.PathLike | np.ndarray
 EXPORT_FORMAT = 1
-#: What the cached compressed index beside the gallery holds, in its file name: bumped whenever that changes
-#: so that older caches are ignored (and removed on the next save). 2: :func:`searchable_centroids` rows.
-INDEX_FORMAT = 2
 #: Photos decoded and embedded together while enrolling or identifying many.
 BATCH = 256
 
@@ -117,26 +112,6 @@ def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
     return f"{ref}@{precision}" if precision else ref
 
 
-def _index_rows(rows: list[tuple[int, int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, :func:`searchable_centroids`) of ``centroids`` table rows (identity, count, vector): the
-    search index holds these, so that its plain L2 search ranks by centroid distance (see :func:`_search`)."""
-    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
-    return (
-        np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-        searchable_centroids(vectors, np.fromiter((r[1] for r in rows), np.int64, len(rows))),
-    )
-
-
-def _search(index: ExactIndex | CompressedIndex, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(identity ids, centroid distances) of the k nearest per row from an index of :func:`_index_rows`.
-    Its squared L2 distance from :func:`searchable_queries` of a unit query is the centroid distance + 1,
-    so queries are made unit first (a no-op for embedder output)."""
-    q = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
-    ids, dist = index.search(searchable_queries(q), k)
-    return ids, np.maximum(dist - np.float32(1.0), np.float32(0.0))  # -1/inf padding stays
-
-
 class Gallery:
     """A persistent library of people (see module docstring). Open with :meth:`open`."""
 
@@ -145,10 +120,7 @@ class Gallery:
         self.path = store.path
         self._model_arg = model
         self._embedder: Embedder | None = None
-        self._index: ExactIndex | CompressedIndex | None = None
-        self._index_gen = -1
-        self._index_saved = False
-        self._data_version = store.data_version()
+        self.searcher = LiveIndex(store)
         self._cal: th.Calibration | None = None
 
     # ----- opening and closing --------------------------------------------------------------------
@@ -178,13 +150,9 @@ class Gallery:
         self.close()
 
     def close(self) -> None:
-        """Persist a large search index beside the file (see :meth:`_index_file`) and close."""
-        if (
-            isinstance(self._index, CompressedIndex)
-            and not self._index_saved
-            and self._index_gen == self.store.generation()
-        ):
-            self._save_index()
+        """Persist a large search index beside the file (:class:`~facegallery.gallery.search.LiveIndex`)
+        and close."""
+        self.searcher.save_if_current()
         self.store.close()
 
     # ----- the model ------------------------------------------------------------------------------
@@ -422,7 +390,7 @@ class Gallery:
         with self.store.transaction():
             self._record_model(model, embeddings.shape[1])
             added = self.store.bulk_insert(list(names), embeddings)
-        self._index = None  # rebuilt at the next search
+        self.searcher.drop()  # rebuilt at the next search
         return added
 
     # ----- managing -------------------------------------------------------------------------------
@@ -463,85 +431,15 @@ class Gallery:
         with self.store.transaction(bump=False):
             self.store.rename_identity(ident, new)
 
-    # ----- search ---------------------------------------------------------------------------------
-    def _index_file(self, generation: int) -> Path:
-        """Side file of the compressed index, named by :data:`INDEX_FORMAT` and the gallery generation it
-        reflects (other ones are ignored and removed): reading it back is far faster than retraining at a
-        million people."""
-        return self.path.with_name(f"{self.path.name}.index-v{INDEX_FORMAT}-{generation}")
-
-    def _save_index(self) -> None:
-        assert isinstance(self._index, CompressedIndex)
-        target = self._index_file(self._index_gen)
-        try:
-            self._index.save(target)
-            self._index_saved = True
-        except (OSError, RuntimeError) as e:  # a read-only folder only costs speed next time
-            warnings.warn(f"search index not saved beside {self.path}: {e}", stacklevel=2)
-            return
-        for old in self.path.parent.glob(f"{self.path.name}.index-*"):
-            if old != target:
-                old.unlink(missing_ok=True)
-
-    def _load_centroids(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, :func:`_index_rows` of every centroid) streamed from the store into one preallocated array
-        (no second copy)."""
-        n, dim = self.store.count("centroids"), self.store.dimension or 0
-        ids, vectors = np.empty(n, np.int64), np.empty((n, dim + 2), np.float32)
-        i = 0
-        for rows in self.store.centroid_rows_batched(65536):
-            ids[i : i + len(rows)], vectors[i : i + len(rows)] = _index_rows(rows, dim)
-            i += len(rows)
-        return ids, vectors
-
-    def _refresh(self) -> ExactIndex | CompressedIndex:
-        """The search index for the current gallery, reloaded only when another process has written."""
-        version = self.store.data_version()
-        gen = self.store.generation()
-        grown = False
-        if self._index is not None and (version == self._data_version or gen == self._index_gen):
-            self._data_version = version
-            grown = len(self._index) > (
-                ix.EXACT_MAX if isinstance(self._index, ExactIndex) else ix.RETRAIN_GROWTH * self._index.trained_on
-            )
-            if not grown:
-                return self._index
-        self._data_version = version
-        side = self._index_file(gen)
-        self._index = None
-        if side.is_file() and not grown and self.store.count("centroids") > ix.EXACT_MAX:
-            try:
-                self._index, self._index_saved = CompressedIndex.load(side), True
-            except ValueError as e:  # a damaged cache file only costs a rebuild
-                warnings.warn(f"{e}; rebuilding it", stacklevel=2)
-        if self._index is None:
-            ids, vectors = self._load_centroids()
-            self._index = ix.build_index(ids, vectors)
-            self._index_saved = False
-        self._index_gen = gen
-        return self._index
-
     def _after_write(self, before: int, changed: list[int]) -> None:
-        """Bring the in-memory index up to date with our own write (or drop it if others wrote too)."""
+        """Our own write: the calibration is stale, the index follows (see ``LiveIndex.after_write``)."""
         self._cal = None
-        if self._index is None:
-            return
-        if before != self._index_gen:
-            self._index = None
-            return
-        rows = self.store.centroid_rows(changed)
-        self._index.remove(np.array(changed, np.int64))
-        if rows:
-            self._index.upsert(*_index_rows(rows, self.store.dimension or 0))
-        self._index_gen = self.store.generation()
-        self._index_saved = False
-        if self._index.stale:
-            self._index = None  # rebuilt from the store at the next search
+        self.searcher.after_write(before, changed)
 
     def search(self, embeddings: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """(identity ids, :func:`~facegallery.recognition.centroid_distances`) of the k nearest centroids
         per row, nearest first; -1/inf pad."""
-        return _search(self._refresh(), embeddings, k)
+        return self.searcher.search(embeddings, k)
 
     # ----- threshold ------------------------------------------------------------------------------
     def _settings(self) -> tuple[float | None, float | None]:
@@ -633,10 +531,10 @@ class Gallery:
         self, embeddings: np.ndarray, top_k: int = 5, threshold: float | None = None
     ) -> list[Identification]:
         """Identify precomputed embeddings (one per face) against the gallery."""
-        index = self._refresh()  # its length, not COUNT(*): that scans the table (20 ms at 100k people)
-        if not len(index):
+        # the index's length, not COUNT(*): that scans the table (20 ms at 100k people)
+        if not len(self.searcher.current()):
             raise UserError(f"{self.path}: no one is enrolled yet")
-        ids, dist = _search(index, embeddings, top_k)
+        ids, dist = self.searcher.search(embeddings, top_k)
         names = self.store.names_of(ids)
         cal = self.calibration().identify
         thr = cal.threshold if threshold is None else threshold
@@ -899,5 +797,6 @@ class Gallery:
                 self.store.set_meta("dimension", str(emb.shape[1]))
             for ident in {p.identity for p in photos}:
                 self.store.update_centroid(ident)
-        self._embedder, self._index, self._cal = new, None, None
+        self._embedder, self._cal = new, None
+        self.searcher.drop()
         return ReembedReport(len(kept), [p.source or "<array>" for p, _ in missing])

@@ -1,0 +1,137 @@
+"""The gallery's search index, kept in step with its store.
+
+The index (:mod:`facegallery.gallery.index`: exact up to ``EXACT_MAX`` people, compressed above) holds
+each centroid as a :func:`~facegallery.recognition.searchable_centroids` row, whose plain L2 distance to
+a :func:`~facegallery.recognition.searchable_queries` row of a unit query is the count-aware centroid
+distance + 1. It is built from the store on first search, updated in place by this process's own
+writes, dropped when another process has written (the store's data version and generation tell), and a
+large compressed one is saved beside the gallery file so that the next process need not retrain it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from facegallery.gallery import index as ix
+from facegallery.gallery.index import CompressedIndex, ExactIndex
+from facegallery.gallery.store import Store
+from facegallery.recognition import searchable_centroids, searchable_queries
+
+#: What the cached compressed index beside the gallery holds, in its file name: bumped whenever that changes
+#: so that older caches are ignored (and removed on the next save). 2: :func:`searchable_centroids` rows.
+INDEX_FORMAT = 2
+
+
+def index_rows(rows: list[tuple[int, int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, :func:`searchable_centroids`) of ``centroids`` table rows (identity, count, vector)."""
+    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
+    return (
+        np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+        searchable_centroids(vectors, np.fromiter((r[1] for r in rows), np.int64, len(rows))),
+    )
+
+
+class LiveIndex:
+    """The search index of one open gallery (see the module docstring)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.index: ExactIndex | CompressedIndex | None = None
+        self._gen = -1  # the store generation the index reflects
+        self._saved = False  # whether the side file holds this index
+        self._data_version = store.data_version()
+
+    def side_file(self, generation: int) -> Path:
+        """Side file of the compressed index, named by :data:`INDEX_FORMAT` and the gallery generation it
+        reflects (other ones are ignored and removed): reading it back is far faster than retraining at a
+        million people."""
+        path = self.store.path
+        return path.with_name(f"{path.name}.index-v{INDEX_FORMAT}-{generation}")
+
+    def drop(self) -> None:
+        """Forget the index: the next search rebuilds it from the store."""
+        self.index = None
+
+    def save_if_current(self) -> None:
+        """Persist a compressed index that reflects the store and is not saved yet (called on close)."""
+        if isinstance(self.index, CompressedIndex) and not self._saved and self._gen == self.store.generation():
+            self._save()
+
+    def _save(self) -> None:
+        assert isinstance(self.index, CompressedIndex)
+        target = self.side_file(self._gen)
+        try:
+            self.index.save(target)
+            self._saved = True
+        except (OSError, RuntimeError) as e:  # a read-only folder only costs speed next time
+            warnings.warn(f"search index not saved beside {self.store.path}: {e}", stacklevel=3)
+            return
+        for old in self.store.path.parent.glob(f"{self.store.path.name}.index-*"):
+            if old != target:
+                old.unlink(missing_ok=True)
+
+    def _load_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, :func:`index_rows` of every centroid) streamed from the store into one preallocated array
+        (no second copy)."""
+        n, dim = self.store.count("centroids"), self.store.dimension or 0
+        ids, vectors = np.empty(n, np.int64), np.empty((n, dim + 2), np.float32)
+        i = 0
+        for rows in self.store.centroid_rows_batched(65536):
+            ids[i : i + len(rows)], vectors[i : i + len(rows)] = index_rows(rows, dim)
+            i += len(rows)
+        return ids, vectors
+
+    def current(self) -> ExactIndex | CompressedIndex:
+        """The index for the store as it is now, reloaded only when another process has written (or it
+        outgrew its kind)."""
+        version = self.store.data_version()
+        gen = self.store.generation()
+        grown = False
+        if self.index is not None and (version == self._data_version or gen == self._gen):
+            self._data_version = version
+            limit = ix.EXACT_MAX if isinstance(self.index, ExactIndex) else ix.RETRAIN_GROWTH * self.index.trained_on
+            grown = len(self.index) > limit
+            if not grown:
+                return self.index
+        self._data_version = version
+        side = self.side_file(gen)
+        self.index = None
+        if side.is_file() and not grown and self.store.count("centroids") > ix.EXACT_MAX:
+            try:
+                self.index, self._saved = CompressedIndex.load(side), True
+            except ValueError as e:  # a damaged cache file only costs a rebuild
+                warnings.warn(f"{e}; rebuilding it", stacklevel=3)
+        if self.index is None:
+            ids, vectors = self._load_centroids()
+            self.index = ix.build_index(ids, vectors)
+            self._saved = False
+        self._gen = gen
+        return self.index
+
+    def after_write(self, before: int, changed: list[int]) -> None:
+        """Bring the index up to date with our own write of ``changed`` identities, made when the store was
+        at generation ``before`` (or drop it if others wrote too)."""
+        if self.index is None:
+            return
+        if before != self._gen:
+            self.index = None
+            return
+        rows = self.store.centroid_rows(changed)
+        self.index.remove(np.array(changed, np.int64))
+        if rows:
+            self.index.upsert(*index_rows(rows, self.store.dimension or 0))
+        self._gen = self.store.generation()
+        self._saved = False
+        if self.index.stale:
+            self.index = None  # rebuilt from the store at the next search
+
+    def search(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(identity ids, centroid distances) of the k nearest per row. Queries are made unit first (a
+        no-op for embedder output); -1/inf pad."""
+        q = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), np.float32(1e-12))
+        ids, dist = self.current().search(searchable_queries(q), k)
+        return ids, np.maximum(dist - np.float32(1.0), np.float32(0.0))  # -1/inf padding stays
