@@ -1,0 +1,108 @@
+"""The gallery's calibration, kept in its store: the chosen rule (target FAR, equal error, or a raw
+threshold), and the :class:`~facegallery.gallery.threshold.Calibration` computed for the gallery as it
+is, cached in memory and in the gallery's meta until the gallery, the rule or
+:data:`~facegallery.gallery.threshold.VERSION` changes. The arithmetic is
+:mod:`facegallery.gallery.threshold`'s; this piece chooses what to feed it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+import numpy as np
+
+from facegallery.errors import UserError
+from facegallery.gallery import threshold as th
+from facegallery.gallery.store import Store
+
+
+class StoredCalibration:
+    """``current()`` calibration of a gallery; ``choose()`` its rule. ``search(q, k)`` searches its
+    centroids; ``model_threshold()`` is the model's own threshold (the fallback for small galleries)."""
+
+    def __init__(self, store: Store, search: th.Search, model_threshold: Callable[[], float | None]):
+        self.store, self.search, self.model_threshold = store, search, model_threshold
+        self._cal: th.Calibration | None = None
+
+    def invalidate(self) -> None:
+        """Forget the in-memory calibration (the gallery changed)."""
+        self._cal = None
+
+    def settings(self) -> tuple[float | None, float | None]:
+        """(target FAR or None for equal-error, raw threshold or None) from meta."""
+        mode = self.store.meta("threshold_mode", "far")
+        far = float(self.store.meta("target_far", str(th.DEFAULT_FAR)))
+        raw = self.store.meta("threshold_raw")
+        return (None if mode == "eer" else far), (float(raw) if mode == "raw" and raw else None)
+
+    @staticmethod
+    def _raw_of(cal: th.Calibration) -> float | None:
+        return cal.identify.threshold if cal.method == "raw" else None
+
+    def current(self) -> th.Calibration:
+        """The current calibration, cached in memory and in meta until the gallery (or :data:`th.VERSION`)
+        changes."""
+        gen = self.store.generation()
+        far, raw = self.settings()
+        method = "raw" if raw is not None else ("eer" if far is None else f"far={far:g}")
+        key = (gen, method, raw)
+        if self._cal is not None and (self._cal.generation, self._cal.method, self._raw_of(self._cal)) == key:
+            return self._cal
+        cached = self.store.meta("calibration")
+        cal = th.Calibration.from_json(json.loads(cached)) if cached else None
+        if cal is None or (cal.generation, cal.method, self._raw_of(cal)) != key or cal.version != th.VERSION:
+            cal = self._calibrate(far, raw)
+            cal.generation = gen
+            try:
+                with self.store.transaction(bump=False):
+                    self.store.set_meta("calibration", json.dumps(cal.to_json()))
+            except sqlite3.OperationalError:
+                pass  # read-only gallery: recomputed next time
+        self._cal = cal
+        return cal
+
+    def _calibrate(self, far: float | None, raw: float | None) -> th.Calibration:
+        """Calibrate on whole people drawn at random (seeded) up to ``th.MAX_SAMPLES`` photos."""
+        if self.store.count("centroids") <= th.MAX_SAMPLES:
+            people = self.store.centroid_rows()
+        else:  # large: sample people first, then read only theirs
+            all_ids = np.array(self.store.identity_ids())
+            people = self.store.centroid_rows(
+                np.random.default_rng(0).permutation(all_ids)[: th.MAX_SAMPLES // 2].tolist()
+            )
+        total = self.store.count("centroids")
+        cent = {r[0]: (r[1], np.frombuffer(r[2], np.float32)) for r in people}
+        order = np.random.default_rng(0).permutation(sorted(cent))
+        chosen, photos = [], 0
+        for ident in order:
+            if photos >= th.MAX_SAMPLES:
+                break
+            chosen.append(int(ident))
+            photos += cent[ident][0]
+        labels, emb = self.store.embeddings(chosen) if chosen else (np.zeros(0, np.int64), np.zeros((0, 0)))
+        model_thr = self.model_threshold()
+        if not len(emb):
+            return th.calibrate(emb, labels, emb, np.zeros(0), self.search, total, model_thr, far, raw)
+        own_c = np.stack([cent[int(l)][1] for l in labels])
+        own_n = np.array([cent[int(l)][0] for l in labels])
+        return th.calibrate(emb, labels, own_c, own_n, self.search, total, model_thr, far, raw)
+
+    def choose(self, far: float | None = None, raw: float | None = None, eer: bool = False) -> th.Calibration:
+        """Choose how the unknown threshold is set: a target false-accept rate, the equal-error point,
+        or a raw identification distance. Stored in the gallery; returns the resulting calibration."""
+        if sum(x is not None and x is not False for x in (far, raw, eer or None)) != 1:
+            raise UserError("give exactly one of a target FAR, a raw threshold, or equal-error")
+        if far is not None and not 0 < far < 1:
+            raise UserError(f"{far}: a target false-accept rate must be between 0 and 1")
+        if raw is not None and not 0 <= raw <= 4:
+            raise UserError(f"{raw}: a squared distance between unit vectors lies in [0, 4]")
+        with self.store.transaction(bump=False):
+            self.store.set_meta("threshold_mode", "eer" if eer else ("raw" if raw is not None else "far"))
+            if far is not None:
+                self.store.set_meta("target_far", repr(far))
+            if raw is not None:
+                self.store.set_meta("threshold_raw", repr(raw))
+        self._cal = None
+        return self.current()
