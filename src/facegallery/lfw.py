@@ -286,25 +286,3 @@ def headline(m: dict) -> str:
     if "without_pubfig83_people" in m:
         lines.append(line("without PubFig83 people", m["without_pubfig83_people"]))
     return "\n".join(lines)
-
-
-def plot_roc(curves: dict, path: Path, title: str) -> Path:
-    """The ROC curve of the pairs (log false-accept axis) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fpr, tpr, _ = roc_curve(curves["same"], -curves["distance"])
-    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
-    ax.plot(np.maximum(fpr, 1e-4), tpr)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1)
-    ax.set_xlabel("false accept rate")
-    ax.set_ylabel("true accept rate")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -1,5 +1,6 @@
-"""Figures of an evaluation, as PNG files: embeddings seen through t-SNE, k-means SSE over k, and the
-open-set threshold sweep. Drawn with matplotlib's object API on the Agg canvas (no pyplot, no display).
+"""Figures of an evaluation, as PNG files: embeddings seen through t-SNE, k-means SSE over k, the
+open-set threshold sweep, and LFW's ROC curve. Drawn with matplotlib's object API on the Agg canvas (no
+pyplot, no display).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from sklearn.cluster import KMeans
 from sklearn.manifold import TSNE
+from sklearn.metrics import roc_curve
 
 from facegallery.evaluation import EvalData, draw_unknowns
 from facegallery.images import load_image
@@ -228,6 +230,22 @@ def plot_sweep(metrics: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)
     fig.savefig(path, dpi=110)
+
+
+def plot_roc(distance: np.ndarray, same: np.ndarray, path: Path, title: str) -> Path:
+    """The ROC curve of verification pairs (same person when close), false-accept axis logarithmic."""
+    fpr, tpr, _ = roc_curve(same, -distance)
+    fig = Figure(figsize=(5, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(np.maximum(fpr, 1e-4), tpr)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1)
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.savefig(path)
+    return path
 
 
 def write_all(data: EvalData, metrics: dict, out: str | Path, seed: int = 0) -> list[Path]:

@@ -138,13 +138,14 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
 
 def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float) -> None:
     from facegallery.embedder import load_model
-    from facegallery.lfw import evaluate_lfw, plot_roc
+    from facegallery.lfw import evaluate_lfw
     from facegallery.lfw import headline as lfw_headline
+    from facegallery.plots import plot_roc
 
     embedder = load_model(model)
     metrics, curves = evaluate_lfw(embedder, root, pairs)
     out.mkdir(parents=True, exist_ok=True)
-    plot_roc(curves, out / "roc.png", f"LFW {metrics['pair_list']}: {embedder.name}")
+    plot_roc(curves["distance"], curves["same"], out / "roc.png", f"LFW {metrics['pair_list']}: {embedder.name}")
     metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     click.echo(lfw_headline(metrics))
