@@ -32,7 +32,6 @@ def ordinary_library(tmp_path):
 
 
 def test_library_photos_are_detected_like_probes(ordinary_library, tiny_model_dir):
-    pytest.importorskip("dlib")
     emb = load_model(tiny_model_dir)
     with pytest.warns(SkipWarning) as skipped:
         lib = Library.from_folder(ordinary_library, emb, detect="auto")

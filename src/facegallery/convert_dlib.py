@@ -2,6 +2,7 @@
 
     python -m facegallery.convert_dlib recognition dlib_face_recognition_resnet_model_v1.dat OUT
     python -m facegallery.convert_dlib landmarks shape_predictor_5_face_landmarks.dat [OUT]
+    python -m facegallery.convert_dlib detector mmod_human_face_detector.dat [OUT]
 
 (the files come with the ``face_recognition_models`` package, for instance). The recognition model's
 unknown threshold and int8 calibration are added afterwards (``benchmarks/bench_detection.py
@@ -19,6 +20,7 @@ import numpy as np
 from facegallery.checkpoints import save_checkpoint
 from facegallery.errors import UserError
 from facegallery.landmarks import WEIGHTS as LANDMARKS
+from facegallery.mmod import WEIGHTS as DETECTOR
 from facegallery.models.dlib_dat import read_shape_predictor
 from facegallery.models.dlib_resnet import CHIP, from_dat
 
@@ -62,8 +64,23 @@ def convert_landmarks(dat: str | Path, out: str | Path = LANDMARKS) -> Path:
     return out
 
 
+def convert_detector(dat: str | Path, out: str | Path = DETECTOR) -> Path:
+    """Write dlib's MMOD face detector as a safetensors file (batch norms folded, settings in metadata)."""
+    from facegallery import mmod
+    from facegallery.models.dlib_mmod import from_dat
+
+    model, settings = from_dat(dat)
+    meta = {
+        "source": Path(dat).name,
+        "sha256": hashlib.sha256(Path(dat).read_bytes()).hexdigest(),
+        "licence": "CC0-1.0",
+    }
+    return mmod.save(model, settings, out, meta)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Convert dlib's CC0 model files (the face recognition ResNet, the 5-point shape predictor)."""
+    """Convert dlib's CC0 model files (the face recognition ResNet, the 5-point shape predictor, the MMOD
+    face detector)."""
     parser = argparse.ArgumentParser(prog="python -m facegallery.convert_dlib", description=main.__doc__)
     sub = parser.add_subparsers(dest="what", required=True)
     rec = sub.add_parser("recognition", help="dlib_face_recognition_resnet_model_v1.dat -> checkpoint folder")
@@ -72,9 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     marks = sub.add_parser("landmarks", help="shape_predictor_5_face_landmarks.dat -> safetensors")
     marks.add_argument("dat", type=Path)
     marks.add_argument("out", type=Path, nargs="?", default=LANDMARKS)
+    det = sub.add_parser("detector", help="mmod_human_face_detector.dat -> safetensors")
+    det.add_argument("dat", type=Path)
+    det.add_argument("out", type=Path, nargs="?", default=DETECTOR)
     args = parser.parse_args(argv)
+    run = {"recognition": convert, "landmarks": convert_landmarks, "detector": convert_detector}[args.what]
     try:
-        print(f"{(convert if args.what == 'recognition' else convert_landmarks)(args.dat, args.out)}: written")
+        print(f"{run(args.dat, args.out)}: written")
     except UserError as e:
         parser.exit(2, f"error: {e}\n")
 

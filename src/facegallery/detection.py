@@ -5,17 +5,17 @@ caches one. Every detector returns boxes in the photo's pixels; the 5-point land
 shape predictor, and :func:`~facegallery.alignment.align` maps them with a least-squares similarity
 transform straight into the template the embedder reads (:mod:`facegallery.alignment`).
 
-Detection needs the optional ``dlib`` extra (``pip install 'facegallery[dlib]'``); its weights come
-from the ``face_recognition_models`` package, so nothing is downloaded at run time. Without it,
-``--detect auto`` still takes small images (<= :data:`WHOLE_IMAGE_MAX_SIDE`) whole as face crops, with
-a warning, and refuses larger photos with a one-line error; ``--detect on`` refuses every photo.
+The default, ``mmod``, is dlib's CC0 MMOD CNN face detector run natively in PyTorch
+(:mod:`facegallery.mmod`; boxes and scores equal dlib-bin's), its weights shipped in the package: plain
+``pip install facegallery`` reads group photos. dlib-bin's own detectors stay available by name
+(``dlib-hog``: HOG + linear SVM, ``dlib-cnn``: the same MMOD net in dlib) with the optional ``dlib``
+extra (``pip install 'facegallery[dlib]'``), for comparison and benchmarks.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -84,15 +84,26 @@ def dlib_model_file(name: str) -> Path:
     return path
 
 
-def dlib_available() -> bool:
-    """True when dlib and its model files are installed."""
-    return (
-        importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
-    )
-
-
 def _rect_box(rect: Any) -> tuple[float, float, float, float]:
     return (float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1))
+
+
+class MmodFaceDetector:
+    """dlib's MMOD CNN face detector, native (:mod:`facegallery.mmod`): frontal to profile-ish faces,
+    scores are window margins (> 0: a face)."""
+
+    name = "mmod"
+    window = 80
+
+    def __init__(self, threshold: float = 0.0):
+        from facegallery.mmod import load
+
+        self._det = load()
+        self._det.threshold = threshold
+
+    def detect(self, pixels: np.ndarray) -> list[Detection]:
+        boxes, scores = self._det.detect(pixels)
+        return [Detection(tuple(float(v) for v in b), float(s)) for b, s in zip(boxes, scores)]
 
 
 class DlibHogDetector:
@@ -133,10 +144,11 @@ class DlibCnnDetector:
 
 #: Detectors by name. A new one is a class with ``name``, ``window`` and ``detect`` plus a line here.
 DETECTORS: dict[str, Callable[[], Detector]] = {
+    MmodFaceDetector.name: MmodFaceDetector,
     DlibHogDetector.name: DlibHogDetector,
     DlibCnnDetector.name: DlibCnnDetector,
 }
-DEFAULT_DETECTOR = DlibHogDetector.name
+DEFAULT_DETECTOR = MmodFaceDetector.name
 
 
 @cache
@@ -177,23 +189,6 @@ def scan(
 
 # ----- the pipeline ----------------------------------------------------------------------------
 
-_warned_no_dlib = False
-
-
-def _no_detector(pixels: np.ndarray, mode: str) -> list[Face]:
-    """``auto`` without dlib: small images are crops (warned once), larger ones cannot be read."""
-    global _warned_no_dlib
-    h, w = pixels.shape[:2]
-    if mode == "auto" and max(h, w) <= WHOLE_IMAGE_MAX_SIDE:
-        if not _warned_no_dlib:
-            warnings.warn(
-                f"face detection needs the dlib extra ({INSTALL_HINT}); taking small images whole as face crops",
-                stacklevel=3,
-            )
-            _warned_no_dlib = True
-        return whole_faces(pixels)
-    raise UserError(f"a {w}x{h} photo needs face detection, which needs the dlib extra: {INSTALL_HINT}")
-
 
 def detect_faces(
     pixels: np.ndarray,
@@ -216,8 +211,6 @@ def detect_faces(
     h, w = pixels.shape[:2]
     if h * w > MAX_PIXELS:
         raise UserError(f"a {w}x{h} image is above the limit of {MAX_PIXELS:,} pixels")
-    if not dlib_available():
-        return _no_detector(pixels, mode)
     pixels = np.ascontiguousarray(pixels)
     det = get_detector(detector) if isinstance(detector, str) else detector
     found = sorted(scan(pixels, det, min_face), key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))

@@ -32,7 +32,6 @@ def photos(tmp_path):
 
 
 def test_auto_is_the_default_and_answers_every_face(face_tree, tiny_model_dir, photos):
-    pytest.importorskip("dlib")
     r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--json", photos)
     assert r.exit_code == 0, r.output
     out = {p["path"].split("/")[-1]: p["faces"] for p in json.loads(r.stdout)}
@@ -57,13 +56,11 @@ def test_detect_off_takes_every_image_as_one_crop(face_tree, tiny_model_dir, pho
 
 
 def test_text_output_says_when_no_face_is_found(face_tree, tiny_model_dir, photos):
-    pytest.importorskip("dlib")
     r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--detect", "on", photos / "wall.jpg")
     assert r.exit_code == 0 and r.stdout.strip() == f"{photos / 'wall.jpg'}: no face found"
 
 
 def test_annotate_draws_boxes_and_names(face_tree, tiny_model_dir, photos, tmp_path):
-    pytest.importorskip("dlib")
     out_dir = tmp_path / "annotated"
     r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, "--annotate", out_dir, "--json", photos)
     assert r.exit_code == 0, r.output
@@ -136,7 +133,6 @@ def test_identify_reads_photo_lists_and_checks_its_options_first(face_tree, tiny
 
 
 def test_text_output_names_each_faces_box_when_a_photo_has_several(face_tree, tiny_model_dir, photos):
-    pytest.importorskip("dlib")
     r = _run("identify", "--library", face_tree, "--model", tiny_model_dir, photos / "group.jpg", photos / "crop.jpg")
     assert r.exit_code == 0, r.output
     group = [line for line in r.stdout.splitlines() if "group.jpg" in line]

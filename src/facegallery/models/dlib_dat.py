@@ -161,6 +161,19 @@ def _pool(kind: str) -> Callable[[_Stream], Layer]:
     return read
 
 
+def _bn_con(s: _Stream) -> Layer:
+    """A batch norm saved as trained (``bn_con2``): gamma then beta in params, the running statistics
+    (what inference uses) and eps; the batch statistics and counters are read and dropped."""
+    params = s.tensor()
+    f = {"gamma_shape": s.alias(), "beta_shape": s.alias()}
+    s.tensor(), s.tensor()  # the last batch's means and inverse deviations
+    f["running_means"], f["running_variances"] = s.tensor().ravel(), s.tensor().ravel()
+    f["num_updates"], f["running_stats_window_size"] = s.int(), s.int()
+    f.update(_multipliers(s))
+    f["eps"] = s.float()
+    return Layer("bn_con2", params, f)
+
+
 def _fc(s: _Stream) -> Layer:
     f = {"outputs": s.int(), "inputs": s.int()}
     params = s.tensor()
@@ -179,16 +192,39 @@ _DETAILS: dict[str, Callable[[_Stream], Layer]] = {
     "max_pool_2": _pool("max_pool_2"),
     "avg_pool_2": _pool("avg_pool_2"),
     "fc_2": _fc,
+    "bn_con2": _bn_con,
 }
 
-#: Readers of the input layers' details.
+
+def _mean(s: _Stream) -> tuple[float, float, float]:
+    return (s.float(), s.float(), s.float())
+
+
+#: Readers of the input layers' details. The image pyramid's first version did not store its padding
+#: between levels and around the tiled image: dlib reads it as 10 and 11.
 _INPUTS: dict[str, Callable[[_Stream], dict]] = {
-    "input_rgb_image_sized": lambda s: {"mean": (s.float(), s.float(), s.float()), "rows": s.int(), "cols": s.int()},
+    "input_rgb_image_sized": lambda s: {"mean": _mean(s), "rows": s.int(), "cols": s.int()},
+    "input_rgb_image_pyramid": lambda s: {"mean": _mean(s), "padding": 10, "outer_padding": 11},
+    "input_rgb_image_pyramid2": lambda s: {"mean": _mean(s), "padding": s.int(), "outer_padding": s.int()},
 }
+
+
+def _mmod_options(s: _Stream) -> dict:
+    """``loss_mmod_``'s options, version 1: one sliding window and the box overlap rules."""
+    version = s.int()
+    if version != 1:
+        raise s.fail(f"mmod options version 1 expected, got {version}")
+    f = {"window_width": s.int(), "window_height": s.int()}
+    f.update({k: s.float() for k in ("loss_per_false_alarm", "loss_per_missed_target", "truth_match_iou")})
+    f["nms_iou"], f["nms_covered"] = s.float(), s.float()
+    f["ignore_iou"], f["ignore_covered"] = s.float(), s.float()
+    return f
+
 
 #: Readers of the loss layers' details.
 _LOSSES: dict[str, Callable[[_Stream], dict]] = {
     "loss_metric_2": lambda s: {"margin": s.float(), "distance_threshold": s.float()},
+    "loss_mmod_": _mmod_options,
 }
 
 
