@@ -3,6 +3,9 @@
     python benchmarks/bench_detection.py canonical              # re-measure detection.CANONICAL_LANDMARKS
     python benchmarks/bench_detection.py composite [--photos 200] [--detector dlib-hog] [--model M]
     python benchmarks/bench_detection.py protocol --model M [--detect off auto]
+    python benchmarks/bench_detection.py lfw [--detectors mmod dlib-hog] [--limit N]
+    python benchmarks/bench_detection.py speed [--photos 30] [--detectors mmod dlib-hog]
+    python benchmarks/bench_detection.py rss [--megapixels 24]
 
 ``composite``: photos of 1024x768 built from PubFig83 test crops (known identities) pasted at random
 positions and sizes (40-300 px, 1-4 per photo, never overlapping) onto backgrounds of blurred patches
@@ -15,6 +18,18 @@ greedily by score; faces and detections under the size of interest are left out 
 Identification: nearest centroid of the 63 known identities' train photos (embedded with the same
 detection mode as the queries), top-1 over the pasted faces (a missed face counts as wrong), against
 the same faces embedded as plain crops with centroids of plain train crops.
+
+``lfw``: every LFW photo (deep-funneled, 250x250, the face centred) scanned as the pipeline scans it; a
+photo counts as found when a box's centre lies within :data:`LFW_CENTRE` of the photo's side from its
+centre. The turned subset: photos whose landmarks, placed in the fixed central box :data:`LFW_BOX` (no
+detector involved), put the nose off the eyes' midpoint by >= :data:`YAW` of the distance between the
+eyes (a yaw of roughly 25 degrees or more).
+
+``speed``: one thread; detection alone (scan + boxes) per detector on the same 1024x768 composites, then
+the whole identify path on them with the default detector and model (detect, landmarks, chips, embed,
+nearest of 1,000 centroids).
+
+``rss``: peak resident memory of reading and detecting one photo of that many megapixels (a subprocess).
 
 ``protocol``: closed-set top-1 of the 1260 known test photos against train centroids, per detection mode.
 """
@@ -331,6 +346,105 @@ def cmd_protocol(args) -> None:
         )
 
 
+LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "lfw-deepfunneled"
+LFW_CENTRE, LFW_BOX, YAW = 0.15, (75.0, 75.0, 175.0, 175.0), 0.25
+
+
+def cmd_lfw(args) -> None:
+    from facegallery.landmarks import shipped
+
+    torch.set_num_threads(1)
+    paths = sorted(Path(args.lfw).glob("*/*.jpg"))[: args.limit]
+    dets = {name: detection.get_detector(name) for name in args.detectors}
+    found = {name: np.zeros(len(paths), bool) for name in dets}
+    spent = dict.fromkeys(dets, 0.0)
+    yaw = np.zeros(len(paths))
+    for i, path in enumerate(paths):
+        px = load_image(path)
+        m = shipped().predict(px, LFW_BOX)
+        eyes = (m[0:2].mean(0) + m[2:4].mean(0)) / 2
+        yaw[i] = (m[4, 0] - eyes[0]) / max(np.linalg.norm(m[0:2].mean(0) - m[2:4].mean(0)), 1e-6)
+        h, w = px.shape[:2]
+        for name, det in dets.items():
+            t0 = time.perf_counter()
+            boxes = detection.scan(px, det, args.min_face)
+            spent[name] += time.perf_counter() - t0
+            found[name][i] = any(
+                math.hypot((b.box[0] + b.box[2]) / 2 - w / 2, (b.box[1] + b.box[3]) / 2 - h / 2) <= LFW_CENTRE * max(h, w)
+                for b in boxes
+            )
+        if (i + 1) % 1000 == 0:
+            print(f"  {i + 1} photos: " + ", ".join(f"{n} {found[n][: i + 1].mean():.4f}" for n in dets), flush=True)
+    turned = np.abs(yaw) >= YAW
+    print(f"{len(paths)} LFW photos ({turned.sum()} turned, |yaw proxy| >= {YAW}); min_face {args.min_face}, one thread")
+    for name in dets:
+        f = found[name]
+        print(
+            f"  {name}: face near the centre in {f.mean():.4f} ({(~f).sum()} missed); turned {f[turned].mean():.4f} "
+            f"({(~f[turned]).sum()} missed); {spent[name] / len(paths) * 1000:.1f} ms/photo"
+        )
+    both = [n for n in dets]
+    if len(both) == 2:
+        a, b = both
+        print(f"  found by {a} only: {(found[a] & ~found[b]).sum()}, by {b} only: {(found[b] & ~found[a]).sum()}")
+
+
+def cmd_speed(args) -> None:
+    from facegallery.embedder import embed_faces
+
+    torch.set_num_threads(1)
+    paths, _, _ = known_test()
+    photos = [p["pixels"] for p in make_composites(args.photos, args.seed, paths)]
+    n_faces = 0
+    rates = {}
+    for name in args.detectors:
+        det = detection.get_detector(name)
+        detection.scan(photos[0], det, args.min_face)  # warm-up
+        t0 = time.perf_counter()
+        for px in photos:
+            n_faces += len(detection.scan(px, det, args.min_face))
+        rates[name] = len(photos) / (time.perf_counter() - t0)
+        print(f"{name}: detection {rates[name]:.2f} photos/s (1024x768, min_face {args.min_face}, one thread)")
+    if len(rates) >= 2:
+        first, *rest = args.detectors
+        print("  ratio " + ", ".join(f"{first}/{r} {rates[first] / rates[r]:.2f}" for r in rest))
+    emb = load_model(args.model)
+    cents = np.random.default_rng(0).normal(size=(1000, 128)).astype(np.float32)
+    cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+    t0, faces_seen = time.perf_counter(), 0
+    for px in photos:
+        faces = detection.detect_faces(px, "on", min_face=args.min_face, template=emb.template)
+        if faces:
+            squared_distances(embed_faces(emb, faces), cents).argmin(1)
+        faces_seen += len(faces)
+    dt = time.perf_counter() - t0
+    print(
+        f"identify end to end ({emb.name}, {detection.DEFAULT_DETECTOR}): {len(photos) / dt:.2f} photos/s, "
+        f"{faces_seen / dt:.1f} faces/s ({faces_seen} faces in {len(photos)} photos)"
+    )
+
+
+def cmd_rss(args) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    side = math.sqrt(args.megapixels * 1e6 / 6)
+    w, h = int(3 * side), int(2 * side)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.jpg"
+        paths, _, _ = known_test()
+        small = make_composites(1, args.seed, paths)[0]["pixels"]
+        Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path, quality=90)
+        code = (
+            "import resource, sys, time\nfrom facegallery.detection import read_faces\n"
+            f"t = time.perf_counter(); faces = read_faces({str(path)!r}, 'on')\n"
+            "print(len(faces), round(time.perf_counter() - t, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    print(f"a {w}x{h} photo ({w * h / 1e6:.1f} MP): {out[0]} faces in {out[1]} s, peak RSS {out[2]} MB")
+
+
 def cmd_dlib_chip(args) -> None:
     """How DlibEmbedder should cut its chip from a crop that comes without landmarks."""
     import dlib
@@ -430,6 +544,20 @@ def main() -> None:
     c.add_argument("--train-per-id", type=int)
     c.add_argument("--test-per-id", type=int)
     c.add_argument("--cache", type=Path, default=Path("/tmp/facegallery-bench"))
+    c = sub.add_parser("lfw")
+    c.add_argument("--lfw", type=Path, default=LFW)
+    c.add_argument("--detectors", nargs="+", default=["mmod", "dlib-hog"])
+    c.add_argument("--min-face", type=int, default=detection.MIN_FACE)
+    c.add_argument("--limit", type=int)
+    c = sub.add_parser("speed")
+    c.add_argument("--photos", type=int, default=30)
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--detectors", nargs="+", default=["mmod", "dlib-hog"])
+    c.add_argument("--min-face", type=int, default=detection.MIN_FACE)
+    c.add_argument("--model", default=None)
+    c = sub.add_parser("rss")
+    c.add_argument("--megapixels", type=float, default=24)
+    c.add_argument("--seed", type=int, default=2)
     c = sub.add_parser("dlib-chip")
     c.add_argument("--train-per-id", type=int, default=10)
     c.add_argument("--test-per-id", type=int, default=5)
@@ -448,6 +576,9 @@ def main() -> None:
         "composite": cmd_composite,
         "protocol": cmd_protocol,
         "dlib-chip": cmd_dlib_chip,
+        "lfw": cmd_lfw,
+        "speed": cmd_speed,
+        "rss": cmd_rss,
         "calibrate": cmd_calibrate,
     }[args.cmd](args)
 

@@ -201,6 +201,9 @@ def detect_faces(
 
     ``detector`` is a name from :data:`DETECTORS` or a detector object.
 
+    A face cut by the photo's border is reported with its box clipped to the photo (the landmarks, placed
+    in the detector's whole box, may lie outside it).
+
     ``mode='on'``: only detected faces (maybe none). ``mode='auto'``: as 'on', but an image no larger
     than :data:`WHOLE_IMAGE_MAX_SIDE` without a detected face is taken whole as one crop.
     """
@@ -220,7 +223,7 @@ def detect_faces(
         faces.append(
             Face(
                 crop=align(pixels, marks, template),
-                box=[round(v, 2) for v in d.box],
+                box=[round(min(max(v, 0.0), float(side)), 2) for v, side in zip(d.box, (w, h, w, h))],
                 template=template.name,
                 detected=True,
                 landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in marks],
