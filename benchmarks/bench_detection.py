@@ -370,13 +370,16 @@ def cmd_lfw(args) -> None:
             boxes = detection.scan(px, det, args.min_face)
             spent[name] += time.perf_counter() - t0
             found[name][i] = any(
-                math.hypot((b.box[0] + b.box[2]) / 2 - w / 2, (b.box[1] + b.box[3]) / 2 - h / 2) <= LFW_CENTRE * max(h, w)
+                math.hypot((b.box[0] + b.box[2]) / 2 - w / 2, (b.box[1] + b.box[3]) / 2 - h / 2)
+                <= LFW_CENTRE * max(h, w)
                 for b in boxes
             )
         if (i + 1) % 1000 == 0:
             print(f"  {i + 1} photos: " + ", ".join(f"{n} {found[n][: i + 1].mean():.4f}" for n in dets), flush=True)
     turned = np.abs(yaw) >= YAW
-    print(f"{len(paths)} LFW photos ({turned.sum()} turned, |yaw proxy| >= {YAW}); min_face {args.min_face}, one thread")
+    print(
+        f"{len(paths)} LFW photos ({turned.sum()} turned, |yaw proxy| >= {YAW}); min_face {args.min_face}, one thread"
+    )
     for name in dets:
         f = found[name]
         print(
@@ -439,7 +442,8 @@ def cmd_rss(args) -> None:
         code = (
             "import resource, sys, time\nfrom facegallery.detection import read_faces\n"
             f"t = time.perf_counter(); faces = read_faces({str(path)!r}, 'on')\n"
-            "print(len(faces), round(time.perf_counter() - t, 1), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+            "print(len(faces), round(time.perf_counter() - t, 1), peak)"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     print(f"a {w}x{h} photo ({w * h / 1e6:.1f} MP): {out[0]} faces in {out[1]} s, peak RSS {out[2]} MB")

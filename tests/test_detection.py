@@ -228,3 +228,13 @@ def test_truncated_and_oversized_files_are_one_line_errors(tmp_path, astronaut):
     Image.new("1", (8000, 6000)).save(tmp_path / "huge.png")  # 48 Mpx, a few kB on disk
     with pytest.raises(ImageReadError, match="huge.png: 8000x6000 pixels is above the limit"):
         read_faces(tmp_path / "huge.png", "auto")
+
+
+def test_a_face_cut_by_the_border_is_found_with_its_box_inside_the_photo(astronaut):
+    face = astronaut[40:210, 135:305]  # the astronaut's head, 170 px
+    canvas = np.full((400, 500, 3), 120, np.uint8)
+    canvas[100:270, :130] = face[:, 40:]  # the left quarter of the face is beyond the photo's edge
+    (f,) = detect_faces(canvas, "on")
+    x0, y0, x1, y1 = f.box
+    assert x0 == 0.0 and 60 < x1 < 160 and 100 < y0 < y1 < 280  # clipped at the edge it crosses
+    assert f.landmarks is not None and f.crop.shape[:2] == (100, 100)

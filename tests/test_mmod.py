@@ -112,5 +112,7 @@ def test_boxes_and_scores_equal_dlib_bins(dlib_models, lfw, astronaut):
     for px in photos:
         boxes, scores = mmod.shipped().detect(px)
         theirs = ref(px, 0)
-        assert boxes.tolist() == [[d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1] for d in theirs]
+        assert boxes.tolist() == [
+            [d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1] for d in theirs
+        ]
         assert np.allclose(scores, [d.confidence for d in theirs], atol=1e-4)
