@@ -29,15 +29,32 @@ def _open(path: str, model: str | None = None, create: bool = False) -> Gallery:
 @main.command("enroll")
 @gallery_option
 @click.option("--create", is_flag=True, help="Create the gallery file if it does not exist.")
-@click.option("--name", help="Enrol IMG... as this one person (otherwise DIR has one subfolder per person).")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="Enrol IMG... as this one person (otherwise DIR has one subfolder per person); with "
+    "--from-clusters, CLUSTER=NAME, repeated.",
+)
+@click.option(
+    "--from-clusters", type=click.Path(dir_okay=False), help="A clusters.json of `facegallery cluster` to name."
+)
 @model_option
 @detect_option
-@click.argument("inputs", nargs=-1, required=True)
-def enroll_cmd(gallery, create, name, model, detect, inputs) -> None:
-    """Add people: DIR with one subfolder per person, or --name NAME IMG... (photos or folders).
+@click.argument("inputs", nargs=-1)
+def enroll_cmd(gallery, create, names, from_clusters, model, detect, inputs) -> None:
+    """Add people: DIR with one subfolder per person, or --name NAME IMG... (photos or folders), or
+    --from-clusters OUT/clusters.json --name 3="Ada Lovelace" (the faces of cluster 3).
 
     Photos already stored for that person are skipped, so running it again only adds what is new.
     """
+    if from_clusters is not None:
+        return _enroll_clusters(gallery, create, names, from_clusters, model, inputs)
+    if len(names) > 1:
+        raise UserError("--name is given once (several --name CLUSTER=NAME go with --from-clusters)")
+    name = names[0] if names else None
+    if not inputs:
+        raise UserError("give a folder with a subfolder per person, --name NAME with photos, or --from-clusters")
     if name is None and len(inputs) != 1:
         raise UserError("give one folder with a subfolder per person, or --name NAME with photos")
     from facegallery.images import iter_images
@@ -61,6 +78,32 @@ def enroll_cmd(gallery, create, name, model, detect, inputs) -> None:
             raise UserError(f"nothing enrolled into {gallery}: no usable photo (see warnings)")
         people = len(g.people())
         click.echo(f"{gallery}: {_count(added, 'photo')} added; {_count(people, 'person', 'people')} enrolled")
+
+
+def _enroll_clusters(gallery, create, names, from_clusters, model, inputs) -> None:
+    """Enrol named clusters of a clusters.json: checked whole (cluster numbers, the model) first."""
+    from pathlib import Path
+
+    from facegallery import grouping
+    from facegallery.cli.cluster import parse_names
+
+    if inputs:
+        raise UserError("--from-clusters takes no photos: the clusters say which faces")
+    if not names:
+        raise UserError('--from-clusters needs at least one --name CLUSTER=NAME (e.g. --name 3="Ada Lovelace")')
+    doc, emb = grouping.load(from_clusters)
+    chosen = grouping.chosen_faces(doc, emb, parse_names(names), Path(from_clusters))
+    with _open(gallery, model, create) as g:
+        if doc.get("fingerprint") != g.embedder.fingerprint:
+            raise UserError(
+                f"{from_clusters}: grouped with model {doc.get('model')} ({doc.get('fingerprint')}), but {gallery} "
+                f"uses {g.embedder.name} ({g.embedder.fingerprint}); run `facegallery cluster --model "
+                f"{g.embedder.name}` again"
+            )
+        for name, vectors, sources in chosen:
+            r = g.enroll_faces(name, vectors, sources, doc["fingerprint"], doc.get("detect", "auto"))
+            click.echo(f"{r.name}: {r.added} added, {r.duplicates} already there")
+        click.echo(f"{gallery}: {_count(len(g.people()), 'person', 'people')} enrolled")
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

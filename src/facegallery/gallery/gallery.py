@@ -376,6 +376,41 @@ class Gallery:
         self._after_write(before, [ident])
         return len(keep)
 
+    def enroll_faces(
+        self,
+        name: str,
+        embeddings: np.ndarray,
+        sources: Sequence[tuple[str | None, str]],
+        fingerprint: str,
+        detect: str = "auto",
+    ) -> EnrollResult:
+        """Add already-embedded faces of one person (e.g. a group from ``facegallery cluster``):
+        ``sources`` gives each face's photo path and content hash. ``fingerprint`` is the model that
+        made the embeddings: another model than the gallery's is refused, so that nothing mixes.
+        A photo already stored for this person is skipped."""
+        embedder = self.embedder
+        if fingerprint != embedder.fingerprint:
+            raise UserError(
+                f"these faces were embedded by another model ({fingerprint}) than {self.path}'s "
+                f"{embedder.name} ({embedder.fingerprint}); group them again with --model {embedder.name}"
+            )
+        embeddings = np.asarray(embeddings, np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(sources):
+            raise UserError(f"enroll_faces: {len(sources)} sources for embeddings of shape {embeddings.shape}")
+        res = EnrollResult(check_name(name))
+        rows, keep, seen = [], [], set()
+        for i, (source, sha) in enumerate(sources):
+            if sha in seen:
+                res.duplicates += 1
+                continue
+            seen.add(sha)
+            rows.append((source, sha, detect))
+            keep.append(i)
+        if rows:
+            res.added = self._write_person(res.name, rows, embeddings[keep], None, embedder)
+            res.duplicates += len(rows) - res.added
+        return res
+
     def enroll_embeddings(self, names: Sequence[str], embeddings: np.ndarray, embedder: Embedder | None = None) -> int:
         """Bulk path: precomputed embeddings of new people (rows sharing a name are one person's photos),
         written in one transaction. ``embedder`` names the model that made them (default: the gallery's).

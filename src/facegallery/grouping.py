@@ -1,0 +1,276 @@
+"""Who are all these faces? Find and embed every face of a pile of photos, group them into people, and
+write the grouping (clusters.json, a contact sheet per group, an overview) for a person to name.
+
+Embeddings are cached per photo under the user cache folder, keyed by the file's content hash, the
+model's fingerprint and the detection mode, so running again on the same photos only groups. A
+gallery, when given, labels the faces that match someone enrolled; only the rest are grouped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from facegallery.clustering import DEFAULT_ALGORITHM, group, pair_cut
+from facegallery.errors import UserError
+from facegallery.images import ImageReadError, default_cache_dir, load_image, warn_skip
+
+if TYPE_CHECKING:
+    from facegallery.embedder import Embedder
+    from facegallery.gallery import Gallery
+
+#: What clusters.json says it is (a file of another kind or version is refused by ``load``).
+FORMAT = "facegallery-clusters-1"
+THUMB = 96
+
+
+@dataclass
+class FoundFace:
+    """One face of one photo: where it is, and (after grouping) its group or the person it matched."""
+
+    path: str
+    box: list[float]
+    index: int  # row in the embeddings file
+    sha256: str = ""  # of the photo's file: what a gallery keys its photos by
+    detected: bool = True
+    person: str | None = None  # a gallery's person it matched, when clustering against a gallery
+    distance: float | None = None
+
+
+@dataclass
+class Cluster:
+    """A group of faces believed to be one person."""
+
+    id: int
+    faces: list[FoundFace]
+    representative: int  # index in ``faces`` of the face nearest the group's centroid
+    cohesion: float  # mean squared distance of the faces to their centroid (0: identical)
+    sheet: str | None = None
+
+
+@dataclass
+class Clustering:
+    """The whole answer: groups, faces in no group, faces a gallery already knows."""
+
+    model: str
+    fingerprint: str
+    algorithm: str
+    cut: float
+    detect: str
+    clusters: list[Cluster]
+    unassigned: list[FoundFace]
+    known: list[FoundFace] = field(default_factory=list)
+    embeddings: np.ndarray | None = None  # (faces, D) unit rows, indexed by FoundFace.index
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "embeddings"}
+        return {"format": FORMAT, **d}
+
+
+class FaceCache:
+    """Each photo's faces (boxes) and embeddings on disk, keyed by content hash, model and detection."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir() / "faces"
+
+    def _entry(self, sha: str, fingerprint: str, detect: str) -> Path:
+        key = hashlib.sha1(f"{fingerprint}|{detect}".encode()).hexdigest()[:16]
+        return self.root / key / sha[:2] / f"{sha}.npz"
+
+    def get(self, sha: str, fingerprint: str, detect: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        entry = self._entry(sha, fingerprint, detect)
+        try:
+            with np.load(entry, allow_pickle=False) as z:
+                return z["boxes"], z["embeddings"], z["detected"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def put(self, sha: str, fingerprint: str, detect: str, boxes, embeddings, detected) -> None:
+        entry = self._entry(sha, fingerprint, detect)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, boxes=boxes, embeddings=embeddings, detected=detected)
+            os.replace(tmp, entry)
+        except OSError:
+            pass  # a read-only cache only costs time
+
+
+def find_faces(
+    paths: Sequence[Path],
+    embedder: Embedder,
+    detect: str = "auto",
+    cache: FaceCache | None = None,
+    progress: bool = False,
+) -> tuple[list[FoundFace], np.ndarray]:
+    """Every face of ``paths`` (unreadable files skipped with a warning) and its embedding."""
+    from tqdm import tqdm
+
+    from facegallery.detection import faces_in
+    from facegallery.embedder import embed_faces
+
+    cache = cache if cache is not None else FaceCache()
+    faces: list[FoundFace] = []
+    vectors: list[np.ndarray] = []
+    for path in tqdm(paths, unit="photo", desc="faces", disable=not progress, dynamic_ncols=True):
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            warn_skip(Path(path), f"cannot read ({e.strerror})")
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        hit = cache.get(sha, embedder.fingerprint, detect)
+        if hit is None:
+            try:
+                found = faces_in(load_image(path), detect, embedder.template)
+            except ImageReadError as e:
+                warn_skip(Path(path), str(e).split(": ", 1)[-1])
+                continue
+            emb = embed_faces(embedder, found) if found else np.zeros((0, _dim(embedder)), np.float32)
+            hit = (
+                np.array([f.box for f in found], np.float32).reshape(-1, 4),
+                emb.astype(np.float32),
+                np.array([f.detected for f in found], bool),
+            )
+            cache.put(sha, embedder.fingerprint, detect, *hit)
+        boxes, emb, detected = hit
+        for box, d in zip(boxes, detected):
+            faces.append(FoundFace(str(path), [round(float(v), 2) for v in box], len(faces), sha, bool(d)))
+        vectors.append(emb)
+    return faces, (np.concatenate(vectors) if vectors else np.zeros((0, _dim(embedder)), np.float32)).astype(np.float32)
+
+
+def _dim(embedder: Embedder) -> int:
+    return int(embedder.spec["embedding_dim"])
+
+
+def cluster_faces(
+    faces: list[FoundFace],
+    emb: np.ndarray,
+    embedder: Embedder,
+    detect: str = "auto",
+    algorithm: str = DEFAULT_ALGORITHM,
+    gallery: Gallery | None = None,
+) -> Clustering:
+    """Group found faces; with a gallery, faces it recognises are labelled instead of grouped."""
+    if embedder.threshold is None:
+        raise UserError(f"model {embedder.name} has no calibrated threshold to derive the grouping cut from")
+    cut = pair_cut(embedder.threshold)
+    rest = np.arange(len(faces))
+    known: list[FoundFace] = []
+    if gallery is not None and len(faces):
+        answers = gallery.identify_embeddings(emb, top_k=1)
+        for f, a in zip(faces, answers):
+            if a.name is not None:
+                f.person, f.distance = a.name, round(float(a.distance), 4)
+                known.append(f)
+        rest = np.array([i for i, f in enumerate(faces) if f.person is None], int)
+    labels = group(emb[rest], cut, algorithm) if len(rest) else np.zeros(0, int)
+    clusters = []
+    for k in range(int(labels.max(initial=-1)) + 1):
+        members = rest[labels == k]
+        centre = emb[members].mean(0)
+        d = ((emb[members] - centre) ** 2).sum(1)
+        clusters.append(Cluster(k, [faces[i] for i in members], int(d.argmin()), round(float(d.mean()), 4)))
+    unassigned = [faces[i] for i in rest[labels < 0]]
+    return Clustering(
+        embedder.name, embedder.fingerprint, algorithm, round(cut, 4), detect, clusters, unassigned, known, emb
+    )
+
+
+# ----- writing and reading the grouping -------------------------------------------------------
+
+
+def _thumb(path: str, box: list[float], size: int = THUMB) -> Image.Image:
+    """The face in ``box`` with a margin, as a square thumbnail (grey if the photo is gone)."""
+    try:
+        im = Image.fromarray(load_image(path))
+    except ImageReadError:
+        return Image.new("RGB", (size, size), (128, 128, 128))
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * 1.25
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return im.crop((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)).resize((size, size))
+
+
+def contact_sheet(faces: list[FoundFace], title: str, columns: int = 8, limit: int = 64) -> Image.Image:
+    """Thumbnails of ``faces`` (up to ``limit``) in a grid under a title line."""
+    shown = faces[:limit]
+    rows = max(1, math.ceil(len(shown) / columns))
+    font = ImageFont.load_default(size=16)
+    sheet = Image.new("RGB", (columns * (THUMB + 4) + 4, rows * (THUMB + 4) + 30), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    more = f" (first {limit} shown)" if len(faces) > limit else ""
+    draw.text((6, 6), f"{title}: {len(faces)} faces{more}", fill=(0, 0, 0), font=font)
+    for i, f in enumerate(shown):
+        r, c = divmod(i, columns)
+        sheet.paste(_thumb(f.path, f.box), (4 + c * (THUMB + 4), 30 + r * (THUMB + 4)))
+    return sheet
+
+
+def write(result: Clustering, out: str | os.PathLike) -> Path:
+    """``out/clusters.json``, ``out/embeddings.npy``, ``out/cluster-NNN.png`` per group, ``out/overview.png``."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    for c in result.clusters:
+        c.sheet = f"cluster-{c.id:03d}.png"
+        contact_sheet(c.faces, f"cluster {c.id}").save(out / c.sheet)
+    reps = [c.faces[c.representative] for c in result.clusters]
+    overview = contact_sheet(reps, f"{len(reps)} clusters, {len(result.unassigned)} faces unassigned", limit=256)
+    overview.save(out / "overview.png")
+    np.save(
+        out / "embeddings.npy", result.embeddings if result.embeddings is not None else np.zeros((0, 0), np.float32)
+    )
+    path = out / "clusters.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.as_dict(), indent=1))
+    tmp.replace(path)
+    return path
+
+
+def chosen_faces(doc: dict, emb: np.ndarray, names: dict[int, str], where: Path) -> list[tuple[str, np.ndarray, list]]:
+    """(name, embeddings, [(path, sha256)]) of each named cluster; a number that is no cluster, or two
+    clusters given one name, is a one-line error before anything is enrolled."""
+    by_id = {c["id"]: c for c in doc.get("clusters", [])}
+    missing = sorted(set(names) - set(by_id))
+    if missing:
+        raise UserError(f"{where}: no cluster {missing[0]} (it has {len(by_id)}: 0..{len(by_id) - 1})")
+    merged: dict[str, list[dict]] = {}
+    for k, name in names.items():
+        merged.setdefault(name, []).extend(by_id[k]["faces"])
+    out = []
+    for name, faces in merged.items():
+        idx = [int(f["index"]) for f in faces]
+        if any(not 0 <= i < len(emb) for i in idx):
+            raise UserError(f"{where}: cluster faces point past its embeddings.npy; run `facegallery cluster` again")
+        out.append((name, emb[idx], [(f["path"], f["sha256"]) for f in faces]))
+    return out
+
+
+def load(path: str | os.PathLike) -> tuple[dict, np.ndarray]:
+    """A written grouping and its embeddings; a one-line error for a file that is not one."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable clusters.json ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise UserError(f"{path}: not a clusters.json written by `facegallery cluster`")
+    try:
+        emb = np.load(path.parent / "embeddings.npy", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path.parent / 'embeddings.npy'}: missing or unreadable ({e})") from None
+    return doc, emb
