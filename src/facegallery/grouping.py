@@ -188,6 +188,44 @@ def cluster_faces(
     )
 
 
+def evaluate_grouping(
+    embedder: Embedder, root: str | os.PathLike, algorithms: Sequence[str], detect: str = "auto", progress: bool = False
+) -> dict:
+    """Group the photos of a labelled tree (``root/<person>/<photos>``, the largest face of each photo)
+    with each algorithm and score the groupings against the folders (:func:`grouping_figures`)."""
+    import time
+
+    from facegallery.clustering import ALGORITHMS, grouping_figures
+    from facegallery.datasets import discover
+
+    tree = discover(root)
+    faces, emb = find_faces(list(tree.paths), embedder, detect, progress=progress)
+    best: dict[str, tuple[int, float]] = {}
+    for f in faces:  # one face per photo: its largest
+        area = (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])
+        if f.path not in best or area > best[f.path][1]:
+            best[f.path] = (f.index, area)
+    label_of = {str(p): int(lab) for p, lab in zip(tree.paths, tree.labels)}
+    rows = [best[str(p)][0] for p in tree.paths if str(p) in best]
+    truth = np.array([label_of[faces[i].path] for i in rows])
+    cut = pair_cut(embedder.threshold)
+    out: dict = {
+        "model": {"name": embedder.name, "fingerprint": embedder.fingerprint},
+        "data": str(root),
+        "photos": len(tree.paths),
+        "photos_without_face": len(tree.paths) - len(rows),
+        "cut": round(cut, 4),
+        "algorithms": {},
+    }
+    for name in algorithms:
+        if name not in ALGORITHMS:
+            raise UserError(f"unknown clustering algorithm {name!r}; known: {', '.join(ALGORITHMS)}")
+        t0 = time.perf_counter()
+        labels = group(emb[rows], cut, name)
+        out["algorithms"][name] = {**grouping_figures(truth, labels), "seconds": round(time.perf_counter() - t0, 2)}
+    return out
+
+
 # ----- writing and reading the grouping -------------------------------------------------------
 
 

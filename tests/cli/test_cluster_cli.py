@@ -133,3 +133,28 @@ def test_real_people_of_lfw_fall_into_their_own_clusters(lfw, tmp_path):
     groups = sorted(sorted({f["path"].split("/")[-2] for f in c["faces"]}) for c in doc["clusters"])
     assert groups == [["Colin_Powell"], ["Serena_Williams"], ["Tony_Blair"]]
     assert sum(len(c["faces"]) for c in doc["clusters"]) >= 11  # a background face may stay unassigned
+
+
+def test_evaluate_scores_every_algorithm_on_a_labelled_tree(model, tmp_path, make_face):
+    root = tmp_path / "tree"
+    for p in range(3):
+        (root / f"Person {p}").mkdir(parents=True)
+        for k in range(3):  # near-copies of one photo: each person is one tight group
+            Image.fromarray(make_face(p, 0)).save(root / f"Person {p}" / f"{k}.jpg", quality=80 + 5 * k)
+    r = _run("evaluate", "--protocol", "clusters", "--data", root, "--model", model, "--out", tmp_path / "ev")
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert (
+        m["photos"] == 9
+        and m["photos_without_face"] == 0
+        and set(m["algorithms"])
+        == {
+            "agglomerative",
+            "chinese-whispers",
+            "hdbscan",
+        }
+    )
+    for name in ("agglomerative", "chinese-whispers"):
+        f = m["algorithms"][name]
+        assert f["bcubed_f1"] == 1.0 and f["pairwise_f1"] == 1.0 and f["clusters"] == 3 and f["people"] == 3
+    assert "BCubed" in r.stdout

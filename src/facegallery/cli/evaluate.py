@@ -65,10 +65,11 @@ def headline(m: dict) -> str:
 @model_option
 @click.option(
     "--protocol",
-    type=click.Choice(["pubfig83", "lfw"]),
+    type=click.Choice(["pubfig83", "lfw", "clusters"]),
     default="pubfig83",
     show_default=True,
-    help="PubFig83's identification protocol, or LFW's pair verification.",
+    help="PubFig83's identification protocol, LFW's pair verification, or grouping the photos of a "
+    "labelled tree (--data ROOT/<person>/<photos>) with every clustering algorithm.",
 )
 @click.option(
     "--data",
@@ -108,6 +109,10 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
         raise UserError(f"{out}: exists and is not a folder")
     if protocol == "lfw":
         return _evaluate_lfw(model, Path(data or os.environ.get("FACEGALLERY_LFW") or DEFAULT_LFW), pairs, out, t0)
+    if protocol == "clusters":
+        return _evaluate_clusters(
+            model, Path(data or Path(os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA) / "test"), out, t0
+        )
     from facegallery.embedder import load_model
     from facegallery.evaluation import evaluate, guesses, write_guesses
 
@@ -134,6 +139,28 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
         + (f" and {len(figures)} figures" if plots else "")
         + f" in {metrics['timing']['total_s']:.0f}s"
     )
+
+
+def _evaluate_clusters(model: str | None, root: Path, out: Path, t0: float) -> None:
+    from facegallery.clustering import ALGORITHMS
+    from facegallery.embedder import load_model
+    from facegallery.grouping import evaluate_grouping
+
+    metrics = evaluate_grouping(load_model(model), root, list(ALGORITHMS), progress=True)
+    metrics["timing"] = {"total_s": round(time.perf_counter() - t0, 2)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    click.echo(
+        f"model {metrics['model']['name']}: {metrics['photos']} photos of {root} "
+        f"({metrics['photos_without_face']} without a face), cut {metrics['cut']}"
+    )
+    for name, f in metrics["algorithms"].items():
+        click.echo(
+            f"  {name:16s} BCubed P/R/F1 {f['bcubed_precision']:.3f}/{f['bcubed_recall']:.3f}/{f['bcubed_f1']:.3f}  "
+            f"pairwise F1 {f['pairwise_f1']:.3f}  clusters {f['clusters']} for {f['people']} people, "
+            f"{f['unassigned']} unassigned ({f['seconds']:.1f} s)"
+        )
+    click.echo(f"wrote {out / 'metrics.json'} in {metrics['timing']['total_s']:.0f}s")
 
 
 def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float) -> None:
