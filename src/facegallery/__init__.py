@@ -7,13 +7,15 @@ lib.identify(["photo.jpg"])
 with Gallery.open("people.db", create=True) as g:    # persistent, incremental
     g.enroll("Ada", ["ada1.jpg", "ada2.jpg"])
     g.identify("photo.jpg").name
+
+groups = cluster(["pile/"])                        # unlabelled photos -> groups of one person each
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEFAULT_MODEL", "Gallery", "Library", "load_model"]
+__all__ = ["DEFAULT_MODEL", "Gallery", "Library", "cluster", "load_model"]
 #: Where each public name lives; imported on first use, so that ``facegallery --help`` and the light
 #: commands start without PyTorch.
 _HOMES = {
@@ -21,11 +23,13 @@ _HOMES = {
     "load_model": "facegallery.embedder",
     "Gallery": "facegallery.gallery",
     "Library": "facegallery.library",
+    "cluster": "facegallery.grouping",
 }
 
 if TYPE_CHECKING:
     from facegallery.embedder import DEFAULT_MODEL, load_model
     from facegallery.gallery import Gallery
+    from facegallery.grouping import cluster
     from facegallery.library import Library
 
 

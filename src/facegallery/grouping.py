@@ -188,6 +188,28 @@ def cluster_faces(
     )
 
 
+def cluster(
+    photos: Sequence[str | os.PathLike],
+    model: str | os.PathLike | Embedder | None = None,
+    detect: str = "auto",
+    algorithm: str = DEFAULT_ALGORITHM,
+    gallery: Gallery | None = None,
+    progress: bool = False,
+) -> Clustering:
+    """Group the faces of ``photos`` (files or folders) into people: the Python face of ``facegallery
+    cluster``. ``model``: a name, folder or embedder (default: the gallery's, else the shipped default)."""
+    from facegallery.embedder import load_model
+    from facegallery.images import iter_images
+
+    paths = list(iter_images(photos))
+    if hasattr(model, "embed"):
+        embedder = model
+    else:
+        embedder = gallery.embedder if gallery is not None and model is None else load_model(model)
+    faces, emb = find_faces(paths, embedder, detect, progress=progress)
+    return cluster_faces(faces, emb, embedder, detect, algorithm, gallery)
+
+
 def evaluate_grouping(
     embedder: Embedder, root: str | os.PathLike, algorithms: Sequence[str], detect: str = "auto", progress: bool = False
 ) -> dict:
