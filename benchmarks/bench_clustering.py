@@ -26,7 +26,6 @@ from facegallery.datasets import discover
 from facegallery.detection import faces_in
 from facegallery.embedder import embed_faces, load_model
 from facegallery.images import load_image
-from facegallery.lfw import photo_faces
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -50,32 +49,59 @@ def pubfig83_faces(emb, root: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(vectors), np.asarray(test.labels)
 
 
-def lfw_faces(emb, root: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+def lfw_faces(embedders: list, root: Path, limit: int | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each model's embeddings of every LFW photo's face nearest the centre: found once (the first model's
+    template), aligned into each model's template from the same landmarks."""
+    from facegallery.alignment import align
+    from facegallery.faces import Face, whole_image
+    from facegallery.lfw import centre_crop, nearest_centre
+
     folder = root / "lfw-deepfunneled"
     photos = sorted(str(p.relative_to(folder)) for p in folder.glob("*/*.jpg"))[:limit]
     people = sorted({p.split("/")[0] for p in photos})
     labels = np.array([people.index(p.split("/")[0]) for p in photos])
-    faces, fallback = photo_faces(folder, photos, emb.template, detect="on")
+    per_model: list[list[Face]] = [[] for _ in embedders]
+    fallback = 0
+    for i, rel in enumerate(photos):
+        pixels = load_image(folder / rel)
+        face = nearest_centre(faces_in(pixels, "on", embedders[0].template), pixels.shape)
+        for faces, emb in zip(per_model, embedders):
+            if face is None:
+                faces.append(whole_image(centre_crop(pixels)))
+            elif emb.template.name == face.template:
+                faces.append(face)
+            else:
+                crop = align(pixels, np.array(face.landmarks), emb.template)
+                faces.append(Face(crop=crop, box=face.box, template=emb.template.name, detected=True))
+        fallback += face is None
+        if (i + 1) % 2000 == 0:
+            print(f"  {i + 1} photos", flush=True)
     print(f"  {len(photos)} LFW photos, {fallback} without a face near the centre (centre crop taken)")
-    return np.concatenate([embed_faces(emb, faces[i : i + 512]) for i in range(0, len(faces), 512)]), labels
+    vectors = [
+        np.concatenate([embed_faces(emb, faces[i : i + 512]) for i in range(0, len(faces), 512)])
+        for emb, faces in zip(embedders, per_model)
+    ]
+    return vectors, labels
 
 
 def run(args, dataset: str) -> None:
     torch.set_num_threads(args.threads)
-    for name in args.models:
-        emb = load_model(name)
-        cache = args.cache / f"{dataset}-{emb.fingerprint.replace(':', '_')}-{args.limit}.npz"
-        if cache.is_file():
-            with np.load(cache) as z:
-                vectors, truth = z["vectors"], z["truth"]
+    embedders = [load_model(name) for name in args.models]
+    caches = [args.cache / f"{dataset}-{e.fingerprint.replace(':', '_')}-{args.limit}.npz" for e in embedders]
+    if not all(c.is_file() for c in caches):
+        t0 = time.perf_counter()
+        if dataset == "pubfig83":
+            found = [pubfig83_faces(e, args.pubfig83) for e in embedders]
         else:
-            t0 = time.perf_counter()
-            vectors, truth = (
-                pubfig83_faces(emb, args.pubfig83) if dataset == "pubfig83" else lfw_faces(emb, args.lfw, args.limit)
-            )
-            print(f"  embedded {len(vectors)} faces in {time.perf_counter() - t0:.0f} s")
+            vectors, truth = lfw_faces(embedders, args.lfw, args.limit)
+            found = [(v, truth) for v in vectors]
+        print(f"  embedded in {time.perf_counter() - t0:.0f} s")
+        for cache, (vectors, truth) in zip(caches, found):
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, vectors=vectors, truth=truth)
+    for emb, cache in zip(embedders, caches):
+        with np.load(cache) as z:
+            vectors, truth = z["vectors"], z["truth"]
         cut = clustering.pair_cut(emb.threshold)
         print(f"{dataset}, {emb.name}: {len(vectors)} faces of {len(np.unique(truth))} people; cut {cut:.4f}")
         for algorithm in args.algorithms:
