@@ -238,3 +238,29 @@ def test_a_face_cut_by_the_border_is_found_with_its_box_inside_the_photo(astrona
     x0, y0, x1, y1 = f.box
     assert x0 == 0.0 and 60 < x1 < 160 and 100 < y0 < y1 < 280  # clipped at the edge it crosses
     assert f.landmarks is not None and f.crop.shape[:2] == (100, 100)
+
+
+def test_the_environment_picks_the_detector_and_smallest_face(monkeypatch):
+    seen = []
+
+    class Spy(FixedDetector):
+        name = "spy"
+
+        def detect(self, pixels):
+            seen.append(pixels.shape)
+            return []
+
+    monkeypatch.setitem(detection.DETECTORS, "spy", Spy)
+    detection.get_detector.cache_clear()
+    monkeypatch.setenv("FACEGALLERY_DETECTOR", "spy")
+    monkeypatch.setenv("FACEGALLERY_MIN_FACE", "40")
+    assert detect_faces(np.zeros((300, 400, 3), np.uint8), "on") == []
+    assert seen == [(600, 800, 3)]  # the spy scanned it, at 80 / 40
+    monkeypatch.setenv("FACEGALLERY_DETECTOR", "nope")
+    with pytest.raises(UserError, match="FACEGALLERY_DETECTOR='nope'"):
+        detect_faces(np.zeros((300, 400, 3), np.uint8), "on")
+    monkeypatch.setenv("FACEGALLERY_DETECTOR", "spy")
+    monkeypatch.setenv("FACEGALLERY_MIN_FACE", "tiny")
+    with pytest.raises(UserError, match="FACEGALLERY_MIN_FACE='tiny'"):
+        detect_faces(np.zeros((300, 400, 3), np.uint8), "on")
+    detection.get_detector.cache_clear()
