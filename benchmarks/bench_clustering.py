@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_clustering.py pubfig83 [--models dlib-resnet29-v1 resface64-pubfig83]
     .venv/bin/python benchmarks/bench_clustering.py lfw [--models ...] [--limit N]
+    .venv/bin/python benchmarks/bench_clustering.py pubfig83-train [--models ...]   # to choose on, not test
 
 Faces: one per photo, found and aligned once per model as the pipeline does (PubFig83 test crops with
 ``detect=auto``; LFW photos with the face nearest the centre, as ``evaluate --protocol lfw`` takes it),
@@ -34,8 +35,8 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def pubfig83_faces(emb, root: Path) -> tuple[np.ndarray, np.ndarray]:
-    test = discover(root / "test")
+def pubfig83_faces(emb, root: Path, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    test = discover(root / split)
     vectors = []
     for start in range(0, len(test.paths), 256):
         faces = []
@@ -90,8 +91,9 @@ def run(args, dataset: str) -> None:
     caches = [args.cache / f"{dataset}-{e.fingerprint.replace(':', '_')}-{args.limit}.npz" for e in embedders]
     if not all(c.is_file() for c in caches):
         t0 = time.perf_counter()
-        if dataset == "pubfig83":
-            found = [pubfig83_faces(e, args.pubfig83) for e in embedders]
+        if dataset.startswith("pubfig83"):
+            split = "train" if dataset == "pubfig83-train" else "test"
+            found = [pubfig83_faces(e, args.pubfig83, split) for e in embedders]
         else:
             vectors, truth = lfw_faces(embedders, args.lfw, args.limit)
             found = [(v, truth) for v in vectors]
@@ -121,7 +123,7 @@ def run(args, dataset: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dataset", choices=["pubfig83", "lfw"])
+    ap.add_argument("dataset", choices=["pubfig83", "pubfig83-train", "lfw"])
     ap.add_argument("--models", nargs="+", default=["dlib-resnet29-v1", "resface64-pubfig83"])
     ap.add_argument("--algorithms", nargs="+", default=list(clustering.ALGORITHMS))
     ap.add_argument("--pubfig83", type=Path, default=SHARED / "pubfig83")

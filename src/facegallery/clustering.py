@@ -83,6 +83,21 @@ def agglomerative(emb: np.ndarray, cut: float) -> np.ndarray:
     return fcluster(tree, t=cut, criterion="distance") - 1
 
 
+def ward(emb: np.ndarray, cut: float) -> np.ndarray:
+    """Centroid linkage with the count-aware distance (Ward's criterion): two groups of n and m faces
+    merge while the squared distance of their centroids divided by 1/n + 1/m stays within half the pair
+    cut. That is the recognition rule (a probe is within the threshold of a centroid of n photos when
+    its distance over 1 + 1/n is) for groups on both sides: for two single faces it is the pair cut, and
+    the larger two groups are, the nearer their centroids must be, as their noise averages out."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    if len(emb) < 2:
+        return np.zeros(len(emb), int)
+    # scipy's Ward height is sqrt(2 * merge cost), merge cost = d(centroids) / (1/n + 1/m)
+    tree = linkage(np.asarray(emb, np.float64), method="ward")
+    return fcluster(tree, t=float(np.sqrt(cut)), criterion="distance") - 1
+
+
 def hdbscan(emb: np.ndarray, cut: float | None = None) -> np.ndarray:
     """scikit-learn's HDBSCAN (groups of at least 2; -1: noise). ``cut`` is not used: the density
     decides."""
@@ -95,6 +110,7 @@ def hdbscan(emb: np.ndarray, cut: float | None = None) -> np.ndarray:
 
 ALGORITHMS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "agglomerative": agglomerative,
+    "ward": ward,
     "chinese-whispers": chinese_whispers,
     "hdbscan": hdbscan,
 }
