@@ -6,6 +6,7 @@
     python benchmarks/bench_detection.py lfw [--detectors mmod dlib-hog] [--limit N]
     python benchmarks/bench_detection.py speed [--photos 30] [--detectors mmod dlib-hog]
     python benchmarks/bench_detection.py rss [--megapixels 24]
+    python benchmarks/bench_detection.py int8 [--photos 10]
 
 ``composite``: photos of 1024x768 built from PubFig83 test crops (known identities) pasted at random
 positions and sizes (40-300 px, 1-4 per photo, never overlapping) onto backgrounds of blurred patches
@@ -427,6 +428,39 @@ def cmd_speed(args) -> None:
     )
 
 
+def cmd_int8(args) -> None:
+    """The MMOD network as int8 (FX static quantisation, calibrated on PubFig83 train photos) against
+    float on the same composites' tiled pyramids: speed and how far the scores move."""
+    from facegallery import mmod, quantization
+
+    torch.set_num_threads(1)
+    det = mmod.shipped()
+    train = sorted((DATA / "train").glob("*/*.jpg"))[:: max(1, len(list((DATA / "train").glob("*/*.jpg"))) // 40)][:40]
+    calib = [det.tiled(np.asarray(Image.open(p).convert("RGB").resize((300, 300))))[0].contiguous() for p in train]
+    q = quantization.build(det.model, quantization.calibrate(det.model, calib), 64)
+    paths, _, _ = known_test()
+    tiles = [det.tiled(p["pixels"])[0] for p in make_composites(args.photos, args.seed, paths)]
+    times = {"fp32": 0.0, "int8": 0.0}
+    worst, flips, positives = 0.0, 0, 0
+    with torch.inference_mode():
+        for x in tiles:
+            t0 = time.perf_counter()
+            a = det.model(x)
+            times["fp32"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            b = q(x)
+            times["int8"] += time.perf_counter() - t0
+            worst = max(worst, float((a - b).abs().max()))
+            flips += int(((a > 0) != (b > 0)).sum())
+            positives += int((a > 0).sum())
+    print(
+        f"MMOD network on {len(tiles)} tiled pyramids of 1024x768 composites, one thread: fp32 "
+        f"{times['fp32'] / len(tiles):.3f} s, int8 {times['int8'] / len(tiles):.3f} s "
+        f"({times['fp32'] / times['int8']:.2f}x); max |score change| {worst:.3f}; "
+        f"{flips} window decisions flipped of {positives} positive windows"
+    )
+
+
 def cmd_rss(args) -> None:
     import subprocess
     import sys
@@ -559,6 +593,9 @@ def main() -> None:
     c.add_argument("--detectors", nargs="+", default=["mmod", "dlib-hog"])
     c.add_argument("--min-face", type=int, default=detection.MIN_FACE)
     c.add_argument("--model", default=None)
+    c = sub.add_parser("int8")
+    c.add_argument("--photos", type=int, default=10)
+    c.add_argument("--seed", type=int, default=3)
     c = sub.add_parser("rss")
     c.add_argument("--megapixels", type=float, default=24)
     c.add_argument("--seed", type=int, default=2)
@@ -583,6 +620,7 @@ def main() -> None:
         "lfw": cmd_lfw,
         "speed": cmd_speed,
         "rss": cmd_rss,
+        "int8": cmd_int8,
         "calibrate": cmd_calibrate,
     }[args.cmd](args)
 
