@@ -42,7 +42,7 @@ def test_every_algorithm_recovers_well_separated_people(algorithm):
 
 def test_nothing_groups_when_the_cut_is_below_every_distance():
     emb, _ = people()
-    for algorithm in ("agglomerative", "ward", "chinese-whispers"):
+    for algorithm in ("agglomerative", "chinese-whispers"):
         assert (clustering.group(emb, cut=1e-6, algorithm=algorithm) == -1).all()
     assert len(clustering.group(np.zeros((0, 128), np.float32), 0.5)) == 0
     assert clustering.group(np.ones((1, 128), np.float32) / np.sqrt(128), 0.5).tolist() == [-1]
@@ -107,15 +107,5 @@ def test_a_perfect_grouping_scores_one_and_lumping_everything_scores_low():
     assert clustering.bcubed(truth, np.full(20, -1))[:2] == pytest.approx((1.0, 0.25))  # all apart
 
 
-def test_pair_cut_is_twice_the_centroid_threshold():
-    assert clustering.pair_cut(0.09) == pytest.approx(0.18)
-
-
-def test_ward_merges_two_faces_exactly_when_the_recognition_rule_would():
-    a = np.zeros(128, np.float32)
-    a[0] = 1.0
-    for d in (0.15, 0.25):  # squared distance between the two faces; the pair cut is 0.2
-        b = np.zeros(128, np.float32)
-        b[0], b[1] = 1 - d / 2, np.sqrt(1 - (1 - d / 2) ** 2)
-        labels = clustering.ward(np.stack([a, b]), cut=0.2)
-        assert (labels[0] == labels[1]) == (d < 0.2), d
+def test_pair_cut_scales_the_centroid_threshold():
+    assert clustering.pair_cut(0.1) == pytest.approx(0.1 * clustering.CUT_SCALE)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegallery.cli import main
+from facegallery.clustering import CUT_SCALE
 
 
 def _run(*args):
@@ -18,7 +19,7 @@ def _run(*args):
 @pytest.fixture(scope="module")
 def model(tiny_model_dir, tmp_path_factory):
     """The tiny untrained model with a threshold its synthetic people fall apart at (they lie 0.8-1.3
-    apart, near-copies of one photo within 0.003): the pair cut is twice it, 0.2."""
+    apart, near-copies of one photo within 0.003): the grouping cut is 0.17."""
     import shutil
 
     from facegallery import checkpoints
@@ -47,7 +48,9 @@ def test_cluster_writes_json_sheets_and_reuses_its_cache(pile, model, tmp_path, 
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc == json.loads((out / "clusters.json").read_text())
-    assert doc["model"] == "tiny" and doc["algorithm"] == "agglomerative" and doc["cut"] == pytest.approx(0.2)
+    assert (
+        doc["model"] == "tiny" and doc["algorithm"] == "agglomerative" and doc["cut"] == pytest.approx(0.1 * CUT_SCALE)
+    )
     groups = [sorted(f["path"].rsplit("/", 1)[1][:2] for f in c["faces"]) for c in doc["clusters"]]
     assert sorted(groups) == [["p0"] * 3, ["p1"] * 3] and [u["path"][-8:] for u in doc["unassigned"]] == ["p2-0.jpg"]
     for c in doc["clusters"]:
