@@ -109,3 +109,13 @@ def test_a_perfect_grouping_scores_one_and_lumping_everything_scores_low():
 
 def test_pair_cut_scales_the_centroid_threshold():
     assert clustering.pair_cut(0.1) == pytest.approx(0.1 * clustering.CUT_SCALE)
+
+
+@pytest.mark.parametrize("cut", [0.05, 0.3, 1.0, 2.5])
+def test_agglomerative_by_components_equals_one_linkage_over_every_pair(cut):
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    emb, _ = people(n_people=15, seed=4, spread=0.9)  # loose people: components of several sizes
+    whole = fcluster(linkage(pdist(emb.astype(np.float64), "sqeuclidean"), "average"), t=cut, criterion="distance")
+    assert same_partition(clustering.agglomerative(emb, cut), whole)
