@@ -285,6 +285,8 @@ def write(result: Clustering, out: str | os.PathLike) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    for stale in out.glob("cluster-*.png"):  # an earlier run's sheets would pass for this run's
+        stale.unlink()
     for c in result.clusters:
         c.sheet = f"cluster-{c.id:03d}.png"
         contact_sheet(c.faces, f"cluster {c.id}").save(out / c.sheet)
