@@ -178,3 +178,20 @@ class DatWriter:
 def dat_writer() -> type[DatWriter]:
     """The writer of dlib's serialisation format, for synthetic model files."""
     return DatWriter
+
+
+def run_without_dlib(body: str) -> None:
+    """Run ``body`` (Python source that prints 'ok') in a fresh interpreter where dlib and its model
+    package cannot be imported, as on a plain install; fail with its stderr otherwise."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['dlib'] = None; sys.modules['face_recognition_models'] = None\n" + body
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.fixture
+def without_dlib():
+    """:func:`run_without_dlib`."""
+    return run_without_dlib

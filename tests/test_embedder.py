@@ -100,18 +100,12 @@ def test_shipped_model_recognises_later_photos_of_known_people(shipped, pubfig):
     assert (guess == np.array(truth)).sum() >= 18
 
 
-def test_default_embeds_crops_without_dlib(tmp_path):
+def test_default_embeds_crops_without_dlib(without_dlib):
     """A plain install (no dlib-bin, no face_recognition_models) embeds with the default: the network
     and the landmarks that align whole crops are the project's own."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; sys.modules['dlib'] = None; sys.modules['face_recognition_models'] = None\n"
+    without_dlib(
         "import numpy as np\nfrom facegallery import load_model\n"
         "e = load_model().embed(np.random.default_rng(0).integers(0, 256, (2, 100, 100, 3), dtype=np.uint8))\n"
         "assert e.shape == (2, 128) and 'dlib' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
         "print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
