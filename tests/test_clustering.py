@@ -119,3 +119,11 @@ def test_agglomerative_by_components_equals_one_linkage_over_every_pair(cut):
     emb, _ = people(n_people=15, seed=4, spread=0.9)  # loose people: components of several sizes
     whole = fcluster(linkage(pdist(emb.astype(np.float64), "sqeuclidean"), "average"), t=cut, criterion="distance")
     assert same_partition(clustering.agglomerative(emb, cut), whole)
+
+
+def test_condensed_distances_match_scipy(monkeypatch):
+    from scipy.spatial.distance import pdist
+
+    monkeypatch.setattr(clustering, "BLOCK", 5)
+    emb, _ = people(seed=5)
+    assert np.allclose(clustering.condensed_distances(emb), pdist(emb.astype(np.float64), "sqeuclidean"), atol=1e-5)

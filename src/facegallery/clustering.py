@@ -54,6 +54,23 @@ def neighbours(emb: np.ndarray, cut: float) -> tuple[np.ndarray, np.ndarray]:
     return (np.concatenate(rows), np.concatenate(cols)) if rows else (np.zeros(0, int), np.zeros(0, int))
 
 
+def condensed_distances(emb: np.ndarray) -> np.ndarray:
+    """Squared distances of every pair (i < j) in scipy's condensed order, as float64, computed by
+    blocks of float32 matrix products (several times faster than ``pdist``, no n x n matrix held)."""
+    emb = np.asarray(emb, np.float32)
+    n = len(emb)
+    out = np.empty(n * (n - 1) // 2, np.float64)
+    sq = (emb * emb).sum(1)
+    start = 0
+    for s in range(0, n, BLOCK):
+        d = np.maximum(sq[s : s + BLOCK, None] + sq[None] - 2.0 * emb[s : s + BLOCK] @ emb.T, 0.0)
+        for r in range(len(d)):
+            i = s + r
+            out[start : start + n - i - 1] = d[r, i + 1 :]
+            start += n - i - 1
+    return out
+
+
 def chinese_whispers(emb: np.ndarray, cut: float, seed: int = 0, max_rounds: int = 100) -> np.ndarray:
     """dlib's Chinese whispers over the graph of pairs nearer than ``cut`` (edges weigh 1)."""
     n = len(emb)
@@ -103,11 +120,9 @@ def agglomerative(emb: np.ndarray, cut: float) -> np.ndarray:
         if len(members) == 1:
             labels[members] = next_label
         else:
-            x = np.asarray(emb[members], np.float64)
-            sq = (x * x).sum(1)
-            d = np.maximum(sq[:, None] + sq[None] - 2 * x @ x.T, 0.0)
-            condensed = d[np.triu_indices(len(members), 1)]
+            condensed = condensed_distances(emb[members])
             labels[members] = next_label + fcluster(linkage(condensed, "average"), t=cut, criterion="distance") - 1
+            del condensed
         next_label = labels[members].max() + 1
     return labels
 
