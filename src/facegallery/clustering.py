@@ -16,7 +16,7 @@ A group of one face is no group: it is reported as unassigned.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -39,13 +39,18 @@ def pair_cut(threshold: float) -> float:
     return CUT_SCALE * threshold
 
 
-def neighbours(emb: np.ndarray, cut: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair (i < j) of rows nearer than ``cut`` (squared distance), computed in blocks."""
+def _distance_blocks(emb: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, squared distances of rows first..first+BLOCK to every row), by float32 products."""
     emb = np.asarray(emb, np.float32)
-    rows, cols = [], []
     sq = (emb * emb).sum(1)
     for s in range(0, len(emb), BLOCK):
-        d = sq[s : s + BLOCK, None] + sq[None] - 2.0 * emb[s : s + BLOCK] @ emb.T
+        yield s, np.maximum(sq[s : s + BLOCK, None] + sq[None] - 2.0 * emb[s : s + BLOCK] @ emb.T, 0.0)
+
+
+def neighbours(emb: np.ndarray, cut: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i < j) of rows nearer than ``cut`` (squared distance), computed in blocks."""
+    rows, cols = [], []
+    for s, d in _distance_blocks(emb):
         i, j = np.nonzero(d < cut)
         i = i + s
         keep = i < j
@@ -55,15 +60,12 @@ def neighbours(emb: np.ndarray, cut: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def condensed_distances(emb: np.ndarray) -> np.ndarray:
-    """Squared distances of every pair (i < j) in scipy's condensed order, as float64, computed by
-    blocks of float32 matrix products (several times faster than ``pdist``, no n x n matrix held)."""
-    emb = np.asarray(emb, np.float32)
+    """Squared distances of every pair (i < j) in scipy's condensed order, as float64 (several times
+    faster than ``pdist``; no n x n matrix is held)."""
     n = len(emb)
     out = np.empty(n * (n - 1) // 2, np.float64)
-    sq = (emb * emb).sum(1)
     start = 0
-    for s in range(0, n, BLOCK):
-        d = np.maximum(sq[s : s + BLOCK, None] + sq[None] - 2.0 * emb[s : s + BLOCK] @ emb.T, 0.0)
+    for s, d in _distance_blocks(emb):
         for r in range(len(d)):
             i = s + r
             out[start : start + n - i - 1] = d[r, i + 1 :]

@@ -171,7 +171,7 @@ def landmarks_in(pixels: np.ndarray, box: tuple[float, float, float, float]) -> 
 
 def settings() -> tuple[str, int]:
     """The detector and smallest face every entry point uses unless told otherwise:
-    ``FACEGALLERY_DETECTOR`` (a name from :data:`DETECTORS`, e.g. ``dlib-hog`` with the dlib extra: ~3x
+    ``FACEGALLERY_DETECTOR`` (a name from :data:`DETECTORS`, e.g. ``dlib-hog`` with the dlib extra: ~5x
     faster, fewer turned faces) and ``FACEGALLERY_MIN_FACE`` (pixels; smaller finds smaller faces and
     scans more pixels), else :data:`DEFAULT_DETECTOR` and :data:`MIN_FACE`."""
     name = os.environ.get("FACEGALLERY_DETECTOR") or DEFAULT_DETECTOR

@@ -220,6 +220,9 @@ def evaluate_grouping(
     from facegallery.clustering import ALGORITHMS, grouping_figures
     from facegallery.datasets import discover
 
+    unknown = [name for name in algorithms if name not in ALGORITHMS]
+    if unknown:  # before the embedding, which is the slow part
+        raise UserError(f"unknown clustering algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
     tree = discover(root)
     faces, emb = find_faces(list(tree.paths), embedder, detect, progress=progress)
     best: dict[str, tuple[int, float]] = {}
@@ -240,8 +243,6 @@ def evaluate_grouping(
         "algorithms": {},
     }
     for name in algorithms:
-        if name not in ALGORITHMS:
-            raise UserError(f"unknown clustering algorithm {name!r}; known: {', '.join(ALGORITHMS)}")
         t0 = time.perf_counter()
         labels = group(emb[rows], cut, name)
         out["algorithms"][name] = {**grouping_figures(truth, labels), "seconds": round(time.perf_counter() - t0, 2)}
@@ -304,8 +305,8 @@ def write(result: Clustering, out: str | os.PathLike) -> Path:
 
 
 def chosen_faces(doc: dict, emb: np.ndarray, names: dict[int, str], where: Path) -> list[tuple[str, np.ndarray, list]]:
-    """(name, embeddings, [(path, sha256)]) of each named cluster; a number that is no cluster, or two
-    clusters given one name, is a one-line error before anything is enrolled."""
+    """(name, embeddings, [(path, sha256)]) of each named cluster (clusters given one name are one
+    person); a number that is no cluster is a one-line error before anything is enrolled."""
     by_id = {c["id"]: c for c in doc.get("clusters", [])}
     missing = sorted(set(names) - set(by_id))
     if missing:

@@ -18,7 +18,7 @@ Boxes are returned in pixel-edge coordinates ([x0, y0, x1, y1], dlib's inclusive
 right and bottom). A face smaller than the window (~80 px) is found by upscaling the photo first, as
 :func:`facegallery.detection.scan` does.
 
-The weights ship as ``weights/dlib-mmod-face/detector.safetensors`` (0.3 MB; batch norms folded),
+The weights ship as ``weights/dlib-mmod-face/detector.safetensors`` (0.7 MB; batch norms folded),
 converted from dlib's file by ``python -m facegallery.convert_dlib detector DAT``.
 """
 
