@@ -191,7 +191,7 @@ def real(args: argparse.Namespace, workdir: Path) -> None:
         photos = sum(r.added for r in res)
         probes = list(iter_images([root / "test"]))
         t = time.perf_counter()
-        answers = g.answer_photos(probes)
+        answers = g.recognize(probes).answers
         ident = time.perf_counter() - t
         cal = g.calibration()
     print(

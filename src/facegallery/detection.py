@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facegallery.alignment import PUBFIG83, Template, align
-from facegallery.errors import UserError
+from facegallery.errors import TooLarge, UserError
 from facegallery.faces import Face, whole_faces
 from facegallery.images import MAX_PIXELS, load_image
 
@@ -230,7 +230,7 @@ def detect_faces(
         raise UserError(f"expected an RGB uint8 image (H, W, 3), got {pixels.dtype} {pixels.shape}")
     h, w = pixels.shape[:2]
     if h * w > MAX_PIXELS:
-        raise UserError(f"a {w}x{h} image is above the limit of {MAX_PIXELS:,} pixels")
+        raise TooLarge(f"a {w}x{h} image is above the limit of {MAX_PIXELS:,} pixels")
     pixels = np.ascontiguousarray(pixels)
     default_name, default_min = settings()
     det = get_detector(detector or default_name) if detector is None or isinstance(detector, str) else detector

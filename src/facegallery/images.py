@@ -6,16 +6,19 @@ Every photo enters the package through :func:`load_image`, so one policy decides
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegallery.errors import UserError
+from facegallery.errors import InvalidInput, TooLarge, UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +27,59 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 MAX_PIXELS = 40_000_000
 
 
-class ImageReadError(UserError):
+class ImageReadError(InvalidInput):
     """A file that should be a picture but cannot be decoded."""
+
+
+class ImageTooLarge(ImageReadError, TooLarge):
+    """A picture with more pixels than the limit (refused from its header, before decoding)."""
+
+
+@dataclass(frozen=True)
+class PhotoBytes:
+    """A photo file held in memory (an upload, say): its bytes and the name it is reported under."""
+
+    name: str
+    data: bytes
+
+
+#: Anything a photo can be read from: a path, a file's bytes (named or not) or an open binary file.
+PhotoFile = str | os.PathLike | bytes | PhotoBytes | BinaryIO
+
+
+def photo_name(source: PhotoFile) -> str:
+    """How a photo is named in answers and messages: its path, its upload name, or a placeholder."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, PhotoBytes):
+        return source.name
+    if isinstance(source, (bytes, bytearray)):
+        return "<bytes>"
+    name = getattr(source, "name", None)
+    return name if isinstance(name, str) else "<file>"
+
+
+def sha256_of(data: bytes | np.ndarray) -> str:
+    """Content hash of a photo file's bytes, or of an array's shape, dtype and bytes."""
+    if isinstance(data, np.ndarray):
+        h = hashlib.sha256(f"{data.shape}{data.dtype}".encode())
+        h.update(np.ascontiguousarray(data).tobytes())
+        return h.hexdigest()
+    return hashlib.sha256(data).hexdigest()
+
+
+def photo_bytes(source: PhotoFile) -> bytes:
+    """The file's bytes (for its content hash); :class:`ImageReadError` if it cannot be read."""
+    if isinstance(source, PhotoBytes):
+        return source.data
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return Path(source).read_bytes()
+        return source.read()
+    except OSError as e:
+        raise ImageReadError(f"{photo_name(source)}: cannot read ({e.strerror or e})") from None
 
 
 def is_candidate(path: Path) -> bool:
@@ -33,17 +87,24 @@ def is_candidate(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode a photo to an RGB uint8 array (H, W, 3), upright by its EXIF orientation.
+def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a photo (path, bytes or binary file) to an RGB uint8 array (H, W, 3), upright by its EXIF
+    orientation.
 
     Grayscale, palette, RGBA (composited on white), CMYK and 16-bit inputs are all converted.
-    Raises :class:`ImageReadError` with the file name for anything that is not a readable picture.
+    Raises :class:`ImageReadError` with the file's name for anything that is not a readable picture, and
+    :class:`ImageTooLarge` (read from the header, before decoding: a zip bomb costs nothing) above
+    ``max_pixels``.
     """
-    path = Path(path)
+    path = photo_name(source)
+    if isinstance(source, PhotoBytes):
+        source = io.BytesIO(source.data)
+    elif isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             if im.width * im.height > max_pixels:
-                raise ImageReadError(f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
+                raise ImageTooLarge(f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
             im.load()
             im = ImageOps.exif_transpose(im)
             return to_rgb_array(im)
@@ -170,3 +231,16 @@ def load_batch(
             warn_skip(Path(p), str(e).split(": ", 1)[-1])
     pixels = np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
     return pixels, kept
+
+
+#: Side of the face thumbnails a gallery keeps per photo (for pages that show people).
+THUMBNAIL_SIDE = 96
+
+
+def jpeg_thumbnail(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A small JPEG of a face crop (a few kB), fitted within ``side`` x ``side``."""
+    im = Image.fromarray(pixels)
+    im.thumbnail((side, side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

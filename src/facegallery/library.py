@@ -6,18 +6,20 @@ This is the original method as a reusable object; the persistent, incremental ve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facegallery.answers import face_answer
+from facegallery.answers import Candidate, Identification, Recognition
 from facegallery.datasets import discover
 from facegallery.detection import read_faces
 from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
-from facegallery.faces import Face, only_face
-from facegallery.images import ImageReadError, PixelCache, iter_images, load_batch, warn_skip
+from facegallery.faces import only_face
+from facegallery.images import MAX_PIXELS, ImageReadError, PixelCache, load_batch, warn_skip
+from facegallery.pipeline import Photo, expand, recognize
 from facegallery.recognition import Centroids
 
 
@@ -103,31 +105,32 @@ class Library:
         thr = threshold if threshold is not None else embedder.threshold
         return cls([folder.names[i] for i in present], cents, thr, embedder)
 
-    def answer(self, faces: list[Face], top: int = 5, with_detection: bool = False) -> list[dict]:
-        """Answers for the faces of one photo (see :mod:`facegallery.answers`)."""
-        if not faces:
-            return []
-        emb = embed_faces(self.embedder, faces)
-        idx, dist = self.centroids.nearest(emb, top)
-        return [
-            face_answer(f, self.names, i, d, self.threshold, with_detection=with_detection)
-            for f, i, d in zip(faces, idx, dist)
-        ]
+    def match(self, embeddings: np.ndarray, top: int = 5) -> list[Identification]:
+        """The ``top`` nearest people of each embedding; unknown above the threshold."""
+        idx, dist = self.centroids.nearest(embeddings, top)
+        out = []
+        for row_i, row_d in zip(idx, dist):
+            cands = [Candidate(self.names[int(i)], round(float(d), 6)) for i, d in zip(row_i, row_d)]
+            known = bool(cands) and (self.threshold is None or cands[0].distance <= self.threshold)
+            out.append(Identification(cands[0].name if known else None, cands[0].distance, None, cands))
+        return out
 
     def identify(
-        self, inputs: list[str | Path], top: int = 5, detect: str = "auto", progress: bool = False
-    ) -> list[dict]:
-        """One answer object per photo of ``inputs`` (files or folders); unreadable files are skipped."""
-        from tqdm import tqdm
-
-        results = []
-        for path in tqdm(
-            list(iter_images(inputs)), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify"
-        ):
-            try:
-                faces = read_faces(path, detect, self.embedder.template)
-            except ImageReadError as e:
-                warn_skip(path, str(e).split(": ", 1)[-1])
-                continue
-            results.append({"path": str(path), "faces": self.answer(faces, top, detect != "off")})
-        return results
+        self,
+        photos: Sequence[Photo],
+        top: int = 5,
+        detect: str = "auto",
+        progress: bool = False,
+        max_pixels: int = MAX_PIXELS,
+    ) -> Recognition:
+        """Every face of each photo (files, folders, bytes, binary files, arrays), answered; iterating the
+        result gives one answer per photo read, ``.skipped`` the others with why."""
+        return recognize(
+            expand(photos),
+            self.embedder.template,
+            lambda faces: embed_faces(self.embedder, faces),
+            lambda emb: self.match(emb, top),
+            detect,
+            max_pixels,
+            progress,
+        )

@@ -384,7 +384,7 @@ def test_degenerate_images_are_not_taken_as_faces(face_tree, tiny_model_dir, tmp
         with pytest.warns(UserWarning, match="too small to be a face crop"):
             r = g.enroll("Ada", sorted(tiny.iterdir()) + [face_tree / "Person 0" / "1.jpg"], detect=detect)
         assert (r.added, r.rejected) == (1, 2)
-        [answer] = g.answer_photos([tiny / "1x1.png"], detect=detect)
+        [answer] = g.recognize([tiny / "1x1.png"], detect=detect)
         assert answer["faces"] == []
 
 

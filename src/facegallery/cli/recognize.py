@@ -104,7 +104,7 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
         from facegallery.gallery import Gallery
 
         with Gallery.open(gallery, model=model) as g:
-            results = g.answer_photos(paths, top_k, detect, threshold, progress=True)
+            found = g.recognize(paths, top_k, detect, threshold, progress=True)
     else:
         from facegallery.embedder import load_model
         from facegallery.library import Library
@@ -114,7 +114,12 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
         lib = Library.from_folder(
             library, embedder, threshold, detect="off" if detect == "off" else "auto", progress=True
         )
-        results = lib.identify(paths, top_k, detect, progress=True)
+        found = lib.identify(paths, top_k, detect, progress=True)
+    from facegallery.images import warn_skip
+
+    for s in found.skipped:
+        warn_skip(Path(s.path), s.reason)
+    results = found.answers
     show_answers(results, as_json, annotate)
     if not results:
         raise UserError(f"none of the {len(paths)} photos could be read")

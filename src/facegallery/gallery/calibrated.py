@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from facegallery.errors import UserError
+from facegallery.errors import InvalidInput
 from facegallery.gallery import threshold as th
 from facegallery.gallery.store import Store
 
@@ -93,11 +93,11 @@ class StoredCalibration:
         """Choose how the unknown threshold is set: a target false-accept rate, the equal-error point,
         or a raw identification distance. Stored in the gallery; returns the resulting calibration."""
         if sum(x is not None and x is not False for x in (far, raw, eer or None)) != 1:
-            raise UserError("give exactly one of a target FAR, a raw threshold, or equal-error")
+            raise InvalidInput("give exactly one of a target FAR, a raw threshold, or equal-error")
         if far is not None and not 0 < far < 1:
-            raise UserError(f"{far}: a target false-accept rate must be between 0 and 1")
+            raise InvalidInput(f"{far}: a target false-accept rate must be between 0 and 1")
         if raw is not None and not 0 <= raw <= 4:
-            raise UserError(f"{raw}: a squared distance between unit vectors lies in [0, 4]")
+            raise InvalidInput(f"{raw}: a squared distance between unit vectors lies in [0, 4]")
         with self.store.transaction(bump=False):
             self.store.set_meta("threshold_mode", "eer" if eer else ("raw" if raw is not None else "far"))
             if far is not None:

@@ -12,56 +12,33 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegallery.answers import face_answer
+from facegallery.answers import Candidate, Identification, Recognition, Skipped
 from facegallery.datasets import discover
 from facegallery.detection import faces_in, read_faces
-from facegallery.errors import UserError
+from facegallery.errors import Conflict, InvalidInput, NotFound, UserError
 from facegallery.faces import Face, only_face
 from facegallery.gallery import threshold as th
 from facegallery.gallery.calibrated import StoredCalibration
 from facegallery.gallery.search import LiveIndex
-from facegallery.gallery.store import Person, Store, check_name, sha256_of
-from facegallery.images import ImageReadError, iter_images, load_image, warn_skip
+from facegallery.gallery.store import Person, Store, check_name
+from facegallery.gallery.store import Photo as StoredPhoto
+from facegallery.images import MAX_PIXELS, PhotoBytes, jpeg_thumbnail, photo_name, sha256_of, warn_skip
+from facegallery.pipeline import Photo as ImageLike
+from facegallery.pipeline import ReadPhoto, expand, read_photos, recognize
 
 if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
     from facegallery.embedder import Embedder
 
-ImageLike = str | os.PathLike | np.ndarray
 EXPORT_FORMAT = 1
-#: Photos decoded and embedded together while enrolling or identifying many.
+#: Photos decoded and embedded together while enrolling many.
 BATCH = 256
-
-
-class Candidate(NamedTuple):
-    name: str
-    distance: float
-
-
-@dataclass
-class Identification:
-    """Who one face is: ``name`` None means unknown (nearest distance above the threshold). Distances are
-    :func:`~facegallery.recognition.centroid_distances` to the people's centroids."""
-
-    name: str | None
-    distance: float
-    score: float  # P(genuine | distance), see facegallery.gallery.threshold
-    candidates: list[Candidate]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "distance": self.distance,
-            "score": self.score,
-            "candidates": [c._asdict() for c in self.candidates],
-        }
 
 
 @dataclass
@@ -76,12 +53,14 @@ class Verification:
 
 @dataclass
 class EnrollResult:
-    """What one person's enrolment did: photos added, already there (same bytes), or rejected."""
+    """What one person's enrolment did: photos added, already there (same bytes), or rejected (each
+    rejected photo in ``problems``, with why)."""
 
     name: str
     added: int = 0
     duplicates: int = 0
     rejected: int = 0
+    problems: list[Skipped] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
@@ -99,6 +78,11 @@ def _emb() -> Any:
     from facegallery import embedder
 
     return embedder
+
+
+def photo_source(photo: ImageLike) -> str | None:
+    """What a gallery records as a photo's source: its absolute path, or None (bytes, files, arrays)."""
+    return str(Path(photo).resolve()) if isinstance(photo, (str, os.PathLike)) else None
 
 
 def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
@@ -179,7 +163,7 @@ class Gallery:
     def _check_model(self, embedder: Embedder) -> Embedder:
         stored = self.store.meta("model_fingerprint")
         if stored and stored != embedder.fingerprint and self.store.count("photos"):
-            raise UserError(
+            raise Conflict(
                 f"{self.path}: its embeddings come from model {self.store.meta('model_name')} ({stored}), not "
                 f"{embedder.name} ({embedder.fingerprint}); convert them with "
                 f"`facegallery reembed --gallery {self.path} "
@@ -201,46 +185,6 @@ class Gallery:
         if self.store.dimension != dim:
             self.store.set_meta("dimension", str(dim))
 
-    # ----- reading photos -------------------------------------------------------------------------
-    def _faces(
-        self,
-        images: Sequence[ImageLike],
-        detect: str,
-        with_hash: bool,
-        known: set[str] | None = None,
-        embedder: Embedder | None = None,
-    ) -> Iterator[tuple[ImageLike, str | None, list[Face] | None]]:
-        """(image, content sha256 or None, faces or None) per image, in order: None for an unreadable
-        image (warned) or one whose hash is in ``known`` (not decoded at all). Decoding runs on a thread
-        pool using all cores; detection (when on) runs here, one photo at a time, aligning faces into the
-        template of ``embedder`` (the gallery's)."""
-        known = known or set()
-        template = (embedder or self.embedder).template
-
-        def decode(item: ImageLike) -> tuple[ImageLike, str | None, np.ndarray | str | None]:
-            """(item, hash, pixels or None if known), or (item, None, why) when it cannot be read."""
-            if isinstance(item, np.ndarray):
-                sha = sha256_of(item) if with_hash else None
-                return item, sha, None if sha in known else np.asarray(item, np.uint8)
-            try:
-                str(item).encode("utf-8")
-            except UnicodeEncodeError:  # the gallery stores sources as text: it could not find the file again
-                return item, None, "its file name is not valid UTF-8; rename the file"
-            try:
-                sha = sha256_of(Path(item).read_bytes()) if with_hash else None
-                return item, sha, None if sha in known else load_image(item)
-            except OSError as e:
-                return item, None, f"cannot read ({e.strerror})"
-            except ImageReadError as e:
-                return item, None, str(e).split(": ", 1)[-1]
-
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            for s in range(0, len(images), BATCH):
-                for item, sha, pixels in pool.map(decode, images[s : s + BATCH]):
-                    if isinstance(pixels, str):
-                        warn_skip(Path(item), pixels)
-                    yield item, sha, faces_in(pixels, detect, template) if isinstance(pixels, np.ndarray) else None
-
     # ----- enrolment ------------------------------------------------------------------------------
     def enroll(
         self,
@@ -250,13 +194,17 @@ class Gallery:
         metadata: dict | None = None,
         progress: bool = False,
     ) -> EnrollResult:
-        """Add photos (paths, or RGB uint8 arrays) of one person, creating the person if new.
+        """Add photos (paths, bytes, binary files or RGB uint8 arrays) of one person, creating the person
+        if new.
 
         Idempotent: a photo whose bytes are already stored for this person is skipped. Photos that
-        cannot be read, or show no face or several faces (with detection), are skipped with a warning.
-        Everything is embedded first and written in one transaction.
+        cannot be read, or show no face or several faces (with detection), are skipped with a warning
+        and listed in the result's ``problems``. Everything is embedded first and written in one
+        transaction.
         """
-        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+        if isinstance(images, (str, os.PathLike, bytes, PhotoBytes)) or (
+            isinstance(images, np.ndarray) and images.ndim == 3
+        ):
             images = [images]
         return self.enroll_many([(name, list(images))], detect, {name: metadata} if metadata else None, progress)[0]
 
@@ -327,29 +275,44 @@ class Gallery:
             ident = self.store.identity_id(name)
             known = self.store.photo_hashes(ident) if ident is not None else set()
             rows = []
-            for item, sha, faces in self._faces(list(images), detect, with_hash=True, known=known, embedder=embedder):
+            for got in read_photos(list(images), detect, embedder.template, with_hash=True, known=known):
                 bar.update(1)
-                where = Path(item) if not isinstance(item, np.ndarray) else Path("<array>")
-                if sha in known:
+                if isinstance(got, ReadPhoto) and got.sha256 in known:
                     res.duplicates += 1
-                elif faces is None or (face := only_face(faces, where)) is None:
-                    res.rejected += 1
-                else:
-                    known.add(sha)
-                    source = None if isinstance(item, np.ndarray) else str(Path(item).resolve())
-                    rows.append((source, sha, detect))
+                    continue
+                face = self._one_face(got, res)
+                if face is not None:
+                    known.add(got.sha256)
+                    rows.append((photo_source(got.photo), got.sha256, detect))
                     faces_kept.append(face)
             owners.append(rows)
             results.append(res)
         emb = _emb().embed_faces(embedder, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
+        thumbs = [jpeg_thumbnail(f.crop) for f in faces_kept]
         start = 0
         for (name, _), rows, res in zip(people, owners, results):
-            vectors = emb[start : start + len(rows)]
+            vectors, jpegs = emb[start : start + len(rows)], thumbs[start : start + len(rows)]
             start += len(rows)
             if rows:
-                res.added = self._write_person(name, rows, vectors, metadata.get(name), embedder)
+                res.added = self._write_person(name, rows, vectors, metadata.get(name), embedder, jpegs)
                 res.duplicates += len(rows) - res.added
         return results
+
+    @staticmethod
+    def _one_face(got: ReadPhoto | Skipped, res: EnrollResult) -> Face | None:
+        """The one face of an enrolment photo, or None with the photo counted as rejected (and warned)."""
+        if isinstance(got, ReadPhoto):
+            face = only_face(got.faces or [], Path(got.path))
+            if face is not None:
+                return face
+            n = len(got.faces or [])
+            why = "no face found" if not n else f"{n} faces found; use photos showing only this person"
+            got = Skipped(got.path, InvalidInput(f"{got.path}: {why}"))
+        else:
+            warn_skip(Path(got.path), got.reason)
+        res.rejected += 1
+        res.problems.append(got)
+        return None
 
     def _write_person(
         self,
@@ -358,9 +321,11 @@ class Gallery:
         vectors: np.ndarray,
         metadata: dict | None,
         embedder: Embedder,
+        thumbnails: list[bytes | None] | None = None,
     ) -> int:
-        """One person's new photos in one transaction (identity, photos, embeddings, centroid); returns
-        how many were added. Photos another process stored meanwhile are left out, not written twice."""
+        """One person's new photos in one transaction (identity, photos, embeddings, thumbnails, centroid);
+        returns how many were added. Photos another process stored meanwhile are left out, not written
+        twice."""
         before = self.store.generation()
         with self.store.transaction():
             self._record_model(embedder, vectors.shape[1])
@@ -371,7 +336,8 @@ class Gallery:
                 self.store.set_metadata(ident, metadata)
             stored = self.store.photo_hashes(ident)
             keep = [i for i, (_, sha, _) in enumerate(rows) if sha not in stored]
-            self.store.add_photos(ident, [rows[i] for i in keep], vectors[keep])
+            jpegs = [thumbnails[i] for i in keep] if thumbnails else None
+            self.store.add_photos(ident, [rows[i] for i in keep], vectors[keep], jpegs)
             self.store.update_centroid(ident)
         self._after_write(before, [ident])
         return len(keep)
@@ -383,20 +349,24 @@ class Gallery:
         sources: Sequence[tuple[str | None, str]],
         fingerprint: str,
         detect: str = "auto",
+        thumbnails: Sequence[bytes | None] | None = None,
     ) -> EnrollResult:
-        """Add already-embedded faces of one person (e.g. a group from ``facegallery cluster``):
-        ``sources`` gives each face's photo path and content hash. ``fingerprint`` is the model that
-        made the embeddings: another model than the gallery's is refused, so that nothing mixes.
-        A photo already stored for this person is skipped."""
+        """Add already-embedded faces of one person (e.g. a group from ``facegallery cluster``, or faces
+        the HTTP service embedded): ``sources`` gives each face's photo path (None: not a file) and content
+        hash, ``thumbnails`` optional JPEGs of the faces. ``fingerprint`` is the model that made the
+        embeddings: another model than the gallery's is refused, so that nothing mixes. A photo already
+        stored for this person is skipped."""
         embedder = self.embedder
         if fingerprint != embedder.fingerprint:
-            raise UserError(
+            raise Conflict(
                 f"these faces were embedded by another model ({fingerprint}) than {self.path}'s "
                 f"{embedder.name} ({embedder.fingerprint}); group them again with --model {embedder.name}"
             )
         embeddings = np.asarray(embeddings, np.float32)
         if embeddings.ndim != 2 or len(embeddings) != len(sources):
             raise UserError(f"enroll_faces: {len(sources)} sources for embeddings of shape {embeddings.shape}")
+        if thumbnails is not None and len(thumbnails) != len(sources):
+            raise UserError(f"enroll_faces: {len(thumbnails)} thumbnails for {len(sources)} sources")
         res = EnrollResult(check_name(name))
         rows, keep, seen = [], [], set()
         for i, (source, sha) in enumerate(sources):
@@ -407,7 +377,8 @@ class Gallery:
             rows.append((source, sha, detect))
             keep.append(i)
         if rows:
-            res.added = self._write_person(res.name, rows, embeddings[keep], None, embedder)
+            jpegs = [thumbnails[i] for i in keep] if thumbnails is not None else None
+            res.added = self._write_person(res.name, rows, embeddings[keep], None, embedder, jpegs)
             res.duplicates += len(rows) - res.added
         return res
 
@@ -433,24 +404,35 @@ class Gallery:
         """Everyone enrolled, sorted by name, with photo counts."""
         return self.store.people()
 
-    def remove(self, name: str, photo: ImageLike | None = None) -> int:
-        """Remove a person, or only one of their photos (by path, or by content if the file still exists).
-        Returns the number of photos removed."""
+    def photos(self, name: str) -> list[StoredPhoto]:
+        """One person's stored photos (source path or None, content sha256, detect mode)."""
+        return self.store.photos(self.store.require_identity(name))
+
+    def thumbnail(self, name: str, sha256: str | None = None) -> bytes | None:
+        """A JPEG of one of the person's faces (of the photo ``sha256`` if given); None when the gallery
+        holds none (photos enrolled before thumbnails were kept, or as bare embeddings)."""
+        return self.store.thumbnail(self.store.require_identity(name), sha256)
+
+    def remove(self, name: str, photo: str | os.PathLike | np.ndarray | None = None, sha256: str | None = None) -> int:
+        """Remove a person, or only one of their photos: by path, by content if the file still exists,
+        or by its content ``sha256`` (as :meth:`photos` lists it). Returns the number of photos removed."""
         ident = self.store.require_identity(name)
         before = self.store.generation()
         with self.store.transaction():
-            if photo is None:
+            if photo is None and sha256 is None:
                 removed = len(self.store.photos(ident))
                 self.store.delete_identity(ident)
             else:
-                keys = [str(Path(photo).resolve())] if not isinstance(photo, np.ndarray) else []
+                keys = [sha256] if sha256 is not None else []
                 if isinstance(photo, np.ndarray):
                     keys.append(sha256_of(photo))
-                elif Path(photo).is_file():
-                    keys.append(sha256_of(Path(photo).read_bytes()))
+                elif photo is not None:
+                    keys.append(str(Path(photo).resolve()))
+                    if Path(photo).is_file():
+                        keys.append(sha256_of(Path(photo).read_bytes()))
                 hit = [p.id for p in self.store.photos(ident) if p.source in keys or p.sha256 in keys]
                 if not hit:
-                    raise UserError(f"{photo}: not a stored photo of {name!r}")
+                    raise NotFound(f"{photo if photo is not None else sha256}: not a stored photo of {name!r}")
                 self.store.delete_photos(hit)
                 self.store.update_centroid(ident)
                 removed = len(hit)
@@ -462,7 +444,7 @@ class Gallery:
         new = check_name(new)
         ident = self.store.require_identity(old)
         if self.store.identity_id(new) is not None:
-            raise UserError(f"{new!r}: already enrolled in {self.path}")
+            raise Conflict(f"{new!r}: already enrolled in {self.path}")
         with self.store.transaction(bump=False):
             self.store.rename_identity(ident, new)
 
@@ -500,7 +482,7 @@ class Gallery:
         """Identify precomputed embeddings (one per face) against the gallery."""
         # the index's length, not COUNT(*): that scans the table (20 ms at 100k people)
         if not len(self.searcher.current()):
-            raise UserError(f"{self.path}: no one is enrolled yet")
+            raise Conflict(f"{self.path}: no one is enrolled yet")
         ids, dist = self.searcher.search(embeddings, top_k)
         names = self.store.names_of(ids)
         cal = self.calibration().identify
@@ -526,8 +508,10 @@ class Gallery:
     ) -> Identification | list[Identification]:
         """Who is in a photo (path or RGB array), or in each of a batch (list, or (N, H, W, 3)): its
         largest face under ``detect`` (as the CLI's; "off": the photo is a face crop). Every face of
-        each photo, with boxes: :meth:`answer_photos`."""
-        single = isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+        each photo, with boxes: :meth:`recognize`."""
+        single = isinstance(images, (str, os.PathLike, bytes, PhotoBytes)) or (
+            isinstance(images, np.ndarray) and images.ndim == 3
+        )
         batch = [images] if single else list(images)
         res = self.identify_embeddings(self._embed_main_faces(batch, detect), top_k, threshold)
         return res[0] if single else res
@@ -543,8 +527,8 @@ class Gallery:
                 else read_faces(item, detect, self.embedder.template)
             )
             if not found:
-                where = "an array" if isinstance(item, np.ndarray) else str(item)
-                raise UserError(f"{where}: no face found (detect={detect})")
+                where = "an array" if isinstance(item, np.ndarray) else photo_name(item)
+                raise InvalidInput(f"{where}: no face found (detect={detect})")
             faces.append(found[0])
         return _emb().embed_faces(self.embedder, faces)
 
@@ -556,50 +540,29 @@ class Gallery:
         fit = self.calibration().verify
         return Verification(d <= fit.threshold, round(d, 6), round(float(fit.score(d)), 6), fit.threshold)
 
-    def answer_photos(
+    def recognize(
         self,
-        inputs: Sequence[str | os.PathLike],
+        photos: Sequence[ImageLike],
         top_k: int = 5,
         detect: str = "auto",
         threshold: float | None = None,
         progress: bool = False,
-    ) -> list[dict]:
-        """The shared answer shape (:mod:`facegallery.answers`) plus ``score`` per face, for photo files
-        and folders; unreadable files are skipped with a warning."""
-        from tqdm import tqdm
-
-        paths = list(iter_images(inputs))
+        max_pixels: int = MAX_PIXELS,
+    ) -> Recognition:
+        """Every face of every photo (files, folders, bytes, binary files, arrays) in the shared answer
+        shape (:mod:`facegallery.answers`) with ``score`` per face, and the photos skipped with why
+        (:func:`facegallery.pipeline.recognize`)."""
         thr = self.calibration().identify.threshold if threshold is None else threshold
-        results = []
-        bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify")
-        for s in range(0, len(paths), BATCH):
-            decoded = [
-                (p, faces)
-                for p, _, faces in self._faces(paths[s : s + BATCH], detect, with_hash=False)
-                if faces is not None
-            ]
-            flat = [f for _, faces in decoded for f in faces]
-            found = self.identify_embeddings(_emb().embed_faces(self.embedder, flat), top_k, thr) if flat else []
-            it = iter(found)
-            for path, faces in decoded:
-                answers = []
-                for face in faces:
-                    r = next(it)
-                    answers.append(
-                        face_answer(
-                            face,
-                            [c.name for c in r.candidates],
-                            np.arange(len(r.candidates)),
-                            np.array([c.distance for c in r.candidates]),
-                            thr,
-                            r.score,
-                            with_detection=detect != "off",
-                        )
-                    )
-                results.append({"path": str(path), "faces": answers})
-            bar.update(min(BATCH, len(paths) - s))
-        bar.close()
-        return results
+        embedder = self.embedder
+        return recognize(
+            expand(photos),
+            embedder.template,
+            lambda faces: _emb().embed_faces(embedder, faces),
+            lambda emb: self.identify_embeddings(emb, top_k, thr),
+            detect,
+            max_pixels,
+            progress,
+        )
 
     # ----- export, import, re-embed ---------------------------------------------------------------
     def export_to(self, out: str | os.PathLike) -> Path:
@@ -732,10 +695,9 @@ class Gallery:
         bar = tqdm(total=len(usable), unit="photo", disable=not progress, dynamic_ncols=True, desc="reembed")
         for detect in sorted({p.detect for p in usable}):
             group = [p for p in usable if p.detect == detect]
-            for p, (_, _, faces) in zip(
-                group, self._faces([p.source for p in group], detect, with_hash=False, embedder=new)
-            ):
+            for p, got in zip(group, read_photos([p.source for p in group], detect, new.template)):
                 bar.update(1)
+                faces = got.faces if isinstance(got, ReadPhoto) else None
                 if faces is None or len(faces) != 1:
                     missing.append((p, "unreadable now" if faces is None else f"{len(faces)} faces now"))
                 else:

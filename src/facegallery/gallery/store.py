@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.errors import UserError
+from facegallery.errors import InvalidInput, NotFound, UserError
 
 SCHEMA_VERSION = 1
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -60,6 +60,11 @@ CREATE TABLE centroids (
     vector BLOB NOT NULL
 );
 """
+#: Added after schema 1 shipped; created on open when missing (readers that predate it ignore it).
+_THUMBNAILS = """CREATE TABLE IF NOT EXISTS thumbnails (
+    photo INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
+    jpeg BLOB NOT NULL
+)"""
 
 
 def check_name(name: str) -> str:
@@ -67,26 +72,17 @@ def check_name(name: str) -> str:
     names become folder names and table keys, so empty names, path separators, non-printable
     characters, '.'/'..' and surrounding spaces are refused."""
     if not isinstance(name, str) or not name.strip():
-        raise UserError(f"{name!r}: a person's name cannot be empty")
+        raise InvalidInput(f"{name!r}: a person's name cannot be empty")
     name = unicodedata.normalize("NFC", name)
     if name != name.strip():
-        raise UserError(f"{name!r}: a person's name cannot start or end with spaces")
+        raise InvalidInput(f"{name!r}: a person's name cannot start or end with spaces")
     if "/" in name or "\\" in name or name in (".", ".."):
-        raise UserError(f"{name!r}: a person's name cannot contain a path separator or be '.'/'..'")
+        raise InvalidInput(f"{name!r}: a person's name cannot contain a path separator or be '.'/'..'")
     if not name.isprintable():  # control and format characters, line/paragraph separators, odd spaces
-        raise UserError(f"{name!r}: a person's name cannot contain control characters")
+        raise InvalidInput(f"{name!r}: a person's name cannot contain control characters")
     if len(name) > MAX_NAME:
-        raise UserError(f"{name[:40]!r}...: a person's name is limited to {MAX_NAME} characters")
+        raise InvalidInput(f"{name[:40]!r}...: a person's name is limited to {MAX_NAME} characters")
     return name
-
-
-def sha256_of(data: bytes | np.ndarray) -> str:
-    """Content hash of a photo file's bytes, or of an array's shape, dtype and bytes."""
-    if isinstance(data, np.ndarray):
-        h = hashlib.sha256(f"{data.shape}{data.dtype}".encode())
-        h.update(np.ascontiguousarray(data).tobytes())
-        return h.hexdigest()
-    return hashlib.sha256(data).hexdigest()
 
 
 def _blob(v: np.ndarray) -> bytes:
@@ -145,9 +141,7 @@ class Store:
         path = Path(path)
         if not path.exists():
             if not create:
-                raise UserError(
-                    f"{path}: no such gallery (create it with --create, or Gallery.open(path, create=True))"
-                )
+                raise NotFound(f"{path}: no such gallery (create it with --create, or Gallery.open(path, create=True))")
             cls._create(path)
         elif not path.is_file():
             raise UserError(f"{path}: not a gallery file (it is a folder)")
@@ -173,6 +167,8 @@ class Store:
             conn.close()
             raise UserError(f"{path}: gallery schema version {version}, this facegallery reads {SCHEMA_VERSION}")
         cls._configure(conn)
+        if "thumbnails" not in tables:
+            conn.execute(_THUMBNAILS)
         return cls(conn, path)
 
     @classmethod
@@ -185,6 +181,7 @@ class Store:
         conn = sqlite3.connect(str(tmp), isolation_level=None)
         try:
             conn.executescript(_SCHEMA)
+            conn.execute(_THUMBNAILS)
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?)",
                 [("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())), ("generation", "0")],
@@ -253,7 +250,7 @@ class Store:
         """The id of ``name``, or a one-line error."""
         ident = self.identity_id(name)
         if ident is None:
-            raise UserError(f"{name!r}: no such person in {self.path}")
+            raise NotFound(f"{name!r}: no such person in {self.path}")
         return ident
 
     def people(self) -> list[Person]:
@@ -342,15 +339,34 @@ class Store:
         )
         return int(cur.lastrowid)
 
-    def add_photos(self, identity: int, photos: list[tuple[str | None, str, str]], vectors: np.ndarray) -> None:
-        """Insert photos ``(source, sha256, detect)`` with their embedding rows."""
+    def add_photos(
+        self,
+        identity: int,
+        photos: list[tuple[str | None, str, str]],
+        vectors: np.ndarray,
+        thumbnails: list[bytes | None] | None = None,
+    ) -> None:
+        """Insert photos ``(source, sha256, detect)`` with their embedding rows (and face thumbnails)."""
         now = time.time()
-        for (source, sha, detect), v in zip(photos, vectors):
+        thumbnails = thumbnails or [None] * len(photos)
+        for (source, sha, detect), v, jpeg in zip(photos, vectors, thumbnails):
             cur = self.conn.execute(
                 "INSERT INTO photos (identity, source, sha256, detect, added) VALUES (?, ?, ?, ?, ?)",
                 (identity, source, sha, detect, now),
             )
             self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), _blob(v)))
+            if jpeg is not None:
+                self.conn.execute("INSERT INTO thumbnails VALUES (?, ?)", (cur.lastrowid, jpeg))
+
+    def thumbnail(self, identity: int, sha256: str | None = None) -> bytes | None:
+        """The JPEG face thumbnail of one of a person's photos (the first enrolled that has one), or of
+        the photo with content ``sha256``; None when there is none."""
+        sql = "SELECT t.jpeg FROM thumbnails t JOIN photos p ON p.id = t.photo WHERE p.identity = ?"
+        args: tuple = (identity,)
+        if sha256 is not None:
+            sql, args = sql + " AND p.sha256 = ?", (identity, sha256)
+        row = self.conn.execute(sql + " ORDER BY p.id LIMIT 1", args).fetchone()
+        return row[0] if row else None
 
     def set_metadata(self, identity: int, metadata: dict) -> None:
         self.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), identity))
