@@ -61,3 +61,18 @@ def only_face(faces: list[Face], where: Path) -> Face | None:
         return faces[0]
     warn_skip(where, "no face found" if not faces else f"{len(faces)} faces found; use photos showing only this person")
     return None
+
+
+def box_overlap(a: list[float], b: list[float]) -> float:
+    """Intersection over union of two [x0, y0, x1, y1] boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+def face_at(faces: list[Face], box: list[float], min_overlap: float = 0.3) -> Face | None:
+    """The face whose box overlaps ``box`` most (at least ``min_overlap`` IoU): how a face answered in a
+    photo of several is picked again, e.g. to enrol it under a name."""
+    best = max(faces, key=lambda f: box_overlap(f.box, box), default=None)
+    return best if best is not None and box_overlap(best.box, box) >= min_overlap else None

@@ -112,7 +112,11 @@ def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:  # PIL's own guard, at twice its limit: the header claims billions
+        raise ImageTooLarge(f"{path}: its pixel count is above the limit of {max_pixels:,}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a readable image (not a picture in a known format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 

@@ -22,7 +22,7 @@ from facegallery.answers import Identification, Recognition, Skipped, face_answe
 from facegallery.detection import faces_in
 from facegallery.errors import InvalidInput, UserError
 from facegallery.faces import Face
-from facegallery.images import MAX_PIXELS, PhotoFile, load_image, photo_bytes, photo_name, sha256_of
+from facegallery.images import MAX_PIXELS, PhotoBytes, PhotoFile, load_image, photo_bytes, photo_name, sha256_of
 
 #: Anything the pipeline reads a photo from.
 Photo = PhotoFile | np.ndarray
@@ -67,7 +67,7 @@ def _decode(
         if with_hash:
             data = photo_bytes(photo)
             sha = sha256_of(data)
-            return sha, None if sha in known else load_image(data, max_pixels)
+            return sha, None if sha in known else load_image(PhotoBytes(name, data), max_pixels)
         return None, load_image(photo, max_pixels)
     except UserError as e:
         msg = str(e)

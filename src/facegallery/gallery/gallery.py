@@ -536,7 +536,11 @@ class Gallery:
         """Whether the largest faces of two photos show the same person, with the calibrated
         photo-vs-photo threshold."""
         ea, eb = self._embed_main_faces([a, b], detect)
-        d = float(((ea - eb) ** 2).sum())
+        return self.verify_embeddings(ea, eb)
+
+    def verify_embeddings(self, ea: np.ndarray, eb: np.ndarray) -> Verification:
+        """:meth:`verify` for two precomputed face embeddings."""
+        d = float(((np.asarray(ea) - np.asarray(eb)) ** 2).sum())
         fit = self.calibration().verify
         return Verification(d <= fit.threshold, round(d, 6), round(float(fit.score(d)), 6), fit.threshold)
 
