@@ -57,3 +57,51 @@ def client(make_client):
 @pytest.fixture
 def auth(key_file) -> dict[str, str]:
     return {"X-API-Key": key_file[1]}
+
+
+class LiveServer:
+    """uvicorn serving an app on a free loopback port, in a thread of this process."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 120  # start-up loads the model
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server():
+    """``live_server(config)`` -> a started :class:`LiveServer` (stopped after the test)."""
+    started = []
+
+    def start(config: ServiceConfig) -> LiveServer:
+        server = LiveServer(create_app(config)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for s in started:
+        s.__exit__(None, None, None)
