@@ -72,16 +72,21 @@ async function identifyOne(file) {
   return answer.photos[0].faces.length;
 }
 
-function showFailure(file, err) {
+function photoCard(file) {
   const card = document.createElement("article");
   card.className = "photo";
   const title = document.createElement("h3");
   title.textContent = file.name;
+  card.append(title);
+  $("#results").append(card);
+  return card;
+}
+
+function showFailure(file, err) {
   const p = document.createElement("p");
   p.className = "error";
   p.textContent = err.message;
-  card.append(title, p);
-  $("#results").append(card);
+  photoCard(file).append(p);
 }
 
 function label(face) {
@@ -90,10 +95,7 @@ function label(face) {
 }
 
 function showPhoto(file, answer) {
-  const card = document.createElement("article");
-  card.className = "photo";
-  const title = document.createElement("h3");
-  title.textContent = file.name;
+  const card = photoCard(file);
   const frame = document.createElement("div");
   frame.className = "frame";
   const img = document.createElement("img");
@@ -112,8 +114,7 @@ function showPhoto(file, answer) {
     faces.append(li);
   }
   answer.faces.forEach((face, i) => faces.append(faceItem(face, i, file)));
-  card.append(title, frame, faces);
-  $("#results").append(card);
+  card.append(frame, faces);
 }
 
 function boxFor(face, w, h) {
