@@ -54,12 +54,17 @@ def whole_faces(pixels: np.ndarray) -> list[Face]:
     return [whole_image(pixels)]
 
 
+def not_one_face(faces: list[Face]) -> str:
+    """Why a photo that should show one person cannot be used (it shows none, or several)."""
+    return "no face found" if not faces else f"{len(faces)} faces found; use photos showing only this person"
+
+
 def only_face(faces: list[Face], where: Path) -> Face | None:
     """The face of a photo that should show exactly one person (an enrolment or library photo); None,
     warned, when it shows no face or several."""
     if len(faces) == 1:
         return faces[0]
-    warn_skip(where, "no face found" if not faces else f"{len(faces)} faces found; use photos showing only this person")
+    warn_skip(where, not_one_face(faces))
     return None
 
 

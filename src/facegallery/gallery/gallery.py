@@ -23,22 +23,20 @@ from facegallery.answers import Candidate, Identification, Recognition, Skipped
 from facegallery.datasets import discover
 from facegallery.detection import faces_in, read_faces
 from facegallery.errors import Conflict, InvalidInput, NotFound, UserError
-from facegallery.faces import Face, only_face
+from facegallery.faces import Face, not_one_face, only_face
 from facegallery.gallery import threshold as th
 from facegallery.gallery.calibrated import StoredCalibration
 from facegallery.gallery.search import LiveIndex
 from facegallery.gallery.store import Person, Store, check_name
 from facegallery.gallery.store import Photo as StoredPhoto
 from facegallery.images import MAX_PIXELS, PhotoBytes, jpeg_thumbnail, photo_name, sha256_of, warn_skip
+from facegallery.pipeline import BATCH, ReadPhoto, expand, read_photos, recognize
 from facegallery.pipeline import Photo as ImageLike
-from facegallery.pipeline import ReadPhoto, expand, read_photos, recognize
 
 if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
     from facegallery.embedder import Embedder
 
 EXPORT_FORMAT = 1
-#: Photos decoded and embedded together while enrolling many.
-BATCH = 256
 
 
 @dataclass
@@ -305,9 +303,7 @@ class Gallery:
             face = only_face(got.faces or [], Path(got.path))
             if face is not None:
                 return face
-            n = len(got.faces or [])
-            why = "no face found" if not n else f"{n} faces found; use photos showing only this person"
-            got = Skipped(got.path, InvalidInput(f"{got.path}: {why}"))
+            got = Skipped(got.path, InvalidInput(f"{got.path}: {not_one_face(got.faces or [])}"))
         else:
             warn_skip(Path(got.path), got.reason)
         res.rejected += 1

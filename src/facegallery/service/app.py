@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from facegallery.answers import Skipped
 from facegallery.embedder import embed_faces
 from facegallery.errors import Conflict, InvalidInput, NotFound, TooLarge, UserError
-from facegallery.faces import Face, face_at
+from facegallery.faces import Face, face_at, not_one_face
 from facegallery.gallery import Gallery
 from facegallery.gallery.store import check_name
 from facegallery.images import PhotoBytes, jpeg_thumbnail
@@ -287,7 +287,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         """One person and their photos (content sha256 and detection mode each)."""
         s = svc()
         with s.lock:
-            p = next((p for p in s.gallery.people() if p.name == check_name(name)), None)
+            name = check_name(name)
+            p = next((p for p in s.gallery.people() if p.name == name), None)
             if p is None:
                 raise NotFound(f"{name!r}: no such person")
             photos = [{"sha256": ph.sha256, "detect": ph.detect} for ph in s.gallery.photos(name)]
@@ -433,4 +434,4 @@ def _enrolment_face(got: ReadPhoto, box: list[float] | None) -> tuple[Face | Non
         return face, "no face at the given box"
     if len(faces) == 1:
         return faces[0], ""
-    return None, "no face found" if not faces else f"{len(faces)} faces found; send one person, or the box of one"
+    return None, not_one_face(faces) + ", or send the box of one"
