@@ -183,3 +183,143 @@ def test_augmentation_is_seeded_and_keeps_range():
         b = augment_batch(x.clone(), torch.Generator().manual_seed(1), strong)
         assert torch.equal(a, b) and a.shape == x.shape
         assert float(a.min()) >= 0 and float(a.max()) <= 1 and not torch.allclose(a, x)
+
+
+# ----- fine-tuning, several roots, distillation ---------------------------------------------------
+
+
+def _stage_weights(model_sd: dict, prefixes: tuple[str, ...]) -> dict:
+    return {k: v for k, v in model_sd.items() if k.startswith(prefixes)}
+
+
+def test_fine_tuning_the_head_leaves_the_rest_and_its_statistics_untouched(face_tree, tmp_path, tiny_model_dir):
+    cfg = TrainConfig.fine_tune(
+        str(face_tree), str(tmp_path / "ft"), str(tiny_model_dir), train_layers="head",
+        steps=4, p=3, k=2, eval_every=2, checkpoint_every=2, val_impostors=1, val_fraction=0.2, warmup=1, threads=1,
+    )  # fmt: skip
+    out = train(cfg, progress=False, log=lambda s: None)
+    before, after = checkpoints.load_weights(tiny_model_dir), checkpoints.load_weights(out / "last")
+    head = ("gdc.", "fc.", "bn_out.")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(head) for k in changed)  # only the head moved ...
+    assert not any(k.endswith(("running_mean", "running_var")) for k in changed)  # ... and no BN statistics
+    conf = checkpoints.read_config(out)
+    assert conf["init"] == {"model": str(tiny_model_dir), "name": "tiny", "train_layers": "head"}
+    assert conf["train_config"]["lr"] == 1e-3 and conf["train_config"]["miner"] == "semi-hard"
+    assert conf["crop"] == 1.0 and conf["template"] == "pubfig83-crop"  # read as the starting model read photos
+    assert checkpoints.load_weights(out)["fc.weight"].dtype == torch.float32  # saved in full precision
+    assert load_model(out).embed(np.zeros((1, 100, 100, 3), np.uint8)).shape == (1, 128)
+
+
+def test_fine_tuning_the_last_stage_moves_it_and_the_head_only(face_tree, tmp_path, tiny_model_dir):
+    cfg = TrainConfig.fine_tune(
+        str(face_tree), str(tmp_path / "ft"), str(tiny_model_dir), train_layers="last",
+        steps=3, p=3, k=2, eval_every=3, val_impostors=1, val_fraction=0.2, warmup=1, threads=1,
+    )  # fmt: skip
+    t = Trainer(cfg, log=lambda s: None)
+    for _ in range(3):
+        t.train_step()
+    before, after = checkpoints.load_weights(tiny_model_dir), t.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("blocks.3.") for k in changed)  # resface64's last stage: its fourth block
+    assert all(k.startswith(("blocks.3.", "gdc.", "fc.", "bn_out.")) for k in changed), changed
+
+
+def test_resume_of_a_fine_tuning_run_continues_exactly(face_tree, tmp_path, tiny_model_dir):
+    def cfg(out):
+        return TrainConfig.fine_tune(
+            str(face_tree), str(out), str(tiny_model_dir), train_layers="last",
+            steps=6, p=3, k=2, eval_every=3, checkpoint_every=3, val_impostors=1, val_fraction=0.2, threads=1,
+        )  # fmt: skip
+
+    straight = train(cfg(tmp_path / "a"), progress=False, log=lambda s: None)
+    t = Trainer(cfg(tmp_path / "b"), log=lambda s: None)
+    for _ in range(3):
+        t.train_step()
+    t.save_last()
+    resumed = Trainer(cfg(tmp_path / "b"), resume=True, log=lambda s: None)
+    resumed.run(progress=False)
+    a, b = checkpoints.load_weights(straight / "last"), checkpoints.load_weights(tmp_path / "b" / "last")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_bad_starting_models_are_one_line_user_errors(face_tree, tmp_path, tiny_model_dir):
+    def attempt(init):
+        return Trainer(TrainConfig.fine_tune(str(face_tree), str(tmp_path / "x"), str(init), steps=1), log=print)
+
+    with pytest.raises(UserError, match="no such model"):
+        attempt("no-such-model")
+    other = tmp_path / "other-size"
+    checkpoints.save_checkpoint(
+        other, torch.nn.Linear(1, 1), {**checkpoints.read_config(tiny_model_dir), "input_size": 150}
+    )
+    with pytest.raises(UserError, match="150x150 input, but resface64 reads 64"):
+        attempt(other)
+    misfit = tmp_path / "misfit"
+    checkpoints.save_checkpoint(misfit, torch.nn.Linear(1, 1), checkpoints.read_config(tiny_model_dir))
+    with pytest.raises(UserError, match="weights do not fit architecture 'resface64'") as e:
+        attempt(misfit)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="no stages"):
+        Trainer(_cfg(face_tree, tmp_path / "y", arch="seed-cnn", train_layers="head"), log=print)
+
+
+def test_fine_tuning_the_pretrained_default_trains_on_aligned_chips(face_tree, tmp_path):
+    """dlib's ResNet reads 150x150 chips aligned by landmarks: training prepares its photos that way,
+    and the result is a checkpoint of the same template with its own int8 network."""
+    cfg = TrainConfig.fine_tune(
+        str(face_tree), str(tmp_path / "ft"), "dlib-resnet29-v1", train_layers="head",
+        steps=2, p=3, k=2, eval_every=2, val_impostors=1, val_fraction=0.2, warmup=1, threads=1,
+    )  # fmt: skip
+    t = Trainer(cfg, log=lambda s: None)
+    assert t.pixels.shape[1:] == (150, 150, 3) and t.template.name == "dlib-chip-150-0.25"
+    from facegallery.landmarks import align_crops
+    from PIL import Image
+
+    first = np.asarray(Image.open(t.train.paths[0]).convert("RGB"))
+    assert np.array_equal(t.pixels[0], align_crops([first], t.template)[0])  # the embedder's own alignment
+    out = t.run(progress=False)
+    conf = checkpoints.read_config(out)
+    assert conf["template"] == "dlib-chip-150-0.25" and conf["normalisation"].startswith("(RGB - ")
+    assert conf["tta_flip"] and "CC0" in conf["licence"] and "3 million faces" in conf["training_data"]
+    e = load_model(out)
+    assert e.template.name == "dlib-chip-150-0.25" and e.embed(t.pixels[:2], aligned=True).shape == (2, 128)
+
+
+def test_several_roots_and_one_photo_people_train_together(tmp_path, make_face):
+    from PIL import Image
+
+    for root, people, shots in (("a", range(3), 4), ("b", range(3, 9), 1), ("b", [9], 2)):
+        for person in people:
+            d = tmp_path / root / f"id {person}"
+            d.mkdir(parents=True)
+            for n in range(shots):
+                Image.fromarray(make_face(person, n)).save(d / f"{n + 1}.jpg")
+    cfg = _cfg(tmp_path / "a", tmp_path / "m", data=[str(tmp_path / "a"), str(tmp_path / "b")], val_impostors=0)
+    t = Trainer(cfg, log=lambda s: None)
+    assert len(t.names) == 10 and t.sampler.singles >= 1  # one-photo people ride along for CosFace
+    rows, mined = t.recipe.rows(t)
+    assert set(t.labels[rows[:mined]]) <= {0, 1, 2, 9} and set(t.labels[rows[mined:]]) <= set(range(3, 9))
+    out = t.run(progress=False)
+    conf = checkpoints.read_config(out)
+    assert len(conf["label_map"]) == 10 and str(tmp_path / "b") in conf["training_data"]
+
+
+def test_distillation_pulls_the_student_towards_cached_teacher_embeddings(face_tree, tmp_path, tiny_model_dir):
+    logs = []
+    cfg = _cfg(face_tree, tmp_path / "s", teacher=str(tiny_model_dir), distill_weight=1.0, triplet_weight=0.0,
+               cosface_weight=0.0, steps=30, lr=5e-3, warmup=0, augment=False, eval_every=100, seed=1)  # fmt: skip
+    t = Trainer(cfg, log=logs.append)
+    assert any("embedded" in line for line in logs) and t.teacher.shape == (len(t.train), 128)
+    from PIL import Image
+
+    photos = [np.asarray(Image.open(path).convert("RGB")) for path in t.train.paths]
+    assert np.allclose(t.teacher, load_model(tiny_model_dir).embed(photos), atol=1e-5)  # row by row
+    gap = lambda: float(((t._embed(t.pixels) - t.teacher) ** 2).sum(1).mean())  # noqa: E731
+    start = gap()  # a student of another seed starts far from the teacher (~2.3, nearly orthogonal)
+    for _ in range(30):
+        t.train_step()
+    assert gap() < 0.5 * start
+    logs.clear()
+    Trainer(cfg, log=logs.append)
+    assert any("read from" in line for line in logs)  # computed once, then read from the cache

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from facegallery.alignment import PUBFIG83, Template
 from facegallery.errors import UserError
-from facegallery.images import PixelCache, is_candidate, load_batch, warn_skip
+from facegallery.images import (
+    ImageReadError,
+    PixelCache,
+    centre_square,
+    is_candidate,
+    load_batch,
+    load_image,
+    read_bytes,
+    resize,
+    warn_skip,
+)
 
 
 @dataclass
@@ -50,10 +63,66 @@ class FaceFolder:
             h.update(f"{p.relative_to(self.root)}\t{self.names[l]}\n".encode())
         return h.hexdigest()[:16]
 
-    def load_pixels(self, size: int, cache: PixelCache | None = None) -> tuple[np.ndarray, FaceFolder]:
-        """Decode every photo at ``size``; unreadable ones are skipped (warned) and dropped."""
-        pixels, kept = load_batch(self.paths, size, cache)
+    def load_pixels(
+        self, size: int, cache: PixelCache | None = None, template: Template | None = None
+    ) -> tuple[np.ndarray, FaceFolder]:
+        """Decode every photo at ``size``; unreadable ones are skipped (warned) and dropped.
+
+        With a ``template`` the photos are prepared as a network of that template reads them in
+        training: each photo's centred square (:func:`centre_square`), resized to ``size`` for
+        PubFig83's framing, or aligned into any other template by the landmarks found where that
+        framing holds the face (as the embedder does with whole crops)."""
+        if template is None:
+            pixels, kept = load_batch(self.paths, size, cache)
+        elif template.name == PUBFIG83.name:
+            pixels, kept = _load_prepared(
+                self.paths, f"square-{size}", lambda crops: [resize(c, size) for c in crops], size, cache
+            )
+        else:
+            from facegallery.landmarks import align_crops
+
+            pixels, kept = _load_prepared(
+                self.paths, template.name, lambda crops: align_crops(crops, template), template.size, cache
+            )
         return pixels, self.subset(kept)
+
+
+def _load_prepared(
+    paths: list[Path],
+    kind: str,
+    prepare: Callable[[list[np.ndarray]], list[np.ndarray]],
+    side: int,
+    cache: PixelCache | None,
+) -> tuple[np.ndarray, list[int]]:
+    """Photos' centred squares through ``prepare`` (in batches: landmarks are cheaper that way),
+    cached per photo under ``kind``; unreadable photos skipped with a warning."""
+    out: dict[int, np.ndarray] = {}
+    todo: list[tuple[int, Path, Path | None]] = []
+    for i, path in enumerate(paths):
+        try:
+            entry = cache.entry(read_bytes(Path(path)), kind) if cache is not None else None
+        except ImageReadError as e:
+            warn_skip(Path(path), str(e).split(": ", 1)[-1])
+            continue
+        pixels = cache.read(entry) if entry is not None else None
+        if pixels is None:
+            todo.append((i, Path(path), entry))
+        else:
+            out[i] = pixels
+    for start in range(0, len(todo), 256):
+        crops, done = [], []
+        for i, path, entry in todo[start : start + 256]:
+            try:
+                crops.append(centre_square(load_image(path)))
+                done.append((i, entry))
+            except ImageReadError as e:
+                warn_skip(path, str(e).split(": ", 1)[-1])
+        for (i, entry), pixels in zip(done, prepare(crops)):
+            out[i] = pixels
+            if entry is not None:
+                PixelCache.write(entry, pixels)
+    kept = sorted(out)
+    return (np.stack([out[i] for i in kept]) if kept else np.zeros((0, side, side, 3), np.uint8)), kept
 
 
 def discover(root: str | Path, min_photos: int = 1) -> FaceFolder:
@@ -86,6 +155,43 @@ def discover(root: str | Path, min_photos: int = 1) -> FaceFolder:
     if not names:
         raise UserError(f"{root}: no person folders with photos in it (expected ROOT/<Person Name>/<photo>)")
     return FaceFolder(root, names, paths, np.array(labels, dtype=np.int64))
+
+
+def discover_roots(roots: str | Path | list[str | Path]) -> FaceFolder:
+    """One tree or several (``train --data A --data B``) as one :class:`FaceFolder`.
+
+    A folder name is a person: the same name under two roots is one person (their photos pooled), so a
+    second folder of the same people adds photos rather than impostors. Paths are kept relative to the
+    roots' common parent, so splits and fingerprints stay stable for the same roots."""
+    if isinstance(roots, (str, Path)):
+        return discover(roots)
+    roots = [Path(r) for r in roots]
+    if len(roots) == 1:
+        return discover(roots[0])
+    if len({r.resolve() for r in roots}) < len(roots):
+        raise UserError(f"{', '.join(map(str, roots))}: a folder is given twice")
+    trees = [discover(r) for r in roots]
+    names = sorted({n for t in trees for n in t.names})
+    index = {n: i for i, n in enumerate(names)}
+    paths = [p for t in trees for p in t.paths]
+    labels = np.array([index[t.names[l]] for t in trees for l in t.labels], dtype=np.int64)
+    common = Path(os.path.commonpath([str(r.resolve()) for r in roots]))
+    return FaceFolder(common, names, [p.resolve() for p in paths], labels)
+
+
+def require_pairs(roots: list[str | Path], folder: FaceFolder) -> None:
+    """Refuse a training root in which no person has two photos (no positive pair to learn from)."""
+    for root in roots:
+        root = Path(root).resolve()
+        counts = np.bincount(
+            [l for p, l in zip(folder.paths, folder.labels) if p.resolve().is_relative_to(root)],
+            minlength=len(folder.names),
+        )
+        if counts.max(initial=0) < 2:
+            raise UserError(
+                f"{root}: no person with two or more photos (the triplet loss needs two photos of someone; "
+                "put each person's photos in one folder)"
+            )
 
 
 def numbered_key(path: Path) -> tuple:
@@ -154,25 +260,38 @@ def make_split(folder: FaceFolder, impostors: int, holdout_fraction: float, seed
 class PKSampler:
     """Batches of P identities x K photos each (FaceNet's online-mining batches), reproducible by seed.
 
-    Identities with fewer than K photos are sampled with replacement so every batch has P*K rows.
+    K adapts: an identity with fewer than K photos gives all of them (at least two: people with one
+    photo cannot form a positive pair). With ``singles`` > 0 each batch also carries that many photos of
+    one-photo people, drawn at random, for the classifier term alone (see :meth:`__call__`).
     """
 
-    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int):
+    def __init__(self, labels: np.ndarray, p: int, k: int, seed: int, singles: int = 0):
         self.by_label = [np.flatnonzero(labels == l) for l in range(int(labels.max()) + 1)]
         self.usable = np.array([l for l, idx in enumerate(self.by_label) if len(idx) >= 2])
         if len(self.usable) < 2:
             raise UserError("P x K sampling needs at least two identities with two photos each")
+        self.single_rows = np.concatenate([idx for idx in self.by_label if len(idx) == 1] or [np.zeros(0, np.int64)])
         self.p, self.k = min(p, len(self.usable)), k
+        self.singles = min(singles, len(self.single_rows))
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self) -> np.ndarray:
-        """Row indices of one batch, grouped by identity."""
+    def groups(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """One batch: P row groups, one per identity (2 to K rows each), and the one-photo rows."""
         ids = self.rng.choice(self.usable, size=self.p, replace=False)
-        rows = []
-        for l in ids:
-            idx = self.by_label[l]
-            rows.append(self.rng.choice(idx, size=self.k, replace=len(idx) < self.k))
-        return np.concatenate(rows)
+        groups = [
+            self.rng.choice(self.by_label[l], size=min(self.k, len(self.by_label[l])), replace=False) for l in ids
+        ]
+        singles = (
+            self.rng.choice(self.single_rows, size=self.singles, replace=False)
+            if self.singles
+            else np.zeros(0, np.int64)
+        )
+        return groups, singles
+
+    def __call__(self) -> np.ndarray:
+        """Row indices of one batch, grouped by identity (then the one-photo rows)."""
+        groups, singles = self.groups()
+        return np.concatenate([*groups, singles])
 
 
 def random_triplet_batch(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -188,33 +188,61 @@ class PixelCache:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir() / "pixels"
 
-    def _entry(self, data: bytes, size: int) -> Path:
+    def entry(self, data: bytes, kind: int | str) -> Path:
+        """Where the pixels of the photo with bytes ``data`` prepared as ``kind`` (a side, or a named
+        preparation such as an alignment template) are kept."""
         key = hashlib.sha1(data).hexdigest()
-        return self.root / str(size) / key[:2] / f"{key}.npy"
+        return self.root / str(kind) / key[:2] / f"{key}.npy"
 
-    def load(self, path: str | os.PathLike, size: int) -> np.ndarray:
-        """Pixels of ``path`` resized to ``size`` (decoding only on a cache miss)."""
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ImageReadError(f"{path}: cannot read ({e.strerror})") from None
-        entry = self._entry(data, size)
+    @staticmethod
+    def read(entry: Path) -> np.ndarray | None:
+        """The cached pixels, or None (absent, or a torn entry to rebuild)."""
         if entry.exists():
             try:
                 return np.load(entry, allow_pickle=False)
             except (OSError, ValueError):
-                pass  # a torn cache entry is rebuilt below
-        pixels = resize(load_image(path), size)
+                pass
+        return None
+
+    @staticmethod
+    def write(entry: Path, pixels: np.ndarray) -> None:
+        """Keep ``pixels`` at ``entry`` (atomically; a read-only cache only costs speed)."""
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             tmp = entry.with_suffix(f".{os.getpid()}.tmp")
             with open(tmp, "wb") as f:
                 np.save(f, pixels, allow_pickle=False)
             os.replace(tmp, entry)
-        except OSError as e:  # a read-only cache only costs speed
+        except OSError as e:
             log.debug("pixel cache not written: %s", e)
+
+    def load(self, path: str | os.PathLike, size: int) -> np.ndarray:
+        """Pixels of ``path`` resized to ``size`` (decoding only on a cache miss)."""
+        path = Path(path)
+        data = read_bytes(path)
+        entry = self.entry(data, size)
+        pixels = self.read(entry)
+        if pixels is None:
+            pixels = resize(load_image(path), size)
+            self.write(entry, pixels)
         return pixels
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, or an :class:`ImageReadError` naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def centre_square(pixels: np.ndarray) -> np.ndarray:
+    """The centred square of a photo's shorter side (training photos of other shapes, e.g. CelebA's
+    89x109, keep their proportions instead of being squashed)."""
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top : top + side, left : left + side]
 
 
 def load_batch(

@@ -22,14 +22,19 @@ from facegallery.quantization import BACKEND, available, calibrate, save
 
 
 def quantize_checkpoint(
-    folder: str | Path, calibration: np.ndarray, val: dict | None = None, refresh_float: bool = False
+    folder: str | Path,
+    calibration: np.ndarray,
+    val: dict | None = None,
+    refresh_float: bool = False,
+    aligned: bool = False,
 ) -> dict:
     """Calibrate the checkpoint in ``folder`` on ``calibration`` photos (uint8 (N, S, S, 3) at the
     model's load size) and write its ``int8.safetensors``. With a validation set (as
     :func:`facegallery.training.validation_set` makes) the int8 network gets its own unknown threshold,
     calibrated as the float one was, and config.json records both networks' validation figures;
     ``refresh_float`` also replaces the float network's threshold with the one calibrated here (what
-    ``facegallery quantize`` does, so that re-running it brings a checkpoint up to a changed rule)."""
+    ``facegallery quantize`` does, so that re-running it brings a checkpoint up to a changed rule).
+    ``aligned``: the photos are already in the network's alignment template (as training loads them)."""
     if not available():
         raise UserError(
             f"this PyTorch ({torch.__version__}) cannot run int8 networks (needs the {BACKEND} quantised engine)"
@@ -40,7 +45,7 @@ def quantize_checkpoint(
     net.load_state_dict(checkpoints.load_weights(folder))
     size = int(net.input_size)
     # the network's own input: photos carried into its alignment template, resized, centre-cropped
-    calibration = load_model(folder, precision="fp32").network_pixels(calibration)
+    calibration = load_model(folder, precision="fp32").network_pixels(calibration, aligned)
     batches = (center_crop(to_tensor(calibration[i : i + 128]), size) for i in range(0, len(calibration), 128))
     save(folder, calibrate(net, batches))
     info: dict = {"backend": BACKEND, "calibration_photos": int(len(calibration)), "torch": torch.__version__}
@@ -48,14 +53,14 @@ def quantize_checkpoint(
         genuine = {}
         for precision in ("fp32", "int8"):
             e = load_model(folder, precision=precision)
-            genuine[precision] = e.embed(val["genuine"])
+            genuine[precision] = e.embed(val["genuine"], aligned=aligned)
             cal = calibrate_threshold(
-                e.embed(val["gallery"]),
+                e.embed(val["gallery"], aligned=aligned),
                 val["gallery_labels"],
                 int(val["gallery_labels"].max()) + 1,
                 genuine[precision],
                 val["genuine_labels"],
-                e.embed(val["impostors"]),
+                e.embed(val["impostors"], aligned=aligned),
                 accept_rate,
             )
             info[f"validation_{precision}"] = {

@@ -13,6 +13,7 @@ gradients; rank 0 validates and writes checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +32,18 @@ import torch.nn.functional as F
 from torch.fx.proxy import TraceError
 
 from facegallery import checkpoints, distributed, int8, quantization
+from facegallery.alignment import PUBFIG83, TEMPLATES, Template
 from facegallery.calibration import ACCEPT_RATE, Calibration, calibrate
-from facegallery.datasets import FaceFolder, PKSampler, Split, discover, make_split, random_triplet_batch
-from facegallery.embedder import center_crop, load_size, to_tensor
+from facegallery.datasets import (
+    FaceFolder,
+    PKSampler,
+    Split,
+    discover_roots,
+    make_split,
+    random_triplet_batch,
+    require_pairs,
+)
+from facegallery.embedder import center_crop, checkpoint_folder, load_model, load_size, split_precision, to_tensor
 from facegallery.errors import UserError
 from facegallery.images import PixelCache
 from facegallery.losses import CosFaceHead, spread_out_loss, triplet_loss
@@ -45,9 +55,13 @@ from facegallery.models import create_model
 class TrainConfig:
     """Everything that decides a training run; stored in the checkpoint."""
 
-    data: str
+    data: str | list[str]  # one folder-per-person root, or several (pooled by person name)
     out: str
     arch: str = "resface64"
+    init: str | None = None  # start from this model (shipped name or checkpoint folder): fine-tuning
+    train_layers: str = "all"  # all | last (last stage + head) | head: what the optimiser updates
+    teacher: str | None = None  # distil this model's embeddings (computed once, cached) into the network
+    distill_weight: float = 0.0  # weight of the squared distance to the teacher's embedding; 0 = off
     recipe: str = "facenet"  # facenet | original
     steps: int | None = None  # fixed length; or derived from ``budget_s`` after a warm-up
     budget_s: float | None = None
@@ -102,6 +116,23 @@ class TrainConfig:
         )
         base.update(kw)
         return cls(data=data, out=out, **base)
+
+    @classmethod
+    def fine_tune(cls, data: str | list[str], out: str, init: str, **kw) -> TrainConfig:
+        """Defaults for starting from a trained model: FaceNet's triplet loss with semi-hard mining
+        alone (a new classifier head would first pull a good embedding towards random proxies), a
+        learning rate a twentieth of training from scratch for the whole network (larger when only the
+        last stage or the head trains), a short warm-up and light weight decay."""
+        layers = kw.get("train_layers", "all")
+        # the fewer layers train, the less there is to forget: larger steps for the last stage and the head
+        lr = {"all": 1e-4, "last": 3e-4, "head": 1e-3}.get(layers, 1e-4)
+        base = dict(init=init, miner="semi-hard", cosface_weight=0.0, lr=lr, warmup=50, weight_decay=5e-4)
+        base.update(kw)
+        return cls(data=data, out=out, **base)
+
+
+#: What ``train_layers`` may say: which of the network's stages (``model.stages()``) train.
+TRAIN_LAYERS = ("all", "last", "head")
 
 
 def _clock() -> float:
@@ -167,6 +198,7 @@ def validation_set(
     size: int,
     cache: PixelCache,
     seed: int,
+    template: Template | None = None,
 ) -> dict | None:
     """A fixed, modest validation set: up to 20 training photos per identity as the gallery, every
     held-out photo as a genuine probe, up to 40 photos per impostor identity (photos at side ``size``)."""
@@ -181,9 +213,11 @@ def validation_set(
         if len(imp)
         else np.zeros(0, int)
     )
-    hp, hold = hold.load_pixels(size, cache)
+    hp, hold = hold.load_pixels(size, cache, template)
     ip, _ = (
-        imp.subset(imp_idx).load_pixels(size, cache) if len(imp_idx) else (np.zeros((0, size, size, 3), np.uint8), None)
+        imp.subset(imp_idx).load_pixels(size, cache, template)
+        if len(imp_idx)
+        else (np.zeros((0, size, size, 3), np.uint8), None)
     )
     return {
         "gallery": train_pixels[gal],
@@ -213,6 +247,70 @@ def command_line() -> str | None:
     return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
 
 
+def initial_model(cfg: TrainConfig) -> tuple[nn.Module, dict | None]:
+    """The network to train: the registry's untrained ``cfg.arch``, or the model ``cfg.init`` names
+    (a shipped name or a checkpoint folder) with its weights, and that model's config."""
+    if not cfg.init:
+        return create_model(cfg.arch, **cfg.arch_kwargs), None
+    folder = checkpoint_folder(split_precision(cfg.init)[0])
+    config = checkpoints.read_config(folder)
+    arch = config.get("arch", "")
+    model = create_model(arch, **config.get("arch_kwargs", {}))
+    side = config.get("input_size", model.input_size)
+    if int(side) != int(model.input_size):
+        raise UserError(f"{cfg.init}: a checkpoint for {side}x{side} input, but {arch} reads {model.input_size}")
+    try:
+        model.load_state_dict(checkpoints.load_weights(folder))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"{folder}: weights do not fit architecture {arch!r} ({first})") from None
+    return model, config
+
+
+def freeze(model: nn.Module, layers: str) -> list[nn.Parameter]:
+    """Leave only the ``layers`` (all | last | head) of ``model.stages()`` trainable; returns their
+    parameters. Frozen parameters get no gradient, so their backward pass is never computed."""
+    if layers not in TRAIN_LAYERS:
+        raise UserError(f"unknown --train-layers {layers!r} ({' | '.join(TRAIN_LAYERS)})")
+    if layers == "all":
+        return list(model.parameters())
+    if not hasattr(model, "stages"):
+        raise UserError(f"--train-layers {layers}: {type(model).__name__} has no stages to choose from; use all")
+    stages = model.stages()
+    model.requires_grad_(False)
+    chosen = stages[-1:] if layers == "head" else stages[-2:]
+    for part in chosen:
+        part.requires_grad_(True)
+    return [q for part in chosen for q in part.parameters()]
+
+
+def teacher_embeddings(teacher: str, train: FaceFolder, cache: PixelCache, log: Callable[[str], None]) -> np.ndarray:
+    """The ``teacher`` model's embeddings of every training photo, in row order: computed once (photos
+    prepared for the teacher's own template, flip averaging as it ships) and kept in the cache folder,
+    keyed by the teacher's fingerprint and the photos."""
+    embedder = load_model(teacher)
+    h = hashlib.sha1(embedder.fingerprint.encode())
+    for path in train.paths:
+        h.update(str(path).encode() + b"\0")
+    entry = cache.root.parent / "teacher" / f"{h.hexdigest()[:24]}.npy"
+    cached = PixelCache.read(entry)
+    if cached is not None and cached.shape[0] == len(train):
+        log(f"teacher: {embedder.name} embeddings of {len(train)} photos read from {entry}")
+        return cached
+    t0 = time.time()
+    out = np.zeros((len(train), int(embedder.spec["embedding_dim"])), np.float32)
+    size = embedder.input_size
+    for start in range(0, len(train), 1024):
+        part = train.subset(np.arange(start, min(start + 1024, len(train))))
+        pixels, kept = part.load_pixels(size, cache, embedder.template)
+        if len(kept) != len(part):
+            raise UserError(f"{train.root}: a training photo became unreadable while the teacher embedded it")
+        out[start : start + len(part)] = embedder.embed(pixels, aligned=True)
+    PixelCache.write(entry, out)
+    log(f"teacher: {embedder.name} embedded {len(train)} photos in {time.time() - t0:.0f}s (cached at {entry})")
+    return out
+
+
 class FaceNetRecipe:
     """P x K batches of whole identities, online mining (``cfg.miner``), AdamW with no decay on biases and
     norms."""
@@ -230,9 +328,13 @@ class FaceNetRecipe:
         if processes > 1 and sampler.p % processes:
             raise UserError(f"P = {sampler.p} identities per batch do not split evenly over {processes} processes")
 
-    def rows(self, trainer: Trainer) -> np.ndarray:
-        """The batch's photo rows in units the processes share out."""
-        return trainer.sampler()  # whole identities: P x K rows grouped by identity
+    def rows(self, trainer: Trainer) -> tuple[np.ndarray, int]:
+        """This process's rows of a batch every process draws alike, and how many of the first rows
+        the triplets are mined among: whole identities (P groups of 2-K photos) shared out in
+        contiguous runs, then its share of the one-photo people (classifier and teacher terms only)."""
+        groups, singles = trainer.sampler.groups()
+        mine = np.concatenate(trainer.share(groups))
+        return np.concatenate([mine, trainer.share(singles)]), len(mine)
 
     def triplets(self, emb: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
         ia, ip, ineg = MINERS[cfg.miner](emb, y, cfg.margin)
@@ -250,9 +352,10 @@ class OriginalRecipe(FaceNetRecipe):
     def check(self, sampler: PKSampler, processes: int) -> None:
         pass  # triplets split over processes whatever P is
 
-    def rows(self, trainer: Trainer) -> np.ndarray:
+    def rows(self, trainer: Trainer) -> tuple[np.ndarray, int]:
         cfg = trainer.cfg
-        return random_triplet_batch(trainer.labels, cfg.p * cfg.k, trainer.rng)  # (n, 3): rows a, p, n
+        rows = trainer.share(random_triplet_batch(trainer.labels, cfg.p * cfg.k, trainer.rng)).reshape(-1)
+        return rows, len(rows)  # triplets stay together: rows a, p, n
 
     def triplets(self, emb: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, ...]:
         e = emb.view(-1, 3, emb.shape[1])
@@ -290,6 +393,8 @@ class Trainer:
             raise UserError(f"unknown miner {cfg.miner!r}; known: {', '.join(MINERS)}")
         if cfg.steps is None and cfg.budget_s is None:
             raise UserError("give --steps or --budget")
+        if cfg.distill_weight > 0 and not cfg.teacher:
+            raise UserError("--distill-weight needs --teacher MODEL")
         self.world = distributed.join()
         if not self.world.main:
             self.log = lambda s: None
@@ -298,15 +403,29 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         elif self.world.size > 1:  # 0 = all cores, shared out between the processes
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world.size))
-        self.model = create_model(cfg.arch, **cfg.arch_kwargs)
+        self.model, self.init_config = initial_model(cfg)
+        if self.init_config is not None:  # the network reads photos as the model it starts from did
+            init = self.init_config
+            cfg = self.cfg = replace(
+                cfg,
+                arch=init["arch"],
+                arch_kwargs=init.get("arch_kwargs", {}),
+                crop=float(init.get("crop", 1.0)),
+                tta_flip=bool(init.get("tta_flip", False)),
+            )
+        self.template = TEMPLATES[(self.init_config or {}).get("template", PUBFIG83.name)]
+        self.trainable = freeze(self.model, cfg.train_layers)
         self.net_size = int(self.model.input_size)
         self.size = load_size(self.net_size, cfg.crop)  # photos load at this side, then are cropped
-        folder = discover(cfg.data)
+        self.roots = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
+        folder = discover_roots(self.roots)
+        require_pairs(self.roots, folder)
         self.fingerprint = folder.fingerprint()
         if cfg.val_impostors > len(folder.names) // 4 and self.world.main:
             warnings.warn(
-                f"{cfg.data}: --val-impostors {cfg.val_impostors} holds out {cfg.val_impostors} of "
-                f"{len(folder.names)} identities: training on {len(folder.names) - cfg.val_impostors}",
+                f"{', '.join(map(str, self.roots))}: --val-impostors {cfg.val_impostors} holds out "
+                f"{cfg.val_impostors} of {len(folder.names)} identities: training on "
+                f"{len(folder.names) - cfg.val_impostors}",
                 stacklevel=2,
             )
         self.split = (
@@ -320,8 +439,9 @@ class Trainer:
         t0 = time.time()
         if not self.world.main:
             self.world.barrier()  # rank 0 decodes (and caches) the photos first
-        self.pixels, self.train = train.load_pixels(self.size, cache)
+        self.pixels, self.train = train.load_pixels(self.size, cache, self.template)
         self.labels = self.train.labels
+        self.teacher = teacher_embeddings(cfg.teacher, self.train, cache, self.log) if cfg.teacher else None
         self.val = self._val_data(hold, imp, cache) if self.world.main else None
         if self.world.main:
             self.world.barrier()
@@ -333,14 +453,18 @@ class Trainer:
         self.head = (
             CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) if cfg.cosface_weight > 0 else None
         )
-        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
+        params = self.trainable + (list(self.head.parameters()) if self.head else [])
         self.opt = self.recipe.optimizer(params, cfg)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.objective: nn.Module = Objective(self.model, self.head, cfg.bf16)
         if self.world.size > 1:
             self.objective = nn.parallel.DistributedDataParallel(self.objective)
         self.rng = np.random.default_rng(cfg.seed)
-        self.sampler = PKSampler(self.labels, cfg.p, cfg.k, cfg.seed + 1)
+        # one-photo people ride along for the terms that can use them, in proportion to their photos
+        counts = np.bincount(self.labels, minlength=len(self.names))
+        share = counts[counts == 1].sum() / max(1, len(self.labels))
+        singles = int(round(cfg.p * cfg.k * share)) if (self.head is not None or self.teacher is not None) else 0
+        self.sampler = PKSampler(self.labels, cfg.p, cfg.k, cfg.seed + 1, singles=min(singles, cfg.p * cfg.k // 2))
         self.recipe.check(self.sampler, self.world.size)
         # every rank draws the same batches (then takes its share) but augments its own photos
         self.aug_gen = torch.Generator().manual_seed(cfg.seed + 2 + 7919 * self.world.rank)
@@ -349,12 +473,13 @@ class Trainer:
         self.history: list[dict] = []
         self.replans: list[list[int]] = []  # [step, new total] whenever a budget run re-fixed its length
         self.train_seconds = 0.0
+        self.train_mode()
         if resume:
             self._resume()
 
     # ----- data -------------------------------------------------------------------------------
     def _val_data(self, hold: FaceFolder, imp: FaceFolder, cache: PixelCache) -> dict | None:
-        return validation_set(self.pixels, self.labels, hold, imp, self.size, cache, self.cfg.seed)
+        return validation_set(self.pixels, self.labels, hold, imp, self.size, cache, self.cfg.seed, self.template)
 
     @torch.inference_mode()
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
@@ -366,7 +491,7 @@ class Trainer:
             if self.cfg.tta_flip:
                 e = F.normalize(e + self.model(x.flip(3)), dim=1)
             out.append(e.numpy())
-        self.model.train()
+        self.train_mode()
         return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
     def validate(self) -> Calibration | None:
@@ -384,31 +509,44 @@ class Trainer:
             self.cfg.accept_rate,
         )
 
+    def train_mode(self) -> None:
+        """Training mode, except that a network started from a trained model keeps its normalisation
+        statistics: batches of a few people would otherwise shift what the whole network was fitted to."""
+        self.model.train()
+        if self.init_config is not None:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     # ----- one step ---------------------------------------------------------------------------
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self._share(self.recipe.rows(self)).reshape(-1)  # shared out whole (triplets stay together)
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, int]:
+        rows, mined = self.recipe.rows(self)
         x = to_tensor(self.pixels[rows])
         if self.cfg.augment:
             x = augment_batch(x, self.aug_gen, self.cfg.strong_augment)
         x = center_crop(x, self.net_size)
-        return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows])
+        return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows]), rows, mined
 
-    def _share(self, rows: np.ndarray) -> np.ndarray:
+    def share(self, items: np.ndarray | list) -> np.ndarray | list:
         """This rank's contiguous share of a batch drawn identically on every rank."""
-        n = len(rows) // self.world.size
-        return rows[self.world.rank * n : (self.world.rank + 1) * n]
+        n, w, r = len(items), self.world.size, self.world.rank
+        return items[r * n // w : (r + 1) * n // w]
 
     def train_step(self) -> dict:
         cfg = self.cfg
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.step, self.total or 1, cfg)
-        x, y = self._batch()
+        x, y, rows, mined = self._batch()
         emb, c_loss = self.objective(x, y)
-        a, p, n = self.recipe.triplets(emb, y, cfg)
+        a, p, n = self.recipe.triplets(emb[:mined], y[:mined], cfg)
         t_loss = triplet_loss(a, p, n, cfg.margin, cfg.reduction)
         loss = cfg.triplet_weight * t_loss
         if self.head is not None:
             loss = loss + cfg.cosface_weight * c_loss
+        d_loss = torch.zeros(())
+        if self.teacher is not None and cfg.distill_weight > 0:
+            d_loss = ((emb - torch.from_numpy(self.teacher[rows])) ** 2).sum(1).mean()
+            loss = loss + cfg.distill_weight * d_loss
         s_loss = torch.zeros(())
         if cfg.spread_weight > 0:
             s_loss = spread_out_loss(emb, y)
@@ -424,6 +562,7 @@ class Trainer:
             "triplet": t_loss.item(),
             "cosface": c_loss.item(),
             "gor": s_loss.item(),
+            "distill": d_loss.item(),
             "spread": spread,
         }
 
@@ -433,6 +572,8 @@ class Trainer:
         return {
             "name": Path(cfg.out).name,
             "arch": cfg.arch,
+            "template": self.template.name,
+            "init": self.init_summary(),
             "arch_kwargs": cfg.arch_kwargs,
             "input_size": self.net_size,
             "crop": cfg.crop,
@@ -453,10 +594,19 @@ class Trainer:
             "torch": torch.__version__,
             "processes": self.world.size,
             # the model card: what it read and under whose terms (the data's own terms carry over)
-            "training_data": f"{cfg.data}: {len(self.names)} people, data fingerprint {self.fingerprint}",
-            "licence": "the training photos' terms apply",
-            "normalisation": "RGB / 255",
+            "training_data": f"{', '.join(map(str, self.roots))}: {len(self.names)} people, data fingerprint "
+            f"{self.fingerprint}"
+            + (f"; on top of {init['name']}: {init.get('training_data')}" if (init := self.init_config) else ""),
+            "licence": "the training photos' terms apply"
+            + (f"; the starting model's: {init.get('licence')}" if init else ""),
+            "normalisation": (init or {}).get("normalisation", "RGB / 255"),
         }
+
+    def init_summary(self) -> dict | None:
+        """What a fine-tuned model started from (None when trained from scratch)."""
+        if self.init_config is None:
+            return None
+        return {"model": self.cfg.init, "name": self.init_config.get("name"), "train_layers": self.cfg.train_layers}
 
     def _state(self, aug_states: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         st: dict[str, torch.Tensor] = {}
@@ -517,7 +667,8 @@ class Trainer:
 
     def save_best(self, cal: Calibration | None, score: float) -> None:
         self.best = (score, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        checkpoints.save_checkpoint(self.cfg.out, self.model, self.config_json(cal), half=True)
+        # a model trained from scratch fits in float16; a fine-tuned one keeps the starting model's float32
+        checkpoints.save_checkpoint(self.cfg.out, self.model, self.config_json(cal), half=self.init_config is None)
 
     # ----- the loop ---------------------------------------------------------------------------
     def _validate_and_keep(self, m: dict, stale: int) -> int:
@@ -584,7 +735,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.model.train()
+        self.train_mode()
         bar = tqdm(
             total=self.total,
             initial=self.step,
@@ -655,7 +806,7 @@ class Trainer:
             return
         calib = self.pixels[np.random.default_rng(self.cfg.seed).permutation(len(self.pixels))[:512]]
         try:
-            info = int8.quantize_checkpoint(self.cfg.out, calib, self.val)
+            info = int8.quantize_checkpoint(self.cfg.out, calib, self.val, aligned=self.template.name != PUBFIG83.name)
         except (TraceError, TypeError, NotImplementedError, RuntimeError) as e:
             self.log(f"int8: skipped, the network cannot be quantised ({e.__class__.__name__}: {e})")
             return

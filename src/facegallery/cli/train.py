@@ -12,9 +12,31 @@ from facegallery.errors import UserError
 
 
 @main.command("train")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Folder per identity.")
+@click.option(
+    "--data",
+    required=True,
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Folder per identity; repeat to pool several (the same folder name is the same person).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Checkpoint folder to write.")
-@click.option("--model", "arch", default="resface64", show_default=True, help="Architecture from the registry.")
+@click.option("--model", "arch", help="Architecture from the registry, trained from scratch (default resface64).")
+@click.option(
+    "--init",
+    help="Fine-tune this model (shipped name, e.g. dlib-resnet29-v1, or checkpoint folder) instead of "
+    "training from scratch; it keeps its input template, crop and flip averaging.",
+)
+@click.option(
+    "--train-layers",
+    type=click.Choice(["all", "last", "head"]),
+    default="all",
+    show_default=True,
+    help="What trains: every layer, the last stage and the head, or the head alone.",
+)
+@click.option("--teacher", help="Distil this model's embeddings into the network (computed once, cached).")
+@click.option(
+    "--distill-weight", type=float, help="Weight of the distance to the teacher's embedding (1 with --teacher)."
+)
 @click.option(
     "--recipe",
     type=click.Choice(["facenet", "original"]),
@@ -79,6 +101,10 @@ def train_cmd(
     data,
     out,
     arch,
+    init,
+    train_layers,
+    teacher,
+    distill_weight,
     recipe,
     steps,
     budget,
@@ -114,6 +140,13 @@ def train_cmd(
 
     if steps is not None and budget:
         raise UserError("give --steps or --budget, not both")
+    if init and recipe == "original":
+        raise UserError("--init fine-tunes with the facenet recipe; the original recipe trains seed-cnn from scratch")
+    if init and crop is not None:
+        raise UserError("--crop: a fine-tuned model reads photos as the model it starts from (drop --crop)")
+    if init and arch:
+        _check_init_arch(init, arch)
+    data = list(data)
     if not resume and not force and (Path(out) / CONFIG).is_file():
         raise UserError(f"{out}: holds a trained model already; --resume continues it, --force replaces it")
     given = {
@@ -133,12 +166,14 @@ def train_cmd(
         "accept_rate": accept_rate,
         "eval_every": eval_every,
         "patience": patience,
+        "teacher": teacher,
+        "distill_weight": distill_weight if distill_weight is not None else (1.0 if teacher else None),
     }
     kw = {key: v for key, v in given.items() if v is not None}
     if val_impostors is None and not resume:  # the default 8 would leave a small folder few people to train on
-        from facegallery.datasets import discover
+        from facegallery.datasets import discover_roots
 
-        people = len(discover(data).names)
+        people = len(discover_roots(data).names)
         if people < 40:
             kw["val_impostors"] = max(1, people // 5)
             click.echo(
@@ -151,14 +186,43 @@ def train_cmd(
     if strong_augment is not None:
         kw["strong_augment"] = strong_augment
     budget_s = parse_duration(budget) if budget else None
-    common = dict(steps=steps, budget_s=budget_s, seed=seed, bf16=bf16, threads=threads, cache=cache, **kw)
-    if recipe == "original":
-        cfg = TrainConfig.original(data, out, **({"arch": arch} if arch != "resface64" else {}), **common)
+    common = dict(
+        steps=steps,
+        budget_s=budget_s,
+        seed=seed,
+        bf16=bf16,
+        threads=threads,
+        cache=cache,
+        train_layers=train_layers,
+        **kw,
+    )
+    if len(data) == 1:
+        data = data[0]  # one root is recorded as before
+    if init:
+        cfg = TrainConfig.fine_tune(data, out, init, **common)
+    elif recipe == "original":
+        cfg = TrainConfig.original(data, out, **({"arch": arch} if arch else {}), **common)
     else:
-        cfg = TrainConfig(data=data, out=out, arch=arch, **common)
+        cfg = TrainConfig(data=data, out=out, **({"arch": arch} if arch else {}), **common)
     path = train_processes(cfg, procs, resume=resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process gets here
         click.echo(f"wrote {path}")
+
+
+def _check_init_arch(init: str, arch: str) -> None:
+    """``--model`` beside ``--init`` must name the starting model's own architecture and input size."""
+    from facegallery.checkpoints import read_config
+    from facegallery.embedder import checkpoint_folder, split_precision
+    from facegallery.models import create_model
+
+    config = read_config(checkpoint_folder(split_precision(init)[0]))
+    want = create_model(arch)
+    if config.get("arch") != arch:
+        side = config.get("input_size", "?")
+        raise UserError(
+            f"--init {init}: a {config.get('arch')} network ({side}x{side} input), not --model {arch} "
+            f"({want.input_size}x{want.input_size}); drop --model to fine-tune it"
+        )
 
 
 @main.command("quantize")
@@ -178,6 +242,7 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     import numpy as np
 
     from facegallery import checkpoints, int8, quantization
+    from facegallery.alignment import PUBFIG83, TEMPLATES
     from facegallery.datasets import Split, discover
     from facegallery.embedder import checkpoint_folder, load_size
     from facegallery.images import PixelCache
@@ -197,7 +262,10 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
     net_size = int(create_model(config["arch"], **config.get("arch_kwargs", {})).input_size)
     size = load_size(net_size, float(config.get("crop", 1.0)))
     pix_cache = PixelCache(cache) if cache else PixelCache()
-    pixels, train_part = train_part.load_pixels(size, pix_cache)
+    # a network of an aligned template is calibrated on photos aligned as it reads them in training
+    template = TEMPLATES.get(config.get("template", PUBFIG83.name))
+    template = None if template is None or template.name == PUBFIG83.name else template
+    pixels, train_part = train_part.load_pixels(size, pix_cache, template)
     calib = pixels[np.random.default_rng(seed).permutation(len(pixels))[:photos]]
     val = validation_set(
         pixels,
@@ -207,8 +275,9 @@ def quantize_cmd(model, data, photos, seed, cache) -> None:
         size,
         pix_cache,
         int(config.get("train_config", {}).get("seed", 0)),
+        template,
     )
-    info = int8.quantize_checkpoint(folder, calib, val, refresh_float=True)
+    info = int8.quantize_checkpoint(folder, calib, val, refresh_float=True, aligned=template is not None)
     click.echo(f"wrote {folder / quantization.INT8} ({len(calib)} calibration photos)")
     if val is not None:
         v32, v8, agree = info["validation_fp32"], info["validation_int8"], info["cosine_to_fp32"]

@@ -103,6 +103,16 @@ class DlibResNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(cin, embedding_dim, bias=False)
 
+    def stages(self) -> list[nn.Module]:
+        """The network from input to output in parts that fine-tuning can leave frozen: the stem, each
+        level's blocks (a level begins at its down block), and the 256 -> 128 linear head last."""
+        parts: list[list[nn.Module]] = []
+        for b in self.blocks:
+            if b.down or not parts:
+                parts.append([])
+            parts[-1].append(b)
+        return [nn.ModuleList([self.stem, self.stem_bn]), *(nn.ModuleList(p) for p in parts), self.fc]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """dlib's raw 128-D descriptors (not unit length)."""
         x = (x - self.mean) * (255.0 / 256.0)

@@ -67,6 +67,16 @@ class ResFace(nn.Module):
         for b in self.blocks:  # zero-init the last BN of each residual branch: blocks start as identity
             nn.init.zeros_(b.bn2.weight)
 
+    def stages(self) -> list[nn.Module]:
+        """The network from input to output in parts that fine-tuning can leave frozen: the stem, each
+        resolution's blocks, and the head (GDC, linear, BN) last."""
+        parts: list[list[nn.Module]] = []
+        for b in self.blocks:
+            if b.short is not None or not parts:  # a stage begins where the resolution halves
+                parts.append([])
+            parts[-1].append(b)
+        return [self.stem, *(nn.ModuleList(p) for p in parts), nn.ModuleList([self.gdc, self.fc, self.bn_out])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 0.5) / 0.5
         x = self.gdc(self.blocks(self.stem(x))).flatten(1)
