@@ -273,8 +273,9 @@ def test_fine_tuning_the_pretrained_default_trains_on_aligned_chips(face_tree, t
     )  # fmt: skip
     t = Trainer(cfg, log=lambda s: None)
     assert t.pixels.shape[1:] == (150, 150, 3) and t.template.name == "dlib-chip-150-0.25"
-    from facegallery.landmarks import align_crops
     from PIL import Image
+
+    from facegallery.landmarks import align_crops
 
     first = np.asarray(Image.open(t.train.paths[0]).convert("RGB"))
     assert np.array_equal(t.pixels[0], align_crops([first], t.template)[0])  # the embedder's own alignment
