@@ -47,3 +47,67 @@ def test_a_small_folder_keeps_most_identities_for_training(face_tree, tmp_path):
             TrainConfig(data=str(face_tree), out=str(tmp_path / "w"), steps=1, p=2, k=2, val_impostors=2, threads=1),
             log=lambda s: None,
         )
+
+
+def test_fine_tuning_from_the_command_line_and_its_bad_input(face_tree, tmp_path, tiny_model_dir):
+    r = _train(face_tree, tmp_path / "ft", "--init", str(tiny_model_dir), "--train-layers", "head", "--steps", "2",
+               "--val-impostors", "1")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    conf = checkpoints.read_config(tmp_path / "ft")
+    assert conf["init"]["train_layers"] == "head" and conf["train_config"]["init"] == str(tiny_model_dir)
+    for extra, message in (
+        (["--init", "no-such-model"], "no such model"),
+        (["--init", "resface64-pubfig83", "--model", "dlib-resnet29"], "a resface64 network (64x64 input), not"),
+        (["--init", str(tiny_model_dir), "--crop", "0.8"], "--crop"),
+        (["--init", str(tiny_model_dir), "--recipe", "original"], "original recipe"),
+    ):
+        r = _train(face_tree, tmp_path / "bad", "--steps", "1", "--val-impostors", "1", *extra)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (extra, r.output)
+        assert len(r.output.strip().splitlines()[-1]) > 0
+
+
+def test_train_pools_repeated_data_roots_and_refuses_one_without_pairs(face_tree, tmp_path, make_face):
+    from PIL import Image
+
+    lonely = tmp_path / "lonely"
+    for person in range(3):
+        (lonely / f"solo {person}").mkdir(parents=True)
+        Image.fromarray(make_face(10 + person, 0)).save(lonely / f"solo {person}" / "1.jpg")
+    r = CliRunner().invoke(main, ["train", "--data", str(lonely), "--out", str(tmp_path / "m"), *SMALL, "--steps", "1"])
+    assert r.exit_code == 2 and "lonely: no person with two or more photos" in r.output
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(face_tree),
+            "--data",
+            str(lonely),
+            "--out",
+            str(tmp_path / "m"),
+            *SMALL,
+            "--steps",
+            "1",
+        ],
+    )
+    assert r.exit_code == 2 and "lonely: no person with two or more photos" in r.output
+    (lonely / "solo 0" / "2.jpg").write_bytes((lonely / "solo 0" / "1.jpg").read_bytes())
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(face_tree),
+            "--data",
+            str(lonely),
+            "--out",
+            str(tmp_path / "m"),
+            *SMALL,
+            "--steps",
+            "2",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    conf = checkpoints.read_config(tmp_path / "m")
+    assert len(conf["label_map"]) + len(conf["split"]["impostor_names"]) == 7
+    assert conf["train_config"]["data"] == [str(face_tree), str(lonely)]
