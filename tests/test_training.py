@@ -205,6 +205,7 @@ def test_fine_tuning_the_head_leaves_the_rest_and_its_statistics_untouched(face_
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)  # ... and no BN statistics
     conf = checkpoints.read_config(out)
     assert conf["init"] == {"model": str(tiny_model_dir), "name": "tiny", "train_layers": "head"}
+    assert [h["step"] for h in conf["history"]] == [0, 2, 4]  # the starting model is validated first
     assert conf["train_config"]["lr"] == 1e-3 and conf["train_config"]["miner"] == "semi-hard"
     assert conf["crop"] == 1.0 and conf["template"] == "pubfig83-crop"  # read as the starting model read photos
     assert checkpoints.load_weights(out)["fc.weight"].dtype == torch.float32  # saved in full precision

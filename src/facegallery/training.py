@@ -678,7 +678,7 @@ class Trainer:
             cal = self.validate()
             # without impostors the open-set accuracy is unknown: the closed-set top-1 alone decides
             score = (
-                -m["loss"]
+                -m.get("loss", math.inf)  # the starting model (no loss yet) loses to any trained step
                 if cal is None
                 else cal.closed_top1
                 if cal.accuracy is None
@@ -697,7 +697,7 @@ class Trainer:
                 }
             )
             self.log(
-                f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}"
+                (f"step {self.step}: loss {m['loss']:.3f} spread {m['spread']:.3f}" if m else "the starting model:")
                 + (
                     f" val top1 {cal.closed_top1:.3f}"
                     + (f" open {cal.accuracy:.3f}" if cal.accuracy is not None else "")
@@ -744,6 +744,9 @@ class Trainer:
             dynamic_ncols=True,
         )
         stale, t0, s0 = 0, 0.0, 0
+        if self.init_config is not None and self.step == 0 and (cfg.val_fraction or cfg.val_impostors):
+            # fine-tuning keeps the model it started from unless training beats it on validation
+            stale = self._validate_and_keep({}, stale)
         t_start = _clock() - self.train_seconds
         mark = (self.train_seconds, self.step)  # the clock at the last validation, for re-planning
         while self.total is None or self.step < self.total:
