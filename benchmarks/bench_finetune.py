@@ -23,9 +23,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from bench_holdout import HEADER, proxy_figures, row
 
+from facegallery import checkpoints
 from facegallery.alignment import align
-from facegallery.embedder import load_model
+from facegallery.datasets import Split
+from facegallery.embedder import checkpoint_folder, load_model
 from facegallery.evaluation import evaluate
 from facegallery.faces import Face, whole_image
 from facegallery.images import load_image
@@ -59,7 +63,10 @@ def lfw_faces(protocol, template, cache: Path) -> tuple[list[Face], int]:
 
 def cmd_lfw(args: argparse.Namespace) -> None:
     protocol = load_protocol(args.lfw, "view2")
-    print("| model | LFW 10-fold | without PubFig83 people | TAR at FAR 1e-3 | photos/s (embedding, 2 threads) |")
+    threads = torch.get_num_threads()
+    print(
+        f"| model | LFW 10-fold | without PubFig83 people | TAR at FAR 1e-3 | photos/s (embedding, {threads} threads) |"
+    )
     print("|---|---|---|---|---|")
     for ref in args.models:
         e = load_model(ref)
@@ -88,9 +95,14 @@ def cmd_pubfig83(args: argparse.Namespace) -> None:
         "| 5-shot known / new probes |"
     )
     print("|---|---|---|---|---|---|")
+    split = Split.from_json(checkpoints.read_config(checkpoint_folder(args.proxy))["split"]) if args.proxy else None
+    proxy_rows: list[str] = []
     for ref in args.models:
         e = load_model(ref)
-        m, _ = evaluate(e, args.pubfig83 / "train", args.pubfig83 / "test")
+        m, data = evaluate(e, args.pubfig83 / "train", args.pubfig83 / "test")
+        if split is not None:  # the same train embeddings also give the proxy's figures
+            m["proxy"] = proxy_figures(data.train, split)
+            proxy_rows.append(f"| {ref} ({e.name}) | {row(m['proxy'])} |")
         c, o, n = m["closed_set"], m["open_set"], m["new_identities"]
         print(
             f"| {ref} ({e.name}) | {c['top1']:.3f} | {c['top6']:.3f} | {o['calibrated_accuracy']:.3f} "
@@ -101,6 +113,10 @@ def cmd_pubfig83(args: argparse.Namespace) -> None:
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps({"model": ref, "name": e.name, **m}, default=str) + "\n")
+    if proxy_rows:
+        print(f"\nproxy ({args.proxy}'s split of the train folder; no test photo):")
+        print(HEADER)
+        print("\n".join(proxy_rows))
 
 
 def main() -> None:
@@ -112,6 +128,7 @@ def main() -> None:
     s.add_argument("--cache", type=Path, default=Path("/tmp/facegallery-bench"))
     s.add_argument("--models", nargs="+", required=True)
     s = sub.add_parser("pubfig83")
+    s.add_argument("--proxy", help="Also the proxy figures of this checkpoint's split (bench_holdout.py).")
     s.add_argument("--pubfig83", type=Path, default=Path(os.environ.get("FACEGALLERY_PUBFIG83", DATA / "pubfig83")))
     s.add_argument("--models", nargs="+", required=True)
     args = ap.parse_args()
