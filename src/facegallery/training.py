@@ -6,6 +6,14 @@ Two recipes share the loop:
 - ``facenet``: P x K batches with online mining (batch-hard or semi-hard) plus an optional CosFace
   term, augmentation, warm-up + cosine schedule, weight decay, validation and best-model selection.
 
+The facenet recipe also fine-tunes a trained model (``init``) instead of an untrained one: the
+model it starts from decides the architecture, how photos are prepared (its alignment template, crop and
+flip averaging), its normalisation statistics stay as they were, ``train_layers`` chooses what the
+optimiser moves (all, the last stage and the head, the head alone), and it is validated before the first
+step so that training must beat it to be kept. Several data roots pool their people by name; people with
+one photo ride along for the classifier (and teacher) terms only. With a ``teacher`` the network also
+learns to reproduce that model's embeddings of the same photos (computed once and cached): distillation.
+
 Data-parallel over processes (torchrun or ``--procs``): every process draws the same P x K batch and
 takes its share of the identities; mining and the losses are local to that share, DDP averages the
 gradients; rank 0 validates and writes checkpoints.
