@@ -31,3 +31,16 @@ def test_every_shipped_model_keeps_the_embedder_contract(name):
     assert a.spec["template"] == a.template.name and 0 < a.threshold < 4
     fp32 = load_model(f"{name}@fp32")
     assert fp32.fingerprint != a.fingerprint or a.precision == "fp32"  # int8 is another model
+
+
+@pytest.mark.parametrize("arch", [a for a in list_models() if hasattr(create_model(a), "stages")])
+def test_stages_cover_every_parameter_once_from_input_to_head(arch):
+    """What ``train --train-layers`` relies on: the stages partition the network, the head is last."""
+    net = create_model(arch)
+    stages = net.stages()
+    ids = [id(p) for s in stages for p in s.parameters()]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in net.parameters()}
+    assert len(stages) >= 3
+    head = {id(p) for p in stages[-1].parameters()}
+    last_linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert id(last_linear.weight) in head  # the projection to the embedding is in the head
