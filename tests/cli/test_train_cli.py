@@ -73,40 +73,16 @@ def test_train_pools_repeated_data_roots_and_refuses_one_without_pairs(face_tree
     for person in range(3):
         (lonely / f"solo {person}").mkdir(parents=True)
         Image.fromarray(make_face(10 + person, 0)).save(lonely / f"solo {person}" / "1.jpg")
-    r = CliRunner().invoke(main, ["train", "--data", str(lonely), "--out", str(tmp_path / "m"), *SMALL, "--steps", "1"])
-    assert r.exit_code == 2 and "lonely: no person with two or more photos" in r.output
-    r = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--data",
-            str(face_tree),
-            "--data",
-            str(lonely),
-            "--out",
-            str(tmp_path / "m"),
-            *SMALL,
-            "--steps",
-            "1",
-        ],
-    )
-    assert r.exit_code == 2 and "lonely: no person with two or more photos" in r.output
+
+    def train(*roots, steps="1"):
+        data = [a for root in roots for a in ("--data", str(root))]
+        return CliRunner().invoke(main, ["train", *data, "--out", str(tmp_path / "m"), *SMALL, "--steps", steps])
+
+    for roots in ([lonely], [face_tree, lonely]):
+        r = train(*roots)
+        assert r.exit_code == 2 and "lonely: no person with two or more photos" in r.output
     (lonely / "solo 0" / "2.jpg").write_bytes((lonely / "solo 0" / "1.jpg").read_bytes())
-    r = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--data",
-            str(face_tree),
-            "--data",
-            str(lonely),
-            "--out",
-            str(tmp_path / "m"),
-            *SMALL,
-            "--steps",
-            "2",
-        ],
-    )
+    r = train(face_tree, lonely, steps="2")
     assert r.exit_code == 0, r.output
     conf = checkpoints.read_config(tmp_path / "m")
     assert len(conf["label_map"]) + len(conf["split"]["impostor_names"]) == 7
