@@ -300,7 +300,7 @@ def teacher_embeddings(teacher: str, train: FaceFolder, cache: PixelCache, log: 
     h = hashlib.sha1(embedder.fingerprint.encode())
     for path in train.paths:
         h.update(str(path).encode() + b"\0")
-    entry = cache.root.parent / "teacher" / f"{h.hexdigest()[:24]}.npy"
+    entry = cache.root / "teacher" / f"{h.hexdigest()[:24]}.npy"  # inside the cache folder given
     cached = PixelCache.read(entry)
     if cached is not None and cached.shape[0] == len(train):
         log(f"teacher: {embedder.name} embeddings of {len(train)} photos read from {entry}")
