@@ -2,7 +2,7 @@ import itertools
 
 import torch
 
-from facegallery.losses import CosFaceHead, spread_out_loss, triplet_loss
+from facegallery.losses import CosFaceHead, relation_loss, spread_out_loss, triplet_loss
 
 
 def test_triplet_loss_values_by_hand():
@@ -60,3 +60,19 @@ def test_spread_out_loss_zero_for_orthogonal_people_and_penalises_clumping():
     assert float(spread_out_loss(clumped, y)) > 0.5
     # one person only: no pair of different people, no penalty (and no NaN)
     assert float(spread_out_loss(clumped, torch.zeros(4, dtype=torch.long))) == 0.0
+
+
+def test_relation_loss_ignores_a_rotation_but_not_a_different_arrangement():
+    """Relational distillation matches similarities, not coordinates: the teacher's own embeddings
+    turned by any rotation cost nothing; the same points collapsed together, or shuffled, cost a lot."""
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(12, 16, generator=g), dim=1)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    assert relation_loss(teacher @ rotation, teacher) < 1e-10
+    collapsed = torch.nn.functional.normalize(teacher + 3 * teacher.mean(0), dim=1)
+    assert relation_loss(collapsed, teacher) > 0.05
+    assert relation_loss(teacher[torch.randperm(12, generator=g)], teacher) > 0.02
+    off = ~torch.eye(12, dtype=torch.bool)
+    want = ((collapsed @ collapsed.t() - teacher @ teacher.t())[off] ** 2).mean()
+    assert torch.allclose(relation_loss(collapsed, teacher), want)
+    assert float(relation_loss(teacher[:1], teacher[:1])) == 0.0  # one photo: no pair to compare

@@ -307,6 +307,40 @@ def test_several_roots_and_one_photo_people_train_together(tmp_path, make_face):
     assert len(conf["label_map"]) == 10 and str(tmp_path / "b") in conf["training_data"]
 
 
+def test_relational_distillation_teaches_the_teachers_similarities(face_tree, tmp_path, tiny_model_dir):
+    """With the relation term alone the student learns how alike the teacher finds each pair of photos
+    (the gap between the two similarity matrices halves) while its own coordinates stay its own."""
+    cfg = _cfg(face_tree, tmp_path / "s", teacher=str(tiny_model_dir), relation_weight=1.0, triplet_weight=0.0,
+               cosface_weight=0.0, steps=40, lr=5e-3, warmup=0, augment=False, eval_every=100, seed=1)  # fmt: skip
+    t = Trainer(cfg, log=lambda s: None)
+    target = t.teacher @ t.teacher.T
+
+    def gap() -> float:
+        e = t._embed(t.pixels)
+        return float(((e @ e.T - target) ** 2).mean())
+
+    start = gap()
+    for _ in range(40):
+        m = t.train_step()
+    assert m["relation"] > 0 and m["distill"] == 0.0
+    assert gap() < 0.5 * start
+    assert float(((t._embed(t.pixels) - t.teacher) ** 2).sum(1).mean()) > 0.5  # not the teacher's coordinates
+
+
+def test_training_runs_on_the_device_it_is_given_and_records_it(face_tree, tmp_path):
+    from facegallery.training import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserError, match="unknown --device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    out = train(_cfg(face_tree, tmp_path / "m", steps=2, device="cpu"), progress=False, log=lambda s: None)
+    assert checkpoints.read_config(out)["device"] == "cpu"
+
+
 def test_distillation_pulls_the_student_towards_cached_teacher_embeddings(face_tree, tmp_path, tiny_model_dir):
     logs = []
     cfg = _cfg(face_tree, tmp_path / "s", teacher=str(tiny_model_dir), distill_weight=1.0, triplet_weight=0.0,

@@ -1,4 +1,5 @@
-"""Data-parallel training on CPU cores with PyTorch's own engine (torch.distributed, gloo, DDP).
+"""Data-parallel training on CPU cores or GPUs with PyTorch's own engine (torch.distributed, DDP; gloo
+between CPU processes, NCCL for the gradients of GPU ones).
 
 Two ways in, one code path: ``torchrun --nproc-per-node N -m facegallery train ...`` sets the usual
 environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or ``facegallery train --procs N`` spawns the
@@ -24,6 +25,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    local_rank: int = 0  # this process's place on its machine: which GPU it drives
 
     @property
     def main(self) -> bool:
@@ -51,15 +53,19 @@ class World:
         return out
 
 
-def join() -> World:
+def join(backend: str = "gloo") -> World:
     """Join the process group described by the environment (torchrun's variables); a single process
-    when WORLD_SIZE is unset or 1."""
+    when WORLD_SIZE is unset or 1. ``backend`` "nccl": GPU tensors go over NCCL, the small CPU ones
+    (decisions, RNG states) still over gloo, and each process drives the GPU of its LOCAL_RANK."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if size <= 1:
         return World()
+    if backend == "nccl":
+        torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return World(dist.get_rank(), dist.get_world_size())
+        dist.init_process_group("cpu:gloo,cuda:nccl" if backend == "nccl" else backend)
+    return World(dist.get_rank(), dist.get_world_size(), local)
 
 
 def leave(world: World) -> None:

@@ -1,5 +1,5 @@
-"""Losses: FaceNet's triplet loss, a CosFace (large-margin cosine) classification head and a spread-out
-regulariser."""
+"""Losses: FaceNet's triplet loss, a CosFace (large-margin cosine) classification head, a spread-out
+regulariser and relational distillation."""
 
 from __future__ import annotations
 
@@ -55,3 +55,14 @@ def spread_out_loss(emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return emb.sum() * 0.0
     d = cos[neg]
     return d.mean().pow(2) + F.relu(d.pow(2).mean() - 1.0 / emb.shape[1])
+
+
+def relation_loss(emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the batch's pairwise cosine similarities and a teacher's
+    (relational distillation, Park et al. 2019): the student must place people as the teacher does
+    relative to each other, not in the teacher's own coordinates, which a smaller network need not
+    share. Both inputs are unit rows, in the same order."""
+    if len(emb) < 2:
+        return emb.sum() * 0.0
+    off = ~torch.eye(len(emb), dtype=torch.bool, device=emb.device)
+    return ((emb @ emb.t() - target @ target.t())[off]).pow(2).mean()

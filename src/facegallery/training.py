@@ -54,7 +54,7 @@ from facegallery.datasets import (
 from facegallery.embedder import center_crop, checkpoint_folder, load_model, load_size, split_precision, to_tensor
 from facegallery.errors import UserError
 from facegallery.images import PixelCache
-from facegallery.losses import CosFaceHead, spread_out_loss, triplet_loss
+from facegallery.losses import CosFaceHead, relation_loss, spread_out_loss, triplet_loss
 from facegallery.mining import MINERS
 from facegallery.models import create_model
 
@@ -70,6 +70,7 @@ class TrainConfig:
     train_layers: str = "all"  # all | last (last stage + head) | head: what the optimiser updates
     teacher: str | None = None  # distil this model's embeddings (computed once, cached) into the network
     distill_weight: float = 0.0  # weight of the squared distance to the teacher's embedding; 0 = off
+    relation_weight: float = 0.0  # weight of matching the teacher's in-batch cosine similarities; 0 = off
     recipe: str = "facenet"  # facenet | original
     steps: int | None = None  # fixed length; or derived from ``budget_s`` after a warm-up
     budget_s: float | None = None
@@ -99,7 +100,8 @@ class TrainConfig:
     eval_every: int = 250
     patience: int = 0  # evaluations without improvement before stopping; 0 = never
     checkpoint_every: int = 100
-    bf16: bool = False
+    bf16: bool = False  # bfloat16 autocast of the network's forward pass, on the CPU or the GPU
+    device: str = "auto"  # auto (a CUDA GPU when PyTorch sees one) | cpu | cuda
     threads: int = 0  # 0 = all cores
     cache: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
@@ -141,6 +143,19 @@ class TrainConfig:
 
 #: What ``train_layers`` may say: which of the network's stages (``model.stages()``) train.
 TRAIN_LAYERS = ("all", "last", "head")
+
+
+#: What ``TrainConfig.device`` may say.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device a run trains on: ``auto`` takes a CUDA GPU when this PyTorch sees one."""
+    if name not in DEVICES:
+        raise UserError(f"unknown --device {name!r} ({' | '.join(DEVICES)})")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this PyTorch sees no CUDA GPU (a CPU build, or no driver); use --device cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def _clock() -> float:
@@ -383,10 +398,10 @@ class Objective(nn.Module):
         self.model, self.head, self.bf16 = model, head, bf16
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             emb = self.model(x)
         emb = emb.float()
-        return emb, (self.head(emb, y) if self.head is not None else torch.zeros(()))
+        return emb, (self.head(emb, y) if self.head is not None else emb.new_zeros(()))
 
 
 class Trainer:
@@ -401,9 +416,12 @@ class Trainer:
             raise UserError(f"unknown miner {cfg.miner!r}; known: {', '.join(MINERS)}")
         if cfg.steps is None and cfg.budget_s is None:
             raise UserError("give --steps or --budget")
-        if cfg.distill_weight > 0 and not cfg.teacher:
-            raise UserError("--distill-weight needs --teacher MODEL")
-        self.world = distributed.join()
+        if (cfg.distill_weight > 0 or cfg.relation_weight > 0) and not cfg.teacher:
+            raise UserError("--distill-weight and --relation-weight need --teacher MODEL")
+        device = resolve_device(cfg.device)
+        self.world = distributed.join("nccl" if device.type == "cuda" else "gloo")
+        # one GPU per process (torchrun's LOCAL_RANK); the CPU is one device for every process
+        self.device = torch.device("cuda", self.world.local_rank) if device.type == "cuda" else device
         if not self.world.main:
             self.log = lambda s: None
         torch.manual_seed(cfg.seed)
@@ -412,6 +430,7 @@ class Trainer:
         elif self.world.size > 1:  # 0 = all cores, shared out between the processes
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world.size))
         self.model, self.init_config = initial_model(cfg)
+        self.model.to(self.device)  # before ``freeze`` lists the parameters the optimiser moves
         if self.init_config is not None:  # the network reads photos as the model it starts from did
             init = self.init_config
             cfg = self.cfg = replace(
@@ -461,12 +480,15 @@ class Trainer:
         self.head = (
             CosFaceHead(128, len(self.names), cfg.cosface_scale, cfg.cosface_margin) if cfg.cosface_weight > 0 else None
         )
+        if self.head is not None:
+            self.head.to(self.device)
         params = self.trainable + (list(self.head.parameters()) if self.head else [])
         self.opt = self.recipe.optimizer(params, cfg)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.objective: nn.Module = Objective(self.model, self.head, cfg.bf16)
         if self.world.size > 1:
-            self.objective = nn.parallel.DistributedDataParallel(self.objective)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
         self.rng = np.random.default_rng(cfg.seed)
         # one-photo people ride along for the terms that can use them, in proportion to their photos
         counts = np.bincount(self.labels, minlength=len(self.names))
@@ -494,11 +516,12 @@ class Trainer:
         self.model.eval()
         out = []
         for i in range(0, len(pixels), 256):
-            x = center_crop(to_tensor(pixels[i : i + 256]), self.net_size).contiguous(memory_format=torch.channels_last)
+            x = center_crop(to_tensor(pixels[i : i + 256]), self.net_size)
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
             e = self.model(x)
             if self.cfg.tta_flip:
                 e = F.normalize(e + self.model(x.flip(3)), dim=1)
-            out.append(e.numpy())
+            out.append(e.float().cpu().numpy())
         self.train_mode()
         return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
@@ -532,8 +555,11 @@ class Trainer:
         x = to_tensor(self.pixels[rows])
         if self.cfg.augment:
             x = augment_batch(x, self.aug_gen, self.cfg.strong_augment)
-        x = center_crop(x, self.net_size)
-        return x.contiguous(memory_format=torch.channels_last), torch.from_numpy(self.labels[rows]), rows, mined
+        x = center_crop(x, self.net_size).to(
+            self.device, non_blocking=True
+        )  # augmented on the CPU: same draws anywhere
+        y = torch.from_numpy(self.labels[rows]).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last), y, rows, mined
 
     def share(self, items: np.ndarray | list) -> np.ndarray | list:
         """This rank's contiguous share of a batch drawn identically on every rank."""
@@ -551,11 +577,16 @@ class Trainer:
         loss = cfg.triplet_weight * t_loss
         if self.head is not None:
             loss = loss + cfg.cosface_weight * c_loss
-        d_loss = torch.zeros(())
-        if self.teacher is not None and cfg.distill_weight > 0:
-            d_loss = ((emb - torch.from_numpy(self.teacher[rows])) ** 2).sum(1).mean()
-            loss = loss + cfg.distill_weight * d_loss
-        s_loss = torch.zeros(())
+        d_loss = r_loss = emb.new_zeros(())
+        if self.teacher is not None:
+            target = torch.from_numpy(self.teacher[rows]).to(self.device)
+            if cfg.distill_weight > 0:
+                d_loss = ((emb - target) ** 2).sum(1).mean()
+                loss = loss + cfg.distill_weight * d_loss
+            if cfg.relation_weight > 0:
+                r_loss = relation_loss(emb, target)
+                loss = loss + cfg.relation_weight * r_loss
+        s_loss = emb.new_zeros(())
         if cfg.spread_weight > 0:
             s_loss = spread_out_loss(emb, y)
             loss = loss + cfg.spread_weight * s_loss
@@ -571,6 +602,7 @@ class Trainer:
             "cosface": c_loss.item(),
             "gor": s_loss.item(),
             "distill": d_loss.item(),
+            "relation": r_loss.item(),
             "spread": spread,
         }
 
@@ -601,6 +633,7 @@ class Trainer:
             "replans": self.replans,
             "torch": torch.__version__,
             "processes": self.world.size,
+            "device": self.device.type,
             # the model card: what it read and under whose terms (the data's own terms carry over)
             "training_data": f"{', '.join(map(str, self.roots))}: {len(self.names)} people, data fingerprint "
             f"{self.fingerprint}"
@@ -620,9 +653,9 @@ class Trainer:
         st: dict[str, torch.Tensor] = {}
         for pid, s in self.opt.state_dict()["state"].items():
             for k, v in s.items():
-                st[f"opt.{pid}.{k}"] = torch.as_tensor(v).clone()
+                st[f"opt.{pid}.{k}"] = torch.as_tensor(v).detach().cpu().clone()
         if self.head is not None:
-            st["head.weight"] = self.head.weight.detach().clone()
+            st["head.weight"] = self.head.weight.detach().cpu().clone()
         st["rng.torch"] = torch.get_rng_state()
         if len(aug_states) == 1:
             st["rng.aug"] = aug_states[0]

@@ -87,3 +87,19 @@ def test_train_pools_repeated_data_roots_and_refuses_one_without_pairs(face_tree
     conf = checkpoints.read_config(tmp_path / "m")
     assert len(conf["label_map"]) + len(conf["split"]["impostor_names"]) == 7
     assert conf["train_config"]["data"] == [str(face_tree), str(lonely)]
+
+
+def test_distillation_and_device_options_refuse_what_cannot_run(face_tree, tmp_path):
+    import torch
+
+    cases = [
+        (["--distill-weight", "1"], "need --teacher"),
+        (["--relation-weight", "1"], "need --teacher"),
+        (["--device", "tpu"], "'tpu' is not one of"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "--device cuda: this PyTorch sees no CUDA GPU"))
+    for extra, message in cases:
+        r = _train(face_tree, tmp_path / "bad", "--steps", "1", "--val-impostors", "1", *extra)
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (extra, r.output)
+    assert not (tmp_path / "bad" / checkpoints.CONFIG).exists()

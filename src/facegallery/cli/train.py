@@ -35,7 +35,15 @@ from facegallery.errors import UserError
 )
 @click.option("--teacher", help="Distil this model's embeddings into the network (computed once, cached).")
 @click.option(
-    "--distill-weight", type=float, help="Weight of the distance to the teacher's embedding (1 with --teacher)."
+    "--distill-weight",
+    type=float,
+    help="Weight of the distance to the teacher's embedding (1 with --teacher, unless --relation-weight).",
+)
+@click.option(
+    "--relation-weight",
+    type=float,
+    help="Weight of matching the teacher's cosine similarities between the batch's photos (relational "
+    "distillation; needs --teacher).",
 )
 @click.option(
     "--recipe",
@@ -70,7 +78,14 @@ from facegallery.errors import UserError
     "shifts, rotations and brightness.",
 )
 @click.option("--crop", type=float, help="Central fraction of each photo fed to the network (default 0.75; 1.0 = all).")
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass.")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast for the forward pass (CPU or GPU).")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to train: auto takes a CUDA GPU when PyTorch sees one (with --procs or torchrun, one GPU a process).",
+)
 @click.option("--threads", type=int, default=0, help="CPU threads per process (0 = all cores, shared out).")
 @click.option(
     "--procs",
@@ -105,6 +120,7 @@ def train_cmd(
     train_layers,
     teacher,
     distill_weight,
+    relation_weight,
     recipe,
     steps,
     budget,
@@ -124,6 +140,7 @@ def train_cmd(
     strong_augment,
     crop,
     bf16,
+    device,
     threads,
     procs,
     val_impostors,
@@ -167,7 +184,10 @@ def train_cmd(
         "eval_every": eval_every,
         "patience": patience,
         "teacher": teacher,
-        "distill_weight": distill_weight if distill_weight is not None else (1.0 if teacher else None),
+        "distill_weight": distill_weight
+        if distill_weight is not None
+        else (1.0 if teacher and relation_weight is None else None),
+        "relation_weight": relation_weight,
     }
     kw = {key: v for key, v in given.items() if v is not None}
     if val_impostors is None and not resume:  # the default 8 would leave a small folder few people to train on
@@ -191,6 +211,7 @@ def train_cmd(
         budget_s=budget_s,
         seed=seed,
         bf16=bf16,
+        device=device,
         threads=threads,
         cache=cache,
         train_layers=train_layers,
