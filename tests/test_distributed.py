@@ -1,6 +1,10 @@
 """Data-parallel training over local processes (gloo), as ``--procs`` and torchrun run it."""
 
+import os
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -85,3 +89,49 @@ def test_uneven_split_and_wrong_process_count_are_one_line_errors(face_tree, tmp
     train_processes(_cfg(face_tree, tmp_path / "two", steps=3), 2, progress=False)
     with pytest.raises(UserError, match="trained by 2 processes; resume it with as many"):
         train_processes(_cfg(face_tree, tmp_path / "two", steps=3), 1, resume=True, progress=False)
+
+
+LINGER = """
+import os
+import time
+
+
+def linger(folder):
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie nobody has reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_workers_end_when_the_process_that_spawned_them_is_killed(tmp_path):
+    """``train --procs N`` killed from outside must not leave its workers training on (PyTorch's spawn
+    asks the kernel to interrupt each worker when its parent dies)."""
+    (tmp_path / "helper").mkdir()
+    (tmp_path / "helper" / "linger.py").write_text(textwrap.dedent(LINGER))
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    code = f"from facegallery import distributed; import linger; distributed.spawn(2, linger.linger, {str(pids)!r})"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "helper"), os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2 and all(map(_alive, workers))
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(map(_alive, workers))
