@@ -5,7 +5,7 @@ import torch
 from facegallery import checkpoints
 from facegallery.embedder import load_model
 from facegallery.errors import UserError
-from facegallery.training import TrainConfig, Trainer, parse_duration, train
+from facegallery.training import TrainConfig, Trainer, centred, parse_duration, train
 
 
 def _cfg(tree, out, **kw):
@@ -307,6 +307,20 @@ def test_several_roots_and_one_photo_people_train_together(tmp_path, make_face):
     assert len(conf["label_map"]) == 10 and str(tmp_path / "b") in conf["training_data"]
 
 
+def test_teacher_targets_are_centred_unit_rows():
+    """A cone of embeddings (every pair alike) becomes one where only the alike stay alike."""
+    g = np.random.default_rng(0)
+    n, k = 40, 3  # 40 people, 3 photos each, far off-centre
+    emb = np.repeat(g.normal(size=(n, 16)), k, axis=0) + 0.3 * g.normal(size=(n * k, 16)) + 8.0
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    person = np.kron(np.eye(n), np.ones((k, k))).astype(bool)
+    same, strangers = person & ~np.eye(n * k, dtype=bool), ~person
+    assert (emb @ emb.T)[strangers].min() > 0.9  # all alike before
+    c = centred(emb)
+    assert np.allclose(np.linalg.norm(c, axis=1), 1) and c.mean(0) @ c.mean(0) < 0.01  # was ~0.99
+    assert (c @ c.T)[same].mean() > 0.5 and abs((c @ c.T)[strangers].mean()) < 0.05
+
+
 def test_relational_distillation_teaches_the_teachers_similarities(face_tree, tmp_path, tiny_model_dir):
     """With the relation term alone the student learns how alike the teacher finds each pair of photos
     (the gap between the two similarity matrices halves) while its own coordinates stay its own."""
@@ -350,7 +364,7 @@ def test_distillation_pulls_the_student_towards_cached_teacher_embeddings(face_t
     from PIL import Image
 
     photos = [np.asarray(Image.open(path).convert("RGB")) for path in t.train.paths]
-    assert np.allclose(t.teacher, load_model(tiny_model_dir).embed(photos), atol=1e-5)  # row by row
+    assert np.allclose(t.teacher, centred(load_model(tiny_model_dir).embed(photos)), atol=1e-5)  # row by row
     gap = lambda: float(((t._embed(t.pixels) - t.teacher) ** 2).sum(1).mean())  # noqa: E731
     start = gap()  # a student of another seed starts far from the teacher (~2.3, nearly orthogonal)
     for _ in range(30):
