@@ -89,8 +89,15 @@ def test_train_pools_repeated_data_roots_and_refuses_one_without_pairs(face_tree
     assert conf["train_config"]["data"] == [str(face_tree), str(lonely)]
 
 
-def test_distillation_and_device_options_refuse_what_cannot_run(face_tree, tmp_path):
+def test_distillation_and_device_options_refuse_what_cannot_run(face_tree, tmp_path, tiny_model_dir):
     import torch
+
+    r = _train(face_tree, tmp_path / "rel", "--steps", "1", "--val-impostors", "1", "--teacher", str(tiny_model_dir),
+               "--relation-weight", "2", "--device", "cpu", "--cache", str(tmp_path / "cache"))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    conf = checkpoints.read_config(tmp_path / "rel")
+    assert (conf["train_config"]["relation_weight"], conf["train_config"]["distill_weight"]) == (2.0, 0.0)
+    assert conf["device"] == "cpu"
 
     cases = [
         (["--distill-weight", "1"], "need --teacher"),
