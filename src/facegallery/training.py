@@ -12,7 +12,11 @@ flip averaging), its normalisation statistics stay as they were, ``train_layers`
 optimiser moves (all, the last stage and the head, the head alone), and it is validated before the first
 step so that training must beat it to be kept. Several data roots pool their people by name; people with
 one photo ride along for the classifier (and teacher) terms only. With a ``teacher`` the network also
-learns to reproduce that model's embeddings of the same photos (computed once and cached): distillation.
+learns from that model's embeddings of the same photos (computed once and cached, then centred): their
+positions (``distill_weight``) or how alike it finds each pair of the batch (``relation_weight``).
+
+The network, its head and each batch live on ``device`` (a CUDA GPU when there is one); batches are drawn
+and augmented on the CPU, so a seed gives the same photos on any device.
 
 Data-parallel over processes (torchrun or ``--procs``): every process draws the same P x K batch and
 takes its share of the identities; mining and the losses are local to that share, DDP averages the
