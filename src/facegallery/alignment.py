@@ -6,9 +6,12 @@ each found face straight into the embedder's template (one resampling of the pho
 whole is assumed to be framed as PubFig83's crops are: its landmarks are found inside the box where
 faces sit in such crops (:func:`crop_box`) and it is aligned by them.
 
-Points are in pixel-edge coordinates (the centre of pixel index i is at i + 0.5), in dlib's 5-point
-order: outer and inner corner of the eye on the image's right, outer and inner corner of the other
-eye, base of the nose.
+Points are in pixel-edge coordinates (the centre of pixel index i is at i + 0.5). A template places
+dlib's 5 points (:data:`DLIB_5`: outer and inner corner of the eye on the image's right, outer and inner
+corner of the other eye, base of the nose) and may place other detectors' points too: YuNet's
+(:data:`EYES_NOSE_MOUTH`: eye centres, nose tip, mouth corners, the image's left first), measured
+where they fall in the template on training photos, so that faces are aligned by the detector's own
+points without a second landmark model.
 """
 
 from __future__ import annotations
@@ -53,28 +56,48 @@ DLIB_TEMPLATE_5 = np.array(
 )
 
 
+#: Landmark schemes: dlib's shape predictor's 5 points, and YuNet's five.
+DLIB_5, EYES_NOSE_MOUTH = "dlib-5", "eyes-nose-mouth"
+
+#: Where YuNet's five points fall in dlib's 150x150 chip (pixels; median over 600 random PubFig83 train
+#: crops, seed 0: the crop's dlib landmarks give its chip transform, YuNet's points are carried through
+#: it). ``python benchmarks/bench_detectors.py template`` measures them again.
+YUNET_IN_DLIB_CHIP = ((48.83, 44.854), (101.451, 46.07), (75.553, 77.613), (51.023, 100.223), (97.636, 100.943))
+#: The same in a PubFig83 crop (100x100), by the same measurement.
+YUNET_IN_PUBFIG83 = ((37.79, 42.069), (62.591, 42.343), (50.576, 57.35), (39.13, 68.149), (61.11, 68.251))
+
+
 @dataclass(frozen=True)
 class Template:
-    """A named alignment: the landmarks' positions (pixels, edge coordinates) in a ``size`` crop."""
+    """A named alignment: the landmarks' positions (pixels, edge coordinates) in a ``size`` crop, dlib's
+    5 points in ``points``, other schemes' in ``others`` (scheme, points)."""
 
     name: str
     size: int
     points: tuple[tuple[float, float], ...]
+    others: tuple[tuple[str, tuple[tuple[float, float], ...]], ...] = ()
 
-    def pixels(self) -> np.ndarray:
-        """The landmark positions (5, 2) in the template's crop, in pixels."""
-        return np.array(self.points, dtype=np.float64)
+    def pixels(self, scheme: str = DLIB_5) -> np.ndarray:
+        """The landmark positions (5, 2) of ``scheme`` in the template's crop, in pixels."""
+        pts = self.points if scheme == DLIB_5 else dict(self.others)[scheme]
+        return np.array(pts, dtype=np.float64)
+
+    def places(self, scheme: str | None) -> bool:
+        """Whether faces can be aligned into this template by ``scheme``'s points."""
+        return scheme == DLIB_5 or scheme in dict(self.others)
 
 
 def _pubfig83(size: int = 100) -> Template:
-    return Template("pubfig83-crop", size, tuple(map(tuple, CANONICAL_LANDMARKS * size)))
+    others = ((EYES_NOSE_MOUTH, YUNET_IN_PUBFIG83),) if size == 100 else ()
+    return Template("pubfig83-crop", size, tuple(map(tuple, CANONICAL_LANDMARKS * size)), others)
 
 
 def dlib_chip(size: int = 150, padding: float = 0.25) -> Template:
     """dlib's ``get_face_chip(img, shape5, size, padding)`` geometry: the padded template scaled to
     ``size`` in dlib's pixel-index coordinates, moved to edge coordinates."""
     pts = (DLIB_TEMPLATE_5 + padding) / (1 + 2 * padding) * size + 0.5
-    return Template(f"dlib-chip-{size}-{padding:g}", size, tuple(map(tuple, pts)))
+    others = ((EYES_NOSE_MOUTH, YUNET_IN_DLIB_CHIP),) if (size, padding) == (150, 0.25) else ()
+    return Template(f"dlib-chip-{size}-{padding:g}", size, tuple(map(tuple, pts)), others)
 
 
 PUBFIG83 = _pubfig83()
@@ -118,9 +141,9 @@ def warp(pixels: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def align(pixels: np.ndarray, landmarks: np.ndarray, template: Template = PUBFIG83) -> np.ndarray:
-    """The crop of ``template`` in which ``landmarks`` (photo pixels) land on its positions."""
-    return warp(pixels, similarity_transform(landmarks, template.pixels()), template.size)
+def align(pixels: np.ndarray, landmarks: np.ndarray, template: Template = PUBFIG83, scheme: str = DLIB_5) -> np.ndarray:
+    """The crop of ``template`` in which ``landmarks`` (photo pixels, of ``scheme``) land on its positions."""
+    return warp(pixels, similarity_transform(landmarks, template.pixels(scheme)), template.size)
 
 
 def crop_box(crop: np.ndarray) -> tuple[float, float, float, float]:

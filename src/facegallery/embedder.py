@@ -1,10 +1,11 @@
 """Embedders: photos (RGB uint8 face crops) in, unit vectors out.
 
 The stable contract: ``embed(images) -> float32 (N, D)`` of unit rows, with ``name``, ``input_size``
-(the side whole crops are loaded at), the alignment ``template`` it reads, a ``spec`` (its model card
-in brief) and a ``fingerprint`` that changes whenever the outputs would. ``embed`` takes whole face
-crops framed as PubFig83's and carries them into the template itself; crops that detection already
-aligned into the template are marked ``aligned`` (:func:`embed_faces` does this for faces).
+(the side crops are resized to), the alignment ``template`` it reads, a ``spec`` (its model card
+in brief) and a ``fingerprint`` that changes whenever the outputs would. Pixels in, vectors out:
+``embed`` takes crops already in its template and never looks for landmarks; putting faces into the
+template is :mod:`facegallery.detection`'s (found faces) and :func:`facegallery.landmarks.to_template`'s
+(whole face crops).
 """
 
 from __future__ import annotations
@@ -45,18 +46,20 @@ class Embedder(Protocol):
     threshold: float | None
     spec: dict
 
-    def embed(
-        self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256, aligned: bool | Sequence[bool] = False
-    ) -> np.ndarray: ...
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray: ...
 
 
 def embed_faces(embedder: Embedder, faces: Sequence[Face]) -> np.ndarray:
-    """Embeddings of faces: crops detection aligned into the embedder's template are read as they are,
-    whole images are carried into it."""
-    return embedder.embed([f.crop for f in faces], aligned=[f.template == embedder.template.name for f in faces])
+    """Embeddings of faces, each already in the embedder's template (a face aligned for another
+    template is a bug, refused)."""
+    wrong = {f.template for f in faces if f.template != embedder.template.name}
+    if wrong:
+        raise ValueError(f"faces aligned into {', '.join(map(str, wrong))} given to {embedder.name} ({embedder.template.name})")
+    return embedder.embed([f.crop for f in faces])
 
 
-def _as_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
+def as_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
+    """RGB uint8 images as one (N, size, size, 3) batch (resized where they differ)."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
         return images if images.shape[1:3] == (size, size) else np.stack([resize(i, size) for i in images])
     return (
@@ -151,27 +154,11 @@ class TorchEmbedder:
             "training_data": config.get("training_data"),
         }
 
-    def network_pixels(
-        self, images: np.ndarray | Sequence[np.ndarray], aligned: bool | Sequence[bool] = False
-    ) -> np.ndarray:
-        """The network's input pixels: PubFig83-framed crops resized (resface's own template), or each
-        whole crop aligned into the template by its landmarks and each aligned one taken as it is."""
-        if self.template.name == PUBFIG83.name:
-            return _as_batch(images, self.input_size)
-        flags = [aligned] * len(images) if isinstance(aligned, bool) else list(aligned)
-        chips = [np.asarray(im, np.uint8) for im in images]
-        whole = [i for i, a in enumerate(flags) if not a]
-        for i, chip in zip(whole, landmarks.align_crops([chips[i] for i in whole], self.template)):
-            chips[i] = chip
-        return _as_batch(chips, self.input_size)
-
     @torch.inference_mode()
-    def embed(
-        self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256, aligned: bool | Sequence[bool] = False
-    ) -> np.ndarray:
-        """Unit embeddings (N, D) of RGB uint8 crops of any size: whole crops framed as PubFig83's, or
-        (``aligned``) crops already in the embedder's template."""
-        pixels = self.network_pixels(images, aligned)
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Unit embeddings (N, D) of RGB uint8 crops in the embedder's template (any size: resized to
+        :attr:`input_size`)."""
+        pixels = as_batch(images, self.input_size)
         out = []
         for i in range(0, len(pixels), batch_size):
             x = center_crop(to_tensor(pixels[i : i + batch_size]), self.net_size)

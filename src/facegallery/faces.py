@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegallery.alignment import PUBFIG83, Template
 from facegallery.images import warn_skip
 
 DETECT_MODES = ("auto", "on", "off")
@@ -27,7 +28,7 @@ class Face:
     detected: bool = False  # False: the whole image was taken as the crop
     landmarks: list[list[float]] | None = None
     detection_score: float | None = None
-    template: str | None = None  # the alignment template of ``crop``; None: a whole image
+    template: str | None = None  # the alignment template ``crop`` is in
     extra: dict = field(default_factory=dict)
 
 
@@ -36,14 +37,18 @@ class Face:
 MIN_CROP_SIDE = 20
 
 
-def whole_image(pixels: np.ndarray) -> Face:
-    """The whole picture as one face crop."""
+def whole_image(pixels: np.ndarray, template: Template = PUBFIG83) -> Face:
+    """The whole picture as one face crop framed as PubFig83's, carried into ``template`` (by dlib's
+    landmarks found where such crops hold the face) unless it is PubFig83's own."""
+    from facegallery.landmarks import to_template
+
     h, w = pixels.shape[:2]
-    return Face(crop=pixels, box=[0.0, 0.0, float(w), float(h)])
+    return Face(crop=to_template([pixels], template)[0], box=[0.0, 0.0, float(w), float(h)], template=template.name)
 
 
-def whole_faces(pixels: np.ndarray) -> list[Face]:
-    """``[whole_image(pixels)]``, or no face (warned) for an image under :data:`MIN_CROP_SIDE` a side."""
+def whole_faces(pixels: np.ndarray, template: Template = PUBFIG83) -> list[Face]:
+    """``[whole_image(pixels, template)]``, or no face (warned) for an image under :data:`MIN_CROP_SIDE`
+    a side."""
     h, w = pixels.shape[:2]
     if min(h, w) < MIN_CROP_SIDE:
         warnings.warn(
@@ -51,7 +56,7 @@ def whole_faces(pixels: np.ndarray) -> list[Face]:
             stacklevel=3,
         )
         return []
-    return [whole_image(pixels)]
+    return [whole_image(pixels, template)]
 
 
 def not_one_face(faces: list[Face]) -> str:

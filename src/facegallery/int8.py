@@ -15,8 +15,9 @@ import torch
 from facegallery import checkpoints
 from facegallery.calibration import ACCEPT_RATE
 from facegallery.calibration import calibrate as calibrate_threshold
-from facegallery.embedder import center_crop, load_model, to_tensor
+from facegallery.embedder import as_batch, center_crop, load_model, to_tensor
 from facegallery.errors import UserError
+from facegallery.landmarks import to_template
 from facegallery.models import create_model
 from facegallery.quantization import BACKEND, available, calibrate, save
 
@@ -45,7 +46,12 @@ def quantize_checkpoint(
     net.load_state_dict(checkpoints.load_weights(folder))
     size = int(net.input_size)
     # the network's own input: photos carried into its alignment template, resized, centre-cropped
-    calibration = load_model(folder, precision="fp32").network_pixels(calibration, aligned)
+    fp32 = load_model(folder, precision="fp32")
+
+    def prepared(photos: np.ndarray) -> np.ndarray:
+        return as_batch(photos if aligned else to_template(list(photos), fp32.template), fp32.input_size)
+
+    calibration = prepared(calibration)
     batches = (center_crop(to_tensor(calibration[i : i + 128]), size) for i in range(0, len(calibration), 128))
     save(folder, calibrate(net, batches))
     info: dict = {"backend": BACKEND, "calibration_photos": int(len(calibration)), "torch": torch.__version__}
@@ -53,14 +59,14 @@ def quantize_checkpoint(
         genuine = {}
         for precision in ("fp32", "int8"):
             e = load_model(folder, precision=precision)
-            genuine[precision] = e.embed(val["genuine"], aligned=aligned)
+            genuine[precision] = e.embed(prepared(val["genuine"]))
             cal = calibrate_threshold(
-                e.embed(val["gallery"], aligned=aligned),
+                e.embed(prepared(val["gallery"])),
                 val["gallery_labels"],
                 int(val["gallery_labels"].max()) + 1,
                 genuine[precision],
                 val["genuine_labels"],
-                e.embed(val["impostors"], aligned=aligned),
+                e.embed(prepared(val["impostors"])),
                 accept_rate,
             )
             info[f"validation_{precision}"] = {

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegallery.alignment import Template, align, crop_box
+from facegallery.alignment import PUBFIG83, Template, align, crop_box
 from facegallery.errors import UserError
 
 WEIGHTS = Path(__file__).parent / "weights" / "dlib-landmarks5" / "landmarks.safetensors"
@@ -105,6 +105,12 @@ def align_crops(crops: list[np.ndarray], template: Template) -> list[np.ndarray]
     the box where such crops hold the face."""
     marks = shipped().predict_many(crops, [crop_box(c) for c in crops])
     return [align(c, m, template) for c, m in zip(crops, marks)]
+
+
+def to_template(crops: list[np.ndarray], template: Template) -> list[np.ndarray]:
+    """Whole face crops framed as PubFig83's, in ``template``: as they are for PubFig83's own (the
+    embedder resizes them), else aligned by their landmarks (:func:`align_crops`)."""
+    return list(crops) if template.name == PUBFIG83.name else align_crops(list(crops), template)
 
 
 @cache

@@ -19,6 +19,7 @@ from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
 from facegallery.faces import only_face
 from facegallery.images import MAX_PIXELS, ImageReadError, PixelCache, load_batch, warn_skip
+from facegallery.landmarks import to_template
 from facegallery.pipeline import Photo, expand, recognize
 from facegallery.recognition import Centroids
 
@@ -36,7 +37,7 @@ def embed_paths(
     for i in range(0, len(paths), batch):
         pixels, k = load_batch(paths[i : i + batch], embedder.input_size, cache)
         if len(k):
-            out.append(embedder.embed(pixels))
+            out.append(embedder.embed(to_template(list(pixels), embedder.template)))
             kept += [i + j for j in k]
         bar.update(min(batch, len(paths) - i))
     bar.close()

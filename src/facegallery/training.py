@@ -332,7 +332,7 @@ def teacher_embeddings(teacher: str, train: FaceFolder, cache: PixelCache, log: 
         pixels, kept = part.load_pixels(size, cache, embedder.template)
         if len(kept) != len(part):
             raise UserError(f"{train.root}: a training photo became unreadable while the teacher embedded it")
-        out[start : start + len(part)] = embedder.embed(pixels, aligned=True)
+        out[start : start + len(part)] = embedder.embed(pixels)
     PixelCache.write(entry, out)
     log(f"teacher: {embedder.name} embedded {len(train)} photos in {time.time() - t0:.0f}s (cached at {entry})")
     return out

@@ -1,8 +1,9 @@
 """dlib's pretrained face recognition ResNet (128-D) as an embedder, from the optional ``dlib`` extra.
 
-The network expects a 150x150 chip aligned by dlib's own 5-point template. A crop (a PubFig83-style
-face crop, or the aligned crop :mod:`facegallery.detection` makes) gets its landmarks from the shape
-predictor run inside the box where faces sit in such crops, and dlib cuts the chip from them.
+The network expects a 150x150 chip aligned by dlib's own 5-point template. This backend is dlib-bin's
+whole pipeline, kept for comparison: it reads PubFig83-framed crops (its template; detection aligns found
+faces into it) and dlib itself places the landmarks in them and cuts the chip, the one embedder that
+aligns for itself.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from facegallery.alignment import CROP_FACE_BOX, PUBFIG83
-from facegallery.detection import dlib_model_file, import_dlib
+from facegallery.detectors.dlib import dlib_model_file, import_dlib
 from facegallery.images import resize
 
 RECOGNITION_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
@@ -75,10 +76,8 @@ class DlibEmbedder:
         shape = self._shape(crop, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
         return np.asarray(self._dlib.get_face_chip(crop, shape, CHIP_SIZE, CHIP_PADDING), dtype=np.uint8)
 
-    def embed(
-        self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64, aligned: bool | Sequence[bool] = False
-    ) -> np.ndarray:
-        """Unit embeddings (N, 128) of RGB uint8 face crops of any size (aligned or not: dlib finds the
+    def embed(self, images: np.ndarray | Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Unit embeddings (N, 128) of RGB uint8 PubFig83-framed face crops of any size (dlib finds the
         landmarks in each crop)."""
         out = []
         for i in range(0, len(images), batch_size):
