@@ -32,7 +32,9 @@ def _fold(sd: dict, conv: str, bn: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _unit(sd: dict, src: str, bn: bool = True) -> dict[str, torch.Tensor]:
     """An upstream ConvDPUnit (1x1, depthwise 3x3, batch norm) as a SeparableConv's tensors."""
-    depth_w, depth_b = _fold(sd, f"{src}.conv2", f"{src}.bn") if bn else (sd[f"{src}.conv2.weight"], sd[f"{src}.conv2.bias"])
+    depth_w, depth_b = (
+        _fold(sd, f"{src}.conv2", f"{src}.bn") if bn else (sd[f"{src}.conv2.weight"], sd[f"{src}.conv2.bias"])
+    )
     return {
         "point.weight": sd[f"{src}.conv1.weight"],
         "point.bias": sd[f"{src}.conv1.bias"],

@@ -9,8 +9,6 @@ predictor run in its box (detectors that place no landmarks: ``mmod``, ``dlib-ho
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -18,7 +16,13 @@ from facegallery.alignment import DLIB_5, PUBFIG83, Template, align
 from facegallery.detectors import Detection, Detector, load_detector
 from facegallery.errors import TooLarge, UserError
 from facegallery.faces import Face, whole_faces
-from facegallery.images import MAX_PIXELS, load_image
+from facegallery.images import MAX_PIXELS, PhotoBytes, PhotoFile, load_image, photo_bytes, photo_name, upright_size
+
+#: JPEG reductions libjpeg decodes at directly (draft mode).
+REDUCTIONS = (1, 2, 4, 8)
+#: A face is cut from pixels in which its box spans at least this fraction of the template's side
+#: (a face box fills about 2/3 of dlib's chip and of a PubFig83 crop): never upsampled into its crop.
+CHIP_FACE = 0.7
 
 #: In ``auto`` mode an image without a detected face is taken whole as a face crop when neither side
 #: exceeds this (a face crop such as PubFig83's 100x100); larger photos without a face give no face.
@@ -46,7 +50,9 @@ def landmarks_of(
     return out  # type: ignore[return-value]
 
 
-def aligned_faces(pixels: np.ndarray, detections: list[Detection], detector: Detector, template: Template) -> list[Face]:
+def aligned_faces(
+    pixels: np.ndarray, detections: list[Detection], detector: Detector, template: Template
+) -> list[Face]:
     """Each detection of ``pixels`` as a :class:`Face` aligned into ``template``, largest first."""
     h, w = pixels.shape[:2]
     detections = sorted(detections, key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
@@ -101,11 +107,47 @@ def faces_in(
 
 
 def read_faces(
-    path: str | Path, detect: str = "off", template: Template = PUBFIG83, detector: str | Detector | None = None
+    source: PhotoFile,
+    detect: str = "off",
+    template: Template = PUBFIG83,
+    detector: str | Detector | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> list[Face]:
-    """Decode ``path`` (one-line :class:`~facegallery.images.ImageReadError` if it is not a picture)
-    and return its faces."""
-    return faces_in(load_image(path), detect, template, detector)
+    """Decode a photo file (path, bytes or binary file; one-line :class:`~facegallery.images.ImageReadError`
+    if it is not a picture) and return its faces.
+
+    A JPEG is decoded only as large as the detector scans it (libjpeg's draft mode: 1/2, 1/4 or 1/8 of
+    its size; a 24 MP photo costs a fraction of its full decode), then the faces are cut from a decode
+    fine enough that none is upsampled into its crop (:data:`CHIP_FACE`): the same decode when the faces
+    are large, full resolution for small ones. Boxes and landmarks are in the full photo's pixels."""
+    if detect == "off":
+        return whole_faces(load_image(source, max_pixels), template)
+    det = load_detector(detector)
+    data = photo_bytes(source)
+    named = PhotoBytes(photo_name(source), data)
+    size = upright_size(data)
+    if size is None or not size[2] or size[0] * size[1] > max_pixels:  # not a JPEG, or load_image refuses it
+        return detect_faces(load_image(named, max_pixels), detect, det, template)
+    w, h = size[:2]
+    scan = det.scan_scale(h, w)
+    reduce = max(r for r in REDUCTIONS if scan * r <= 1.0 or r == 1)
+    pixels = load_image(named, max_pixels, reduce)
+    if pixels.shape[1] == w:  # not reduced after all
+        return detect_faces(pixels, detect, det, template)
+    fx, fy = w / pixels.shape[1], h / pixels.shape[0]
+    found = [d.scaled(fx, fy) for d in det.detect(pixels, 1.0 / fx)]
+    if not found:
+        return []  # a photo reduced for scanning is larger than a whole-crop 'auto' image
+    smallest = min(min(d.box[2] - d.box[0], d.box[3] - d.box[1]) for d in found)
+    fine = max(r for r in REDUCTIONS if r == 1 or (r <= reduce and smallest / r >= CHIP_FACE * template.size))
+    if fine != reduce:
+        pixels = load_image(named, max_pixels, fine)
+        fx, fy = w / pixels.shape[1], h / pixels.shape[0]
+    faces = aligned_faces(pixels, [d.scaled(1 / fx, 1 / fy) for d in found], det, template)
+    for f in faces:
+        f.box = [round(min(v * k, side), 2) for v, k, side in zip(f.box, (fx, fy, fx, fy), (w, h, w, h))]
+        f.landmarks = [[round(x * fx, 2), round(y * fy, 2)] for x, y in f.landmarks or []]
+    return faces
 
 
 # ----- drawing ---------------------------------------------------------------------------------

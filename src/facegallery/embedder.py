@@ -50,12 +50,19 @@ class Embedder(Protocol):
 
 
 def embed_faces(embedder: Embedder, faces: Sequence[Face]) -> np.ndarray:
-    """Embeddings of faces, each already in the embedder's template (a face aligned for another
-    template is a bug, refused)."""
-    wrong = {f.template for f in faces if f.template != embedder.template.name}
+    """Embeddings (N, D) of faces, each already in the embedder's template (a face aligned for another
+    template is a bug, refused). Faces that carry their embedding (read from the face cache) are not
+    embedded again; the others get theirs set."""
+    todo = [f for f in faces if f.embedding is None]
+    wrong = {f.template for f in todo if f.template != embedder.template.name}
     if wrong:
-        raise ValueError(f"faces aligned into {', '.join(map(str, wrong))} given to {embedder.name} ({embedder.template.name})")
-    return embedder.embed([f.crop for f in faces])
+        raise ValueError(f"faces in {', '.join(map(str, wrong))} given to {embedder.name} ({embedder.template.name})")
+    if todo:
+        for f, e in zip(todo, embedder.embed([f.crop for f in todo])):
+            f.embedding = e
+    if not faces:
+        return np.zeros((0, int(embedder.spec["embedding_dim"])), np.float32)
+    return np.stack([f.embedding for f in faces]).astype(np.float32)
 
 
 def as_batch(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:

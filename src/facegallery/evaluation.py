@@ -29,8 +29,9 @@ from facegallery.calibration import ACCEPT_RATE, calibrate
 from facegallery.datasets import FaceFolder, Split, discover, make_split, numbered_key
 from facegallery.embedder import Embedder
 from facegallery.errors import UserError
-from facegallery.images import PixelCache
+from facegallery.facecache import FaceCache
 from facegallery.library import embed_paths
+from facegallery.pipeline import Finder
 from facegallery.recognition import Centroids, accuracy_at, best_threshold, squared_distances, threshold_sweep
 
 #: Bumped whenever the protocol's figures for the same embeddings would change (2: distances to centroids
@@ -74,10 +75,11 @@ class EvalData:
 
 
 def embed_folder(
-    embedder: Embedder, folder: FaceFolder, cache: PixelCache | None = None, progress: bool = False
+    embedder: Embedder, folder: FaceFolder, cache: FaceCache | bool = True, progress: bool = False
 ) -> Embedded:
-    """Embed every photo of ``folder``; unreadable ones are skipped (warned) and dropped."""
-    emb, kept = embed_paths(embedder, folder.paths, cache, progress=progress)
+    """Embed every photo of ``folder`` as a face crop; unreadable ones are skipped (warned) and dropped.
+    ``cache``: the face cache (True: the user's; False: none)."""
+    emb, kept = embed_paths(embedder, folder.paths, Finder.of(embedder, detect="off", cache=cache), progress)
     if not kept:
         raise UserError(f"{folder.root}: no readable photos")
     return Embedded(folder.subset(kept), emb)
@@ -292,7 +294,7 @@ def prepare(
     embedder: Embedder,
     train_root: str | Path,
     test_root: str | Path,
-    cache: PixelCache | None = None,
+    cache: FaceCache | bool = True,
     progress: bool = False,
 ) -> tuple[EvalData, dict]:
     """Discover and embed both trees; returns the data and the seconds each embedding took."""
@@ -310,7 +312,7 @@ def evaluate(
     train_root: str | Path,
     test_root: str | Path,
     seed: int = 0,
-    cache: PixelCache | None = None,
+    cache: FaceCache | bool = True,
     progress: bool = False,
 ) -> tuple[dict, EvalData]:
     """The whole protocol for one embedder: (metrics, the embedded data for figures and guesses)."""

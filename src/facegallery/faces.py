@@ -14,22 +14,30 @@ from pathlib import Path
 import numpy as np
 
 from facegallery.alignment import PUBFIG83, Template
-from facegallery.images import warn_skip
+from facegallery.images import jpeg_thumbnail, warn_skip
 
 DETECT_MODES = ("auto", "on", "off")
 
 
 @dataclass
 class Face:
-    """One face of a photo: the crop to embed and where it came from."""
+    """One face of a photo: the crop to embed and where it came from. A face read back from the face
+    cache has no crop but its ``embedding`` and thumbnail (``jpeg``)."""
 
-    crop: np.ndarray  # RGB uint8 (H, W, 3), aligned when detected
+    crop: np.ndarray | None  # RGB uint8 (H, W, 3) in the embedder's template
     box: list[float]  # [x0, y0, x1, y1] in the photo's (EXIF-upright) pixels
     detected: bool = False  # False: the whole image was taken as the crop
     landmarks: list[list[float]] | None = None
     detection_score: float | None = None
     template: str | None = None  # the alignment template ``crop`` is in
-    extra: dict = field(default_factory=dict)
+    embedding: np.ndarray | None = None  # (D,) once embedded
+    jpeg: bytes | None = field(default=None, repr=False)
+
+    def thumbnail(self) -> bytes:
+        """A small JPEG of the face (what galleries keep per photo)."""
+        if self.jpeg is None:
+            self.jpeg = jpeg_thumbnail(self.crop)
+        return self.jpeg
 
 
 #: A whole image smaller than this on either side is no face crop (a 1x1 "photo" would otherwise be

@@ -1,14 +1,14 @@
 """Who are all these faces? Find and embed every face of a pile of photos, group them into people, and
 write the grouping (clusters.json, a contact sheet per group, an overview) for a person to name.
 
-Embeddings are cached per photo under the user cache folder, keyed by the file's content hash, the
-model's fingerprint and the detection mode, so running again on the same photos only groups. A
+Faces and embeddings come through the face cache (:mod:`facegallery.facecache`: keyed by the file's
+content hash, the detector and its settings and the model's fingerprint), so running again on the same
+photos only groups. A
 gallery, when given, labels the faces that match someone enrolled; only the rest are grouped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -21,8 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from facegallery.clustering import DEFAULT_ALGORITHM, group, pair_cut
+from facegallery.detectors import Detector, describe, load_detector
 from facegallery.errors import UserError
-from facegallery.images import ImageReadError, default_cache_dir, load_image, warn_skip
+from facegallery.facecache import FaceCache
+from facegallery.images import ImageReadError, load_image, warn_skip
 
 if TYPE_CHECKING:
     from facegallery.embedder import Embedder
@@ -70,84 +72,60 @@ class Clustering:
     unassigned: list[FoundFace]
     known: list[FoundFace] = field(default_factory=list)
     embeddings: np.ndarray | None = None  # (faces, D) unit rows, indexed by FoundFace.index
+    detector: dict | None = None  # name and settings of the detector that found the faces (None: off)
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "embeddings"}
         return {"format": FORMAT, **d}
 
 
-class FaceCache:
-    """Each photo's faces (boxes) and embeddings on disk, keyed by content hash, model and detection."""
-
-    def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir() / "faces"
-
-    def _entry(self, sha: str, fingerprint: str, detect: str) -> Path:
-        key = hashlib.sha1(f"{fingerprint}|{detect}".encode()).hexdigest()[:16]
-        return self.root / key / sha[:2] / f"{sha}.npz"
-
-    def get(self, sha: str, fingerprint: str, detect: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        entry = self._entry(sha, fingerprint, detect)
-        try:
-            with np.load(entry, allow_pickle=False) as z:
-                return z["boxes"], z["embeddings"], z["detected"]
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def put(self, sha: str, fingerprint: str, detect: str, boxes, embeddings, detected) -> None:
-        entry = self._entry(sha, fingerprint, detect)
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "wb") as f:
-                np.savez(f, boxes=boxes, embeddings=embeddings, detected=detected)
-            os.replace(tmp, entry)
-        except OSError:
-            pass  # a read-only cache only costs time
-
-
 def find_faces(
     paths: Sequence[Path],
     embedder: Embedder,
     detect: str = "auto",
-    cache: FaceCache | None = None,
+    cache: FaceCache | bool = True,
     progress: bool = False,
+    detector: str | Detector | None = None,
 ) -> tuple[list[FoundFace], np.ndarray]:
-    """Every face of ``paths`` (unreadable files skipped with a warning) and its embedding."""
+    """Every face of ``paths`` (unreadable files skipped with a warning) and its embedding, through the
+    face cache (``cache``: True for the user's, False for none)."""
     from tqdm import tqdm
 
-    from facegallery.detection import faces_in
     from facegallery.embedder import embed_faces
+    from facegallery.pipeline import BATCH, Finder, ReadPhoto, read_photos
 
-    cache = cache if cache is not None else FaceCache()
+    finder = Finder.of(embedder, detect, detector, cache)
     faces: list[FoundFace] = []
     vectors: list[np.ndarray] = []
-    for path in tqdm(paths, unit="photo", desc="faces", disable=not progress, dynamic_ncols=True):
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            warn_skip(Path(path), f"cannot read ({e.strerror})")
-            continue
-        sha = hashlib.sha256(data).hexdigest()
-        hit = cache.get(sha, embedder.fingerprint, detect)
-        if hit is None:
-            try:
-                found = faces_in(load_image(path), detect, embedder.template)
-            except ImageReadError as e:
-                warn_skip(Path(path), str(e).split(": ", 1)[-1])
-                continue
-            emb = embed_faces(embedder, found) if found else np.zeros((0, _dim(embedder)), np.float32)
-            hit = (
-                np.array([f.box for f in found], np.float32).reshape(-1, 4),
-                emb.astype(np.float32),
-                np.array([f.detected for f in found], bool),
-            )
-            cache.put(sha, embedder.fingerprint, detect, *hit)
-        boxes, emb, detected = hit
-        for box, d in zip(boxes, detected):
-            faces.append(FoundFace(str(path), [round(float(v), 2) for v in box], len(faces), sha, bool(d)))
+    pending: list[ReadPhoto] = []
+
+    def flush() -> None:
+        emb = embed_faces(embedder, [f for r in pending for f in r.faces or []])
+        finder.remember(pending)
+        for r in pending:
+            for f in r.faces or []:
+                faces.append(
+                    FoundFace(r.path, [round(float(v), 2) for v in f.box], len(faces), r.sha256 or "", f.detected)
+                )
         vectors.append(emb)
-    return faces, (np.concatenate(vectors) if vectors else np.zeros((0, _dim(embedder)), np.float32)).astype(np.float32)
+        pending.clear()
+
+    for got in tqdm(
+        read_photos(list(map(str, paths)), finder),
+        total=len(paths),
+        unit="photo",
+        desc="faces",
+        disable=not progress,
+        dynamic_ncols=True,
+    ):
+        if isinstance(got, ReadPhoto):
+            pending.append(got)
+            if len(pending) == BATCH:
+                flush()
+        else:
+            warn_skip(Path(got.path), got.reason)
+    flush()
+    return faces, np.concatenate(vectors).astype(np.float32) if faces else np.zeros((0, _dim(embedder)), np.float32)
 
 
 def _dim(embedder: Embedder) -> int:
@@ -161,8 +139,10 @@ def cluster_faces(
     detect: str = "auto",
     algorithm: str = DEFAULT_ALGORITHM,
     gallery: Gallery | None = None,
+    detector: str | Detector | None = None,
 ) -> Clustering:
-    """Group found faces; with a gallery, faces it recognises are labelled instead of grouped."""
+    """Group found faces; with a gallery, faces it recognises are labelled instead of grouped.
+    ``detect`` and ``detector`` are recorded as what found them."""
     if embedder.threshold is None:
         raise UserError(f"model {embedder.name} has no calibrated threshold to derive the grouping cut from")
     cut = pair_cut(embedder.threshold)
@@ -183,8 +163,18 @@ def cluster_faces(
         d = ((emb[members] - centre) ** 2).sum(1)
         clusters.append(Cluster(k, [faces[i] for i in members], int(d.argmin()), round(float(d.mean()), 4)))
     unassigned = [faces[i] for i in rest[labels < 0]]
+    found_by = None if detect == "off" else describe(load_detector(detector))
     return Clustering(
-        embedder.name, embedder.fingerprint, algorithm, round(cut, 4), detect, clusters, unassigned, known, emb
+        embedder.name,
+        embedder.fingerprint,
+        algorithm,
+        round(cut, 4),
+        detect,
+        clusters,
+        unassigned,
+        known,
+        emb,
+        found_by,
     )
 
 
@@ -195,9 +185,11 @@ def cluster(
     algorithm: str = DEFAULT_ALGORITHM,
     gallery: Gallery | None = None,
     progress: bool = False,
+    detector: str | Detector | None = None,
 ) -> Clustering:
     """Group the faces of ``photos`` (files or folders) into people: the Python face of ``facegallery
-    cluster``. ``model``: a name, folder or embedder (default: the gallery's, else the shipped default)."""
+    cluster``. ``model``: a name, folder or embedder (default: the gallery's, else the shipped default);
+    ``detector``: a name or a detector (default: the gallery's, else the default)."""
     from facegallery.embedder import load_model
     from facegallery.images import iter_images
 
@@ -206,12 +198,19 @@ def cluster(
         embedder = model
     else:
         embedder = gallery.embedder if gallery is not None and model is None else load_model(model)
-    faces, emb = find_faces(paths, embedder, detect, progress=progress)
-    return cluster_faces(faces, emb, embedder, detect, algorithm, gallery)
+    if detector is None and gallery is not None and detect != "off":
+        detector = gallery.detector
+    faces, emb = find_faces(paths, embedder, detect, progress=progress, detector=detector)
+    return cluster_faces(faces, emb, embedder, detect, algorithm, gallery, detector)
 
 
 def evaluate_grouping(
-    embedder: Embedder, root: str | os.PathLike, algorithms: Sequence[str], detect: str = "auto", progress: bool = False
+    embedder: Embedder,
+    root: str | os.PathLike,
+    algorithms: Sequence[str],
+    detect: str = "auto",
+    progress: bool = False,
+    detector: str | Detector | None = None,
 ) -> dict:
     """Group the photos of a labelled tree (``root/<person>/<photos>``, the largest face of each photo)
     with each algorithm and score the groupings against the folders (:func:`grouping_figures`)."""
@@ -224,7 +223,7 @@ def evaluate_grouping(
     if unknown:  # before the embedding, which is the slow part
         raise UserError(f"unknown clustering algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
     tree = discover(root)
-    faces, emb = find_faces(list(tree.paths), embedder, detect, progress=progress)
+    faces, emb = find_faces(list(tree.paths), embedder, detect, progress=progress, detector=detector)
     best: dict[str, tuple[int, float]] = {}
     for f in faces:  # one face per photo: its largest
         area = (f.box[2] - f.box[0]) * (f.box[3] - f.box[1])

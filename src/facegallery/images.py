@@ -87,14 +87,15 @@ def is_candidate(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS, reduce: int = 1) -> np.ndarray:
     """Decode a photo (path, bytes or binary file) to an RGB uint8 array (H, W, 3), upright by its EXIF
     orientation.
 
     Grayscale, palette, RGBA (composited on white), CMYK and 16-bit inputs are all converted.
     Raises :class:`ImageReadError` with the file's name for anything that is not a readable picture, and
     :class:`ImageTooLarge` (read from the header, before decoding: a zip bomb costs nothing) above
-    ``max_pixels``.
+    ``max_pixels``. ``reduce`` (1, 2, 4 or 8): a JPEG is decoded at up to that fraction of its size
+    (libjpeg's DCT scaling: a fraction of the time and memory); other formats decode whole.
     """
     path = photo_name(source)
     if isinstance(source, PhotoBytes):
@@ -105,6 +106,8 @@ def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with Image.open(source) as im:
             if im.width * im.height > max_pixels:
                 raise ImageTooLarge(f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
+            if reduce > 1 and im.format == "JPEG":
+                im.draft("RGB", (-(-im.width // reduce), -(-im.height // reduce)))
             im.load()
             im = ImageOps.exif_transpose(im)
             return to_rgb_array(im)
@@ -118,6 +121,18 @@ def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image (not a picture in a known format)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+
+
+def upright_size(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height) of a photo file's bytes as it will be decoded (EXIF rotation applied) and whether
+    it is a JPEG, from the header alone; None when the header cannot be read."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            return (h, w, im.format == "JPEG") if turned else (w, h, im.format == "JPEG")
+    except Exception:  # noqa: BLE001 - any unreadable header: decoding will report it properly
+        return None
 
 
 def to_rgb_array(im: Image.Image) -> np.ndarray:

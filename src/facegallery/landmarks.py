@@ -23,6 +23,7 @@ import numpy as np
 
 from facegallery.alignment import PUBFIG83, Template, align, crop_box
 from facegallery.errors import UserError
+from facegallery.images import resize
 
 WEIGHTS = Path(__file__).parent / "weights" / "dlib-landmarks5" / "landmarks.safetensors"
 FIELDS = ("initial_shape", "splits", "thresholds", "leaves", "anchors", "deltas")
@@ -109,8 +110,11 @@ def align_crops(crops: list[np.ndarray], template: Template) -> list[np.ndarray]
 
 def to_template(crops: list[np.ndarray], template: Template) -> list[np.ndarray]:
     """Whole face crops framed as PubFig83's, in ``template``: as they are for PubFig83's own (the
-    embedder resizes them), else aligned by their landmarks (:func:`align_crops`)."""
-    return list(crops) if template.name == PUBFIG83.name else align_crops(list(crops), template)
+    embedder resizes them), else brought to the template's size and aligned by their landmarks there
+    (:func:`align_crops`)."""
+    if template.name == PUBFIG83.name:
+        return list(crops)
+    return align_crops([resize(np.asarray(c, np.uint8), template.size) for c in crops], template)
 
 
 @cache

@@ -14,59 +14,50 @@ import numpy as np
 
 from facegallery.answers import Candidate, Identification, Recognition
 from facegallery.datasets import discover
-from facegallery.detection import read_faces
+from facegallery.detectors import Detector
 from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
-from facegallery.faces import only_face
-from facegallery.images import MAX_PIXELS, ImageReadError, PixelCache, load_batch, warn_skip
-from facegallery.landmarks import to_template
-from facegallery.pipeline import Photo, expand, recognize
+from facegallery.facecache import FaceCache
+from facegallery.faces import not_one_face
+from facegallery.images import MAX_PIXELS, warn_skip
+from facegallery.pipeline import BATCH, Finder, Photo, ReadPhoto, expand, read_photos, recognize
 from facegallery.recognition import Centroids
 
 
 def embed_paths(
-    embedder: Embedder, paths: list[Path], cache: PixelCache | None = None, batch: int = 512, progress: bool = False
+    embedder: Embedder, paths: Sequence[Path], finder: Finder | None = None, progress: bool = False
 ) -> tuple[np.ndarray, list[int]]:
-    """Embed face-crop photos (whole images), skipping unreadable ones with a warning.
-    Returns (embeddings, indices of ``paths`` kept)."""
+    """Embed the one face of each photo (default finder: none detected, each photo is a face crop, and
+    the user's face cache), skipping with a warning photos that are unreadable or show no face or
+    several. Returns (embeddings, indices of ``paths`` kept)."""
     from tqdm import tqdm
 
-    cache = cache or PixelCache()
-    out, kept = [], []
+    finder = finder or Finder.of(embedder, detect="off")
+    out, kept, pending = [], [], []
+
+    def flush() -> None:
+        faces = [r.faces[0] for _, r in pending]
+        out.append(embed_faces(embedder, faces))
+        finder.remember([r for _, r in pending])
+        kept.extend(i for i, _ in pending)
+        pending.clear()
+
     bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="embed")
-    for i in range(0, len(paths), batch):
-        pixels, k = load_batch(paths[i : i + batch], embedder.input_size, cache)
-        if len(k):
-            out.append(embedder.embed(to_template(list(pixels), embedder.template)))
-            kept += [i + j for j in k]
-        bar.update(min(batch, len(paths) - i))
+    for i, got in enumerate(read_photos(list(paths), finder)):
+        bar.update(1)
+        if not isinstance(got, ReadPhoto):
+            warn_skip(Path(got.path), got.reason)
+        elif len(got.faces or []) != 1:
+            warn_skip(Path(got.path), not_one_face(got.faces or []))
+        else:
+            pending.append((i, got))
+            if len(pending) == BATCH:
+                flush()
+    if pending:
+        flush()
     bar.close()
-    dim = out[0].shape[1] if out else 128
+    dim = int(embedder.spec["embedding_dim"])
     return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
-
-
-def embed_detected(
-    embedder: Embedder, paths: list[Path], detect: str, progress: bool = False
-) -> tuple[np.ndarray, list[int]]:
-    """Embed the one face of each photo found by detection (``auto`` / ``on``); unreadable photos and
-    photos with no face or several are skipped with a warning. Returns (embeddings, indices kept)."""
-    from tqdm import tqdm
-
-    out, faces, kept = [], [], []
-    for i, path in enumerate(tqdm(paths, unit="photo", disable=not progress, dynamic_ncols=True, desc="library")):
-        try:
-            face = only_face(read_faces(path, detect, embedder.template), path)
-        except ImageReadError as e:
-            warn_skip(path, str(e).split(": ", 1)[-1])
-            continue
-        if face is not None:
-            faces.append(face)
-            kept.append(i)
-        if len(faces) == 256:  # embedded as they come: the bar counts the whole work, memory stays flat
-            out.append(embed_faces(embedder, faces))
-            faces = []
-    out.append(embed_faces(embedder, faces))  # the embedder returns (0, D) for no faces
-    return np.concatenate(out), kept
 
 
 @dataclass
@@ -77,6 +68,8 @@ class Library:
     centroids: Centroids
     threshold: float | None
     embedder: Embedder
+    detector: str | Detector | None = None
+    cache: FaceCache | bool = True
 
     @classmethod
     def from_folder(
@@ -84,19 +77,20 @@ class Library:
         root: str | Path,
         embedder: Embedder,
         threshold: float | None = None,
-        cache: PixelCache | None = None,
         detect: str = "auto",
         progress: bool = False,
+        detector: str | Detector | None = None,
+        cache: FaceCache | bool = True,
     ) -> Library:
         """Embed every photo of ``root/<Person>/`` and average per person.
 
         ``detect="off"``: each photo is a face crop (the PubFig83 protocol); otherwise faces are found
-        and aligned as they are in probes, and a photo without exactly one face is skipped (warned)."""
+        by ``detector`` (a name or a detector; None: the default) and aligned as they are in probes, and
+        a photo without exactly one face is skipped (warned). Faces and embeddings are kept in the face
+        cache (``cache``: True for the user's, False for none) so a second run decodes nothing."""
         folder = discover(root)
-        if detect == "off":
-            emb, kept = embed_paths(embedder, folder.paths, cache, progress=progress)
-        else:
-            emb, kept = embed_detected(embedder, folder.paths, detect, progress)
+        finder = Finder.of(embedder, detect, detector, cache)
+        emb, kept = embed_paths(embedder, folder.paths, finder, progress)
         if not kept:
             raise UserError(f"{root}: no readable photos in the library")
         labels = folder.labels[kept]
@@ -104,7 +98,7 @@ class Library:
         every = Centroids.of(emb, labels, len(folder.names))
         cents = Centroids(every.vectors[present], every.counts[present])
         thr = threshold if threshold is not None else embedder.threshold
-        return cls([folder.names[i] for i in present], cents, thr, embedder)
+        return cls([folder.names[i] for i in present], cents, thr, embedder, finder.detector, cache)
 
     def match(self, embeddings: np.ndarray, top: int = 5) -> list[Identification]:
         """The ``top`` nearest people of each embedding; unknown above the threshold."""
@@ -128,10 +122,9 @@ class Library:
         result gives one answer per photo read, ``.skipped`` the others with why."""
         return recognize(
             expand(photos),
-            self.embedder.template,
+            Finder.of(self.embedder, detect, self.detector, self.cache),
             lambda faces: embed_faces(self.embedder, faces),
             lambda emb: self.match(emb, top),
-            detect,
             max_pixels,
             progress,
         )

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from facegallery.alignment import Template
 from facegallery.answers import Identification, Recognition, Skipped, face_answer
-from facegallery.detection import faces_in
+from facegallery.detection import faces_in, read_faces
+from facegallery.detectors import Detector, detector_key, load_detector
 from facegallery.errors import InvalidInput, UserError
+from facegallery.facecache import CacheKey, FaceCache
 from facegallery.faces import Face
-from facegallery.images import MAX_PIXELS, PhotoBytes, PhotoFile, load_image, photo_bytes, photo_name, sha256_of
+from facegallery.images import MAX_PIXELS, PhotoBytes, PhotoFile, photo_bytes, photo_name, sha256_of
 
 #: Anything the pipeline reads a photo from.
 Photo = PhotoFile | np.ndarray
@@ -33,42 +35,111 @@ Embed = Callable[[list[Face]], np.ndarray]
 Match = Callable[[np.ndarray], list[Identification]]
 
 
+def default_workers() -> int:
+    """Photos decoded and detected at once: one per core (``FACEGALLERY_WORKERS`` overrides)."""
+    raw = os.environ.get("FACEGALLERY_WORKERS", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else (os.cpu_count() or 1)
+
+
+@dataclass
+class Finder:
+    """How the faces of photos are found for one embedder: the detection mode (auto / on / off), the
+    detector (a name or a detector; None: the default), the embedder's template and fingerprint, the
+    face cache (None: none), and how many photos are decoded and detected at once."""
+
+    template: Template
+    fingerprint: str
+    detect: str = "auto"
+    detector: str | Detector | None = None
+    cache: FaceCache | None = None
+    workers: int = field(default_factory=default_workers)
+    #: a pool shared by several callers (the service's bounded detection pool); None: one per call
+    pool: Executor | None = None
+
+    @classmethod
+    def of(
+        cls,
+        embedder,
+        detect: str = "auto",
+        detector: str | Detector | None = None,
+        cache: FaceCache | None | bool = True,
+        workers: int | None = None,
+    ) -> Finder:
+        """The finder for ``embedder``; ``cache=True``: the user's face cache, ``False``/None: none."""
+        store = FaceCache() if cache is True else (cache or None)
+        return cls(embedder.template, embedder.fingerprint, detect, detector, store, workers or default_workers())
+
+    def __post_init__(self) -> None:
+        if self.detect != "off":
+            self.detector = load_detector(self.detector)  # an unknown name fails here, before any work
+
+    @property
+    def key(self) -> CacheKey:
+        det = "" if self.detect == "off" else detector_key(self.detector)
+        return CacheKey(self.detect, det, self.fingerprint)
+
+    def faces(self, photo: Photo, max_pixels: int = MAX_PIXELS) -> list[Face]:
+        """The faces of one photo (decoded, detected, aligned; not embedded)."""
+        if isinstance(photo, np.ndarray):
+            return faces_in(photo, self.detect, self.template, self.detector)
+        return read_faces(photo, self.detect, self.template, self.detector, max_pixels)
+
+    def remember(self, photos: Sequence[ReadPhoto]) -> None:
+        """Keep the embedded faces of photos that were not read from the cache."""
+        if self.cache is not None:
+            fresh = [
+                r
+                for r in photos
+                if r.fresh and r.sha256 and r.faces is not None and all(f.embedding is not None for f in r.faces)
+            ]
+            self.cache.put(self.key, [(r.sha256, r.faces, embedded(r.faces)) for r in fresh])
+
+
+def embedded(faces: list[Face]) -> np.ndarray:
+    """The embeddings the faces carry (N, D); (0, 0) for none."""
+    return np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 0), np.float32)
+
+
 @dataclass
 class ReadPhoto:
     """One photo read: as given, the name it is reported under, its content hash (when asked for) and
-    its faces, largest first; ``faces`` is None when its hash was already known (not decoded at all)."""
+    its faces, largest first; ``faces`` is None when its hash was already known (not decoded at all);
+    ``fresh``: found now, not read from the face cache."""
 
     photo: Photo
     path: str
     sha256: str | None
     faces: list[Face] | None
+    fresh: bool = True
 
 
 def _name(photo: Photo) -> str:
     return "<array>" if isinstance(photo, np.ndarray) else photo_name(photo)
 
 
-def _decode(
-    photo: Photo, with_hash: bool, known: set[str], max_pixels: int
-) -> tuple[str | None, np.ndarray | None] | Skipped:
-    """(hash or None, pixels, or None when the hash is known), or why it cannot be used."""
+def _read(photo: Photo, finder: Finder, with_hash: bool, known: set[str], max_pixels: int) -> ReadPhoto | Skipped:
+    """One photo's faces, from the cache when they are there, or why it cannot be used."""
     name = _name(photo)
     try:
         if isinstance(photo, np.ndarray):
             if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
                 raise InvalidInput(f"{name}: expected an RGB uint8 image (H, W, 3), got {photo.dtype} {photo.shape}")
-            sha = sha256_of(photo) if with_hash else None
-            return sha, None if sha in known else photo
-        if isinstance(photo, (str, os.PathLike)):
-            try:
-                str(photo).encode("utf-8")
-            except UnicodeEncodeError:  # stored and reported as text: it could not be found again
-                raise InvalidInput(f"{name}: its file name is not valid UTF-8; rename the file") from None
-        if with_hash:
+            source: Photo = photo
+            sha = sha256_of(photo) if with_hash or finder.cache is not None else None
+        else:
+            if isinstance(photo, (str, os.PathLike)):
+                try:
+                    str(photo).encode("utf-8")
+                except UnicodeEncodeError:  # stored and reported as text: it could not be found again
+                    raise InvalidInput(f"{name}: its file name is not valid UTF-8; rename the file") from None
             data = photo_bytes(photo)
-            sha = sha256_of(data)
-            return sha, None if sha in known else load_image(PhotoBytes(name, data), max_pixels)
-        return None, load_image(photo, max_pixels)
+            source, sha = PhotoBytes(name, data), sha256_of(data)
+        if sha is not None and sha in known:
+            return ReadPhoto(photo, name, sha, None)
+        cached = finder.cache.get(finder.key, sha) if finder.cache is not None and sha else None
+        if cached is not None:
+            return ReadPhoto(photo, name, sha, cached, fresh=False)
+        return ReadPhoto(photo, name, sha, finder.faces(source, max_pixels))
     except UserError as e:
         msg = str(e)
         return Skipped(name, e if msg.startswith(f"{name}: ") else type(e)(f"{name}: {msg}"))
@@ -76,33 +147,28 @@ def _decode(
 
 def read_photos(
     photos: Sequence[Photo],
-    detect: str,
-    template: Template,
+    finder: Finder,
     with_hash: bool = False,
     known: set[str] | None = None,
     max_pixels: int = MAX_PIXELS,
 ) -> Iterator[ReadPhoto | Skipped]:
-    """A :class:`ReadPhoto` or a :class:`~facegallery.answers.Skipped` per photo, in order. Decoding runs
-    on a thread pool using all cores; detection (``detect``: auto / on / off) runs here, one photo at a
-    time, aligning faces into ``template`` (the embedder's). With ``with_hash`` each photo's content
-    sha256 is computed, and a photo whose hash is in ``known`` is not decoded."""
+    """A :class:`ReadPhoto` or a :class:`~facegallery.answers.Skipped` per photo, in order. Photos are
+    read, looked up in the face cache, decoded and their faces found and aligned on ``finder.workers``
+    threads (decoding, the detector's network and the warps release the GIL). With ``with_hash`` each
+    photo's content sha256 is given, and a photo whose hash is in ``known`` is not decoded."""
     known = known or set()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for s in range(0, len(photos), BATCH):
-            chunk = photos[s : s + BATCH]
-            for photo, got in zip(chunk, pool.map(lambda p: _decode(p, with_hash, known, max_pixels), chunk)):
-                if isinstance(got, Skipped):
-                    yield got
-                    continue
-                sha, pixels = got
-                faces = None
-                if pixels is not None:
-                    try:
-                        faces = faces_in(pixels, detect, template)
-                    except UserError as e:
-                        yield Skipped(_name(photo), e)
-                        continue
-                yield ReadPhoto(photo, _name(photo), sha, faces)
+
+    def read(photo: Photo) -> ReadPhoto | Skipped:
+        return _read(photo, finder, with_hash, known, max_pixels)
+
+    if finder.pool is not None:
+        yield from finder.pool.map(read, photos)
+    elif finder.workers <= 1 or len(photos) <= 1:
+        yield from map(read, photos)
+    else:
+        with ThreadPoolExecutor(max_workers=finder.workers) as pool:
+            for s in range(0, len(photos), BATCH):
+                yield from pool.map(read, photos[s : s + BATCH])
 
 
 def expand(photos: Sequence[Photo]) -> list[Photo]:
@@ -120,16 +186,15 @@ def expand(photos: Sequence[Photo]) -> list[Photo]:
 
 def recognize(
     photos: Sequence[Photo],
-    template: Template,
+    finder: Finder,
     embed: Embed,
     match: Match,
-    detect: str = "auto",
     max_pixels: int = MAX_PIXELS,
     progress: bool = False,
 ) -> Recognition:
-    """Every face of every photo, answered: faces found under ``detect``, embedded by ``embed`` in
-    batches of up to :data:`BATCH` photos, and matched by ``match`` (embeddings -> one
-    :class:`~facegallery.answers.Identification` per row)."""
+    """Every face of every photo, answered: faces found by ``finder`` (or read from its cache),
+    embedded by ``embed`` in batches of up to :data:`BATCH` photos, and matched by ``match``
+    (embeddings -> one :class:`~facegallery.answers.Identification` per row)."""
     from tqdm import tqdm
 
     result = Recognition()
@@ -139,12 +204,13 @@ def recognize(
         flat = [f for r in pending for f in r.faces or []]
         found = iter(match(embed(flat)) if flat else [])
         for r in pending:
-            faces = [face_answer(f, next(found), with_detection=detect != "off") for f in r.faces or []]
+            faces = [face_answer(f, next(found), with_detection=finder.detect != "off") for f in r.faces or []]
             result.answers.append({"path": r.path, "faces": faces})
+        finder.remember(pending)
         pending.clear()
 
     with tqdm(total=len(photos), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify") as bar:
-        for got in read_photos(photos, detect, template, max_pixels=max_pixels):
+        for got in read_photos(photos, finder, with_hash=finder.cache is not None, max_pixels=max_pixels):
             bar.update(1)
             if isinstance(got, Skipped):
                 result.skipped.append(got)

@@ -7,7 +7,7 @@ import json
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import detect_option, expand_inputs, model_option
+from facegallery.cli.options import chosen_detector, detect_option, detector_options, expand_inputs, model_option
 from facegallery.clustering import ALGORITHMS, DEFAULT_ALGORITHM
 from facegallery.errors import UserError
 
@@ -16,13 +16,14 @@ from facegallery.errors import UserError
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for clusters.json and sheets.")
 @model_option
 @detect_option
+@detector_options
 @click.option(
     "--algorithm", type=click.Choice(list(ALGORITHMS)), default=DEFAULT_ALGORITHM, show_default=True, help="Grouping."
 )
 @click.option("--gallery", type=click.Path(dir_okay=False, exists=True), help="Label faces this gallery knows.")
 @click.option("--json", "as_json", is_flag=True, help="Also print clusters.json to stdout.")
 @click.argument("inputs", nargs=-1, required=True)
-def cluster_cmd(out, model, detect, algorithm, gallery, as_json, inputs) -> None:
+def cluster_cmd(out, model, detect, detector, min_face, algorithm, gallery, as_json, inputs) -> None:
     """Find every face of PHOTOS_OR_DIRS, group the faces into people, and write OUT/clusters.json, a
     contact sheet per cluster (OUT/cluster-NNN.png) and OUT/overview.png. Name a cluster with
     `facegallery enroll --gallery G --from-clusters OUT/clusters.json --name 3="Ada Lovelace"`."""
@@ -30,17 +31,19 @@ def cluster_cmd(out, model, detect, algorithm, gallery, as_json, inputs) -> None
     from facegallery.embedder import load_model
 
     paths = expand_inputs(inputs)
+    detector = chosen_detector(detector, min_face)
     g = None
     if gallery is not None:
         from facegallery.gallery import Gallery
 
-        g = Gallery.open(gallery, model=model)
+        g = Gallery.open(gallery, model=model, detector=detector)
         embedder = g.embedder
+        detector = g.detector if detect != "off" else None
     else:
         embedder = load_model(model)
     try:
-        faces, emb = grouping.find_faces(paths, embedder, detect, progress=True)
-        result = grouping.cluster_faces(faces, emb, embedder, detect, algorithm, g)
+        faces, emb = grouping.find_faces(paths, embedder, detect, progress=True, detector=detector)
+        result = grouping.cluster_faces(faces, emb, embedder, detect, algorithm, g, detector)
     finally:
         if g is not None:
             g.close()

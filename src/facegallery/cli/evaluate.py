@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import model_option
+from facegallery.cli.options import chosen_detector, detector_options, model_option
 from facegallery.errors import UserError
 
 #: Data root (holding train/ and test/) when neither --data nor FACEGALLERY_DATA is given.
@@ -93,6 +93,7 @@ def headline(m: dict) -> str:
     help="Folder for metrics.json, guesses.csv and the figures.",
 )
 @click.option("--plots", is_flag=True, help="Also draw the figures (t-SNE maps, k-means SSE, threshold sweep).")
+@detector_options
 @click.option(
     "--seed",
     type=int,
@@ -100,19 +101,20 @@ def headline(m: dict) -> str:
     show_default=True,
     help="Seed of the calibration split when the checkpoint records none, and of the figures.",
 )
-def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) -> None:
+def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, detector, min_face, seed) -> None:
     """Closed-set, open-set (swept and calibrated), new-identity and verification figures of a model
     on PubFig83, or its LFW verification figures."""
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    detector = chosen_detector(detector, min_face)
     if protocol == "lfw":
-        return _evaluate_lfw(model, Path(data or os.environ.get("FACEGALLERY_LFW") or DEFAULT_LFW), pairs, out, t0)
+        lfw = Path(data or os.environ.get("FACEGALLERY_LFW") or DEFAULT_LFW)
+        return _evaluate_lfw(model, lfw, pairs, out, t0, detector)
     if protocol == "clusters":
-        return _evaluate_clusters(
-            model, Path(data or Path(os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA) / "test"), out, t0
-        )
+        tree = Path(data or Path(os.environ.get("FACEGALLERY_DATA") or DEFAULT_DATA) / "test")
+        return _evaluate_clusters(model, tree, out, t0, detector)
     from facegallery.embedder import load_model
     from facegallery.evaluation import evaluate, guesses, write_guesses
 
@@ -141,12 +143,12 @@ def evaluate_cmd(model, protocol, data, pairs, train, test, out, plots, seed) ->
     )
 
 
-def _evaluate_clusters(model: str | None, root: Path, out: Path, t0: float) -> None:
+def _evaluate_clusters(model: str | None, root: Path, out: Path, t0: float, detector=None) -> None:
     from facegallery.clustering import ALGORITHMS
     from facegallery.embedder import load_model
     from facegallery.grouping import evaluate_grouping
 
-    metrics = evaluate_grouping(load_model(model), root, list(ALGORITHMS), progress=True)
+    metrics = evaluate_grouping(load_model(model), root, list(ALGORITHMS), progress=True, detector=detector)
     metrics["timing"] = {"total_s": round(time.perf_counter() - t0, 2)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -163,14 +165,14 @@ def _evaluate_clusters(model: str | None, root: Path, out: Path, t0: float) -> N
     click.echo(f"wrote {out / 'metrics.json'} in {metrics['timing']['total_s']:.0f}s")
 
 
-def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float) -> None:
+def _evaluate_lfw(model: str | None, root: Path, pairs: str, out: Path, t0: float, detector=None) -> None:
     from facegallery.embedder import load_model
     from facegallery.lfw import evaluate_lfw
     from facegallery.lfw import headline as lfw_headline
     from facegallery.plots import plot_roc
 
     embedder = load_model(model)
-    metrics, curves = evaluate_lfw(embedder, root, pairs)
+    metrics, curves = evaluate_lfw(embedder, root, pairs, detector=detector)
     out.mkdir(parents=True, exist_ok=True)
     plot_roc(curves["distance"], curves["same"], out / "roc.png", f"LFW {metrics['pair_list']}: {embedder.name}")
     metrics["timing"]["total_s"] = round(time.perf_counter() - t0, 2)

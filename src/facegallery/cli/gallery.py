@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import detect_option, model_option
+from facegallery.cli.options import chosen_detector, detect_option, detector_options, model_option
 from facegallery.errors import UserError
 
 if TYPE_CHECKING:
@@ -20,10 +20,18 @@ gallery_option = click.option(
 )
 
 
-def _open(path: str, model: str | None = None, create: bool = False) -> Gallery:
+def _open(path: str, model: str | None = None, create: bool = False, detector=None) -> Gallery:
     from facegallery.gallery import Gallery
 
-    return Gallery.open(path, model=model, create=create)
+    return Gallery.open(path, model=model, create=create, detector=detector)
+
+
+def found_by(g: Gallery) -> str:
+    """Which detectors found the gallery's faces, in words."""
+    from facegallery.detectors import describe_text
+
+    used = g.detectors()
+    return "; ".join(describe_text(d) for d in used) if used else "no detector (face crops, or none enrolled)"
 
 
 @main.command("enroll")
@@ -41,8 +49,9 @@ def _open(path: str, model: str | None = None, create: bool = False) -> Gallery:
 )
 @model_option
 @detect_option
+@detector_options
 @click.argument("inputs", nargs=-1)
-def enroll_cmd(gallery, create, names, from_clusters, model, detect, inputs) -> None:
+def enroll_cmd(gallery, create, names, from_clusters, model, detect, detector, min_face, inputs) -> None:
     """Add people: DIR with one subfolder per person, or --name NAME IMG... (photos or folders), or
     --from-clusters OUT/clusters.json --name 3="Ada Lovelace" (the faces of cluster 3).
 
@@ -62,7 +71,7 @@ def enroll_cmd(gallery, create, names, from_clusters, model, detect, inputs) -> 
     paths = list(iter_images(inputs)) if name is not None else None
     if paths is not None and not paths:
         raise UserError(f"no photos of {name!r} in {' '.join(inputs)}")
-    with _open(gallery, model, create) as g:
+    with _open(gallery, model, create, chosen_detector(detector, min_face)) as g:
         results = (
             g.enroll_folder(inputs[0], detect, progress=True)
             if name is None
@@ -101,7 +110,9 @@ def _enroll_clusters(gallery, create, names, from_clusters, model, inputs) -> No
                 f"{g.embedder.name}` again"
             )
         for name, vectors, sources in chosen:
-            r = g.enroll_faces(name, vectors, sources, doc["fingerprint"], doc.get("detect", "auto"))
+            r = g.enroll_faces(
+                name, vectors, sources, doc["fingerprint"], doc.get("detect", "auto"), detector=doc.get("detector")
+            )
             click.echo(f"{r.name}: {r.added} added, {r.duplicates} already there")
         click.echo(f"{gallery}: {_count(len(g.people()), 'person', 'people')} enrolled")
 
@@ -118,11 +129,13 @@ def people_cmd(gallery, as_json) -> None:
     """List the enrolled people with their photo counts."""
     with _open(gallery) as g:
         people = g.people()
+        how = found_by(g)
     if as_json:
         click.echo(json.dumps([{"name": p.name, "photos": p.photos} for p in people], indent=2))
         return
     for p in people:
         click.echo(f"{p.name}\t{p.photos}")
+    click.echo(f"faces found by: {how}", err=True)
 
 
 @main.command("remove")
@@ -191,8 +204,9 @@ def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
     with _open(gallery, model) as g:
         cal = g.set_threshold(far, raw, eer) if (far is not None or raw is not None or eer) else g.calibration()
         people = len(g.people())
+        how, detectors = found_by(g), g.detectors()
     if as_json:
-        click.echo(json.dumps(cal.to_json(), indent=2))
+        click.echo(json.dumps({**cal.to_json(), "detectors": detectors}, indent=2))
         return
     source = (
         "the gallery's own photos"
@@ -200,6 +214,7 @@ def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
         else "the model's threshold (too few people in the gallery to calibrate it)"
     )
     click.echo(f"{gallery}: {people} people; calibrated from {source}; method {cal.method}")
+    click.echo(f"  faces found by: {how}")
     for what, f in (("identify (photo vs person)", cal.identify), ("verify (photo vs photo)", cal.verify)):
         rates = (
             f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} ({f.impostors} impostor, {f.genuine} genuine distances)"
@@ -227,12 +242,13 @@ def reembed_cmd(gallery, model, drop_missing) -> None:
 @gallery_option
 @model_option
 @detect_option
+@detector_options
 @click.option("--json", "as_json", is_flag=True, help="Print {same, distance, score, threshold}.")
 @click.argument("first", type=click.Path(exists=True, dir_okay=False))
 @click.argument("second", type=click.Path(exists=True, dir_okay=False))
-def verify_cmd(gallery, model, detect, as_json, first, second) -> None:
+def verify_cmd(gallery, model, detect, detector, min_face, as_json, first, second) -> None:
     """Do two photos show the same person? (Their largest faces, at the gallery's photo-vs-photo threshold.)"""
-    with _open(gallery, model) as g:
+    with _open(gallery, model, detector=chosen_detector(detector, min_face)) as g:
         v = g.verify(first, second, detect=detect)
     if as_json:
         click.echo(json.dumps({"same": v.same, "distance": v.distance, "score": v.score, "threshold": v.threshold}))

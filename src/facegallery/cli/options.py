@@ -23,6 +23,43 @@ detect_option = click.option(
 )
 
 
+def _detector_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from facegallery.detectors import detector_names
+
+    if value is not None and value not in detector_names():
+        raise UserError(f"--detector {value!r}: unknown face detector; known: {', '.join(detector_names())}")
+    return value
+
+
+def detector_options(f):
+    """``--detector NAME`` and ``--min-face PX``: which detector finds faces, and the smallest face it
+    looks for. Left out: a gallery's own, else ``FACEGALLERY_DETECTOR`` / ``FACEGALLERY_MIN_FACE``, else
+    yunet and its default."""
+    f = click.option(
+        "--min-face",
+        type=click.IntRange(8, 4096),
+        default=None,
+        help="Smallest face side looked for, in pixels (default: the detector's; smaller scans more pixels).",
+    )(f)
+    return click.option(
+        "--detector",
+        default=None,
+        callback=_detector_name,
+        help="Face detector: yunet (default: fast, small and turned faces), mmod (dlib's CNN, thorough, "
+        "slow), dlib-hog or dlib-cnn (the dlib extra).",
+    )(f)
+
+
+def chosen_detector(name: str | None, min_face: int | None):
+    """The detector the options chose, or None when neither was given (a gallery's own, else the
+    default)."""
+    if name is None and min_face is None:
+        return None
+    from facegallery.detectors import load_detector
+
+    return load_detector(name, min_face)
+
+
 def _distance(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and 0.0 <= value <= 4.0):
         raise UserError(f"--threshold {value}: a distance between unit vectors lies in 0..4")

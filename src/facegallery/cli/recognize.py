@@ -9,7 +9,15 @@ from pathlib import Path
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import detect_option, expand_inputs, model_option, output_file, threshold_option
+from facegallery.cli.options import (
+    chosen_detector,
+    detect_option,
+    detector_options,
+    expand_inputs,
+    model_option,
+    output_file,
+    threshold_option,
+)
 from facegallery.errors import UserError
 
 
@@ -31,35 +39,62 @@ def print_answers(results: list[dict], as_json: bool) -> None:
 
 @main.command("embed")
 @model_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npz (embeddings, paths).")
+@detect_option
+@detector_options
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Output .npz (embeddings, paths, boxes, model)."
+)
 @click.argument("inputs", nargs=-1, required=True)
-def embed_cmd(model, out, inputs) -> None:
-    """Embed photos (files, folders, or @list.txt with one path per line) as face crops."""
+def embed_cmd(model, detect, detector, min_face, out, inputs) -> None:
+    """Embed every face of photos (files, folders, or @list.txt with one path per line): one row per
+    face, with its photo's path and its box. With --detect off each photo is one face crop."""
     import numpy as np
 
-    from facegallery.embedder import load_model
-    from facegallery.library import embed_paths
+    from facegallery.embedder import embed_faces, load_model
+    from facegallery.images import warn_skip
+    from facegallery.pipeline import Finder, ReadPhoto, read_photos
 
     out = output_file(out)
     paths = expand_inputs(inputs)
     if not paths:
         raise UserError("no photos to embed")
     embedder = load_model(model)
-    emb, kept = embed_paths(embedder, paths, progress=True)
-    if not kept:
-        raise UserError(f"none of the {len(paths)} photos could be read; nothing written")
+    finder = Finder.of(embedder, detect, chosen_detector(detector, min_face))
+    rows: list[tuple[str, list[float]]] = []
+    vectors, read = [], 0
+    from tqdm import tqdm
+
+    for got in tqdm(read_photos(paths, finder), total=len(paths), unit="photo", desc="embed", dynamic_ncols=True):
+        if not isinstance(got, ReadPhoto):
+            warn_skip(Path(got.path), got.reason)
+            continue
+        read += 1
+        if not got.faces:
+            warn_skip(Path(got.path), "no face found")
+            continue
+        vectors.append(embed_faces(embedder, got.faces))
+        finder.remember([got])
+        rows += [(got.path, f.box) for f in got.faces]
+    if not rows:
+        raise UserError(f"no face in the {len(paths)} photos ({read} readable); nothing written")
+    emb = np.concatenate(vectors)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             np.savez(
-                f, embeddings=emb, paths=np.array([str(paths[i]) for i in kept]), model=np.array(embedder.fingerprint)
+                f,
+                embeddings=emb,
+                paths=np.array([p for p, _ in rows]),
+                boxes=np.array([b for _, b in rows], np.float32).reshape(-1, 4),
+                model=np.array(embedder.fingerprint),
             )
         os.replace(tmp, out)
     except OSError as e:  # a full disk, say: one line, no debris
         raise UserError(f"{out}: cannot write ({e.strerror or e}); nothing written") from None
     finally:
         tmp.unlink(missing_ok=True)
-    click.echo(f"wrote {len(kept)} embeddings of dimension {emb.shape[1]} to {out}")
+    photos = len({p for p, _ in rows})
+    click.echo(f"wrote {len(rows)} embeddings of dimension {emb.shape[1]} ({photos} photos) to {out}")
 
 
 def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> None:
@@ -90,10 +125,13 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Candidates per face.")
 @threshold_option
 @detect_option
+@detector_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array (stable shape).")
 @click.option("--annotate", type=click.Path(file_okay=False), help="Also write each photo with boxes and names here.")
 @click.argument("inputs", nargs=-1, required=True)
-def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, annotate, inputs) -> None:
+def identify_cmd(
+    library, gallery, model, top_k, threshold, detect, detector, min_face, as_json, annotate, inputs
+) -> None:
     """Say who is in each photo, or 'unknown'."""
     if bool(library) == bool(gallery):
         raise UserError("give exactly one of --library DIR (one subfolder per person) or --gallery G.db")
@@ -103,7 +141,7 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
     if gallery:
         from facegallery.gallery import Gallery
 
-        with Gallery.open(gallery, model=model) as g:
+        with Gallery.open(gallery, model=model, detector=chosen_detector(detector, min_face)) as g:
             found = g.recognize(paths, top_k, detect, threshold, progress=True)
     else:
         from facegallery.embedder import load_model
@@ -112,7 +150,12 @@ def identify_cmd(library, gallery, model, top_k, threshold, detect, as_json, ann
         embedder = load_model(model)
         # library photos are detected like the probes, but a crop-sized one is always taken whole ('auto')
         lib = Library.from_folder(
-            library, embedder, threshold, detect="off" if detect == "off" else "auto", progress=True
+            library,
+            embedder,
+            threshold,
+            detect="off" if detect == "off" else "auto",
+            progress=True,
+            detector=chosen_detector(detector, min_face),
         )
         found = lib.identify(paths, top_k, detect, progress=True)
     from facegallery.images import warn_skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import model_option
+from facegallery.cli.options import chosen_detector, detector_options, model_option
 from facegallery.errors import UserError
 
 SERVICE_HINT = "pip install 'facegallery[service]'"
@@ -46,9 +46,16 @@ def key_cmd(path, label) -> None:
     type=click.IntRange(0),
     help="Faces of concurrent requests embedded together, at most; 0 embeds each request on its own.",
 )
+@detector_options
+@click.option(
+    "--detect-workers",
+    default=0,
+    type=click.IntRange(0),
+    help="Photos decoded and detected at once over all requests (a bounded pool); 0: one per core.",
+)
 def serve_cmd(
     gallery, create, model, host, port, api_key_file, open_reads, max_upload_mb, max_request_mb, max_photos,
-    max_megapixels, batch,
+    max_megapixels, batch, detector, min_face, detect_workers,
 ) -> None:  # fmt: skip
     """Serve a gallery over HTTP (API under /v1, docs at /docs, a web page at /)."""
     from pathlib import Path
@@ -74,11 +81,14 @@ def serve_cmd(
         max_pixels=int(max_megapixels * 1e6),
         max_batch=batch,
         create=create,
+        detector=chosen_detector(detector, min_face),
+        detect_workers=detect_workers,
     )
     # open it here first: a missing gallery or a model mismatch is one line, before the server starts
     from facegallery.gallery import Gallery
 
-    Gallery.open(config.gallery, model=model, create=create).close()
+    with Gallery.open(config.gallery, model=model, create=create, detector=config.detector) as g:
+        _ = g.detector  # a gallery's recorded detector that cannot load is one line too
     writes = "writes need an API key" if keys else "writes OFF (no --api-key-file)"
     click.echo(f"facegallery: serving {gallery} on http://{host}:{port}/ ({writes})", err=True)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")

@@ -25,9 +25,13 @@ from facegallery.detectors.base import (
 )
 from facegallery.errors import UserError
 
-from facegallery.detectors import dlib, mmod, yunet  # noqa: E402,F401,I001  (fill the registry)
+# the registry: one line per detector, its module imported when it is first built
+register("yunet", "facegallery.detectors.yunet:YuNetDetector")
+register("mmod", "facegallery.detectors.mmod:MmodDetector")
+register("dlib-hog", "facegallery.detectors.dlib:DlibHogDetector")
+register("dlib-cnn", "facegallery.detectors.dlib:DlibCnnDetector")
 
-DEFAULT_DETECTOR = yunet.YuNetDetector.name
+DEFAULT_DETECTOR = "yunet"
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -37,6 +41,7 @@ __all__ = [
     "describe",
     "detector_key",
     "detector_names",
+    "describe_text",
     "load_detector",
     "nms",
     "register",
@@ -69,3 +74,9 @@ def load_detector(detector: str | Detector | None = None, min_face: int | None =
             raise UserError(f"min_face {min_face}: give a face size in pixels, 8..4096")
         settings["min_face"] = int(min_face)
     return _shared(name, tuple(sorted(settings.items())))
+
+
+def describe_text(description: dict) -> str:
+    """A detector's description (:func:`describe`) in words: ``yunet (min_face 20, threshold 0.6, ...)``."""
+    rest = ", ".join(f"{k} {v}" for k, v in description.items() if k != "name")
+    return f"{description.get('name')} ({rest})" if rest else str(description.get("name"))

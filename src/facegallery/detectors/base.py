@@ -7,6 +7,7 @@ The registry is a leaf: each detector's module registers itself with one :func:`
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Callable
@@ -45,7 +46,12 @@ class Detection:
 class Detector(Protocol):
     """Finds faces in an RGB uint8 photo (H, W, 3). ``settings`` holds everything that changes its
     output besides the photo (caches and galleries record it); ``landmark_scheme`` names the points its
-    detections carry, or is None when it places none."""
+    detections carry, or is None when it places none.
+
+    ``detect(pixels, scale)``: ``pixels`` show the photo at ``scale`` of its size (a JPEG decoded
+    reduced), so that ``min_face`` keeps meaning the photo's pixels; boxes come back in ``pixels``'.
+    ``scan_scale(h, w)``: the factor it resizes an ``h`` x ``w`` photo by before scanning (a decode may
+    be reduced down to it at no loss)."""
 
     name: str
     landmark_scheme: str | None
@@ -53,14 +59,17 @@ class Detector(Protocol):
     @property
     def settings(self) -> dict: ...
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]: ...
+    def scan_scale(self, height: int, width: int) -> float: ...
+
+    def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]: ...
 
 
-_REGISTRY: dict[str, Callable[..., Detector]] = {}
+_REGISTRY: dict[str, str | Callable[..., Detector]] = {}
 
 
-def register(name: str, factory: Callable[..., Detector]) -> None:
-    """Make ``factory(**settings)`` available as the detector ``name``."""
+def register(name: str, factory: str | Callable[..., Detector]) -> None:
+    """Make ``factory(**settings)`` available as the detector ``name``; a ``"module:Class"`` string is
+    imported when the detector is first built (PyTorch loads only for a detector that needs it)."""
     _REGISTRY[name] = factory
 
 
@@ -73,8 +82,12 @@ def create_detector(name: str, **settings) -> Detector:
     """A new detector ``name`` with ``settings`` (e.g. ``min_face``); one-line error for an unknown name."""
     if name not in _REGISTRY:
         raise UserError(f"unknown face detector {name!r}; known: {', '.join(_REGISTRY)}")
+    factory = _REGISTRY[name]
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
     try:
-        return _REGISTRY[name](**settings)
+        return factory(**settings)
     except TypeError as e:
         raise UserError(f"detector {name}: {e}") from None
 

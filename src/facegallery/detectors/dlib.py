@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from facegallery.detectors.base import Detection, register, rescaled, window_scale
+from facegallery.detectors.base import Detection, rescaled, window_scale
 from facegallery.errors import UserError
 
 INSTALL_HINT = "pip install 'facegallery[dlib]'"
@@ -53,10 +53,17 @@ class _DlibDetector:
     def _run(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
         raise NotImplementedError
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]:
+    def scan_scale(self, height: int, width: int) -> float:
+        """The factor a ``height`` x ``width`` photo is resized by before scanning."""
+        return window_scale(WINDOW, self.min_face, height, width, self.max_scan_pixels)
+
+    def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Faces of an RGB uint8 photo shown at ``scale`` of its size, boxes in the given pixels."""
         h, w = pixels.shape[:2]
-        work, fx, fy = rescaled(pixels, window_scale(WINDOW, self.min_face, h, w, self.max_scan_pixels))
-        found = [Detection(_rect_box(r), s).scaled(fx, fy).clipped(w, h) for r, s in self._run(np.ascontiguousarray(work))]
+        work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
+        found = [
+            Detection(_rect_box(r), s).scaled(fx, fy).clipped(w, h) for r, s in self._run(np.ascontiguousarray(work))
+        ]
         return sorted(found, key=lambda d: -d.score)
 
 
@@ -85,7 +92,3 @@ class DlibCnnDetector(_DlibDetector):
 
     def _run(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
         return [(d.rect, float(d.confidence)) for d in self._det(pixels, 0) if d.confidence >= self.threshold]
-
-
-register(DlibHogDetector.name, DlibHogDetector)
-register(DlibCnnDetector.name, DlibCnnDetector)

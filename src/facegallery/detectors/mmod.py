@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from facegallery.detectors.base import Detection, register, rescaled, window_scale
+from facegallery.detectors.base import Detection, rescaled, window_scale
 
 #: The detector's window: faces of about this side are found without rescaling.
 WINDOW = 80
@@ -29,12 +29,16 @@ class MmodDetector:
     def settings(self) -> dict:
         return {"min_face": self.min_face, "threshold": self.threshold, "max_scan_pixels": self.max_scan_pixels}
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]:
+    def scan_scale(self, height: int, width: int) -> float:
+        """The factor a ``height`` x ``width`` photo is resized by before scanning."""
+        return window_scale(WINDOW, self.min_face, height, width, self.max_scan_pixels)
+
+    def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Faces of an RGB uint8 photo shown at ``scale`` of its size, boxes in the given pixels."""
         h, w = pixels.shape[:2]
-        work, fx, fy = rescaled(pixels, window_scale(WINDOW, self.min_face, h, w, self.max_scan_pixels))
+        work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
         boxes, scores = self._det.detect(np.ascontiguousarray(work))
-        found = [Detection(tuple(float(v) for v in b), float(s)).scaled(fx, fy).clipped(w, h) for b, s in zip(boxes, scores)]
+        found = [
+            Detection(tuple(float(v) for v in b), float(s)).scaled(fx, fy).clipped(w, h) for b, s in zip(boxes, scores)
+        ]
         return sorted(found, key=lambda d: -d.score)
-
-
-register(MmodDetector.name, MmodDetector)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facegallery.detectors.base import Detection, nms, register, rescaled, window_scale
+from facegallery.detectors.base import Detection, nms, rescaled, window_scale
 from facegallery.errors import UserError
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "yunet-n" / "detector.safetensors"
@@ -186,7 +186,7 @@ class YuNetDetector:
         return (cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2)
 
     def scan_scale(self, height: int, width: int) -> float:
-        """The factor a photo is resized by before scanning."""
+        """The factor a ``height`` x ``width`` photo is resized by before scanning."""
         return window_scale(WINDOW, self.min_face, height, width, self.max_scan_pixels)
 
     @torch.inference_mode()
@@ -210,21 +210,19 @@ class YuNetDetector:
         scores, boxes, marks = decode(pred[keep], prior[keep])
         return [Detection(tuple(map(float, b)), float(s), m) for b, s, m in zip(boxes, scores, marks)]
 
-    def detect(self, pixels: np.ndarray) -> list[Detection]:
-        """Every face of an RGB uint8 photo, boxes and landmarks in its pixels, best first."""
+    def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Every face of an RGB uint8 photo shown at ``scale`` of its size (a reduced decode), boxes and
+        landmarks in the given pixels, best first."""
         h, w = pixels.shape[:2]
-        scale = self.scan_scale(h, w)
+        first = self.scan_scale(round(h / scale), round(w / scale)) / scale
         found: list[Detection] = []
-        for s in (scale, scale / 2) if min(h, w) * scale > LARGE_FACE_SIDE else (scale,):
+        for s in (first, first / 2) if min(h, w) * first > LARGE_FACE_SIDE else (first,):
             work, fx, fy = rescaled(pixels, s)
             found += [d.scaled(fx, fy) for d in self.detect_scanned(work)]
         if not found:
             return []
         keep = nms(np.array([d.box for d in found]), np.array([d.score for d in found]), NMS_IOU)
         return [found[i].clipped(w, h) for i in keep]
-
-
-register(YuNetDetector.name, YuNetDetector)
 
 
 def config() -> dict:

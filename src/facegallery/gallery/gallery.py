@@ -21,16 +21,17 @@ import numpy as np
 
 from facegallery.answers import Candidate, Identification, Recognition, Skipped
 from facegallery.datasets import discover
-from facegallery.detection import faces_in, read_faces
+from facegallery.detectors import Detector, describe, load_detector
 from facegallery.errors import Conflict, InvalidInput, NotFound, UserError
+from facegallery.facecache import FaceCache
 from facegallery.faces import Face, not_one_face, only_face
 from facegallery.gallery import threshold as th
 from facegallery.gallery.calibrated import StoredCalibration
 from facegallery.gallery.search import LiveIndex
 from facegallery.gallery.store import Person, Store, check_name
 from facegallery.gallery.store import Photo as StoredPhoto
-from facegallery.images import MAX_PIXELS, PhotoBytes, jpeg_thumbnail, photo_name, sha256_of, warn_skip
-from facegallery.pipeline import BATCH, ReadPhoto, expand, read_photos, recognize
+from facegallery.images import MAX_PIXELS, PhotoBytes, photo_name, sha256_of, warn_skip
+from facegallery.pipeline import BATCH, Finder, ReadPhoto, expand, read_photos, recognize
 from facegallery.pipeline import Photo as ImageLike
 
 if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
@@ -97,26 +98,42 @@ def _model_ref(model: str | os.PathLike | Embedder, embedder: Embedder) -> str:
 class Gallery:
     """A persistent library of people (see module docstring). Open with :meth:`open`."""
 
-    def __init__(self, store: Store, model: str | os.PathLike | Embedder | None):
+    def __init__(
+        self,
+        store: Store,
+        model: str | os.PathLike | Embedder | None,
+        detector: str | Detector | None = None,
+        cache: FaceCache | bool = True,
+    ):
         self.store = store
         self.path = store.path
         self._model_arg = model
         self._embedder: Embedder | None = None
+        self._detector_arg = detector
+        self._detector: Detector | None = None
+        self.cache = cache
         self.searcher = LiveIndex(store)
         self.thresholds = StoredCalibration(store, self.search, self._model_threshold)
 
     # ----- opening and closing --------------------------------------------------------------------
     @classmethod
     def open(
-        cls, path: str | os.PathLike, model: str | os.PathLike | Embedder | None = None, create: bool = False
+        cls,
+        path: str | os.PathLike,
+        model: str | os.PathLike | Embedder | None = None,
+        create: bool = False,
+        detector: str | Detector | None = None,
+        cache: FaceCache | bool = True,
     ) -> Gallery:
         """Open the gallery at ``path`` (created empty when missing only with ``create``).
 
         ``model``: shipped name, checkpoint folder or embedder; None uses the gallery's own model
         (loaded when first needed). A model other than the one that made the stored embeddings is
-        refused; ``reembed`` converts the gallery.
+        refused; ``reembed`` converts the gallery. ``detector``: a name or a detector; None uses the
+        one the gallery was enrolled with (else the default). ``cache``: the face cache (True: the
+        user's, False: none).
         """
-        g = cls(Store.open(path, create=create), model)
+        g = cls(Store.open(path, create=create), model, detector, cache)
         if model is not None:
             try:
                 _ = g.embedder  # load and check now, so a mismatch is reported before any work
@@ -144,6 +161,40 @@ class Gallery:
         if self._embedder is None:
             self._embedder = self._check_model(self._load(self._model_arg))
         return self._embedder
+
+    @property
+    def detector(self) -> Detector:
+        """The face detector: the one given, else the first one the gallery was enrolled with (name and
+        settings), else the default."""
+        if self._detector is None:
+            if self._detector_arg is None and self.detectors():
+                first = dict(self.detectors()[0])
+                try:
+                    self._detector = load_detector(first.pop("name"), **first)
+                except UserError as e:
+                    raise UserError(f"{self.path}: cannot load its detector ({e}); pass --detector") from None
+            else:
+                self._detector = load_detector(self._detector_arg)
+        return self._detector
+
+    def detectors(self) -> list[dict]:
+        """The detectors (name and settings) the gallery's photos were found with, first used first."""
+        try:
+            found = json.loads(self.store.meta("detectors") or "[]")
+        except ValueError:
+            return []
+        if not isinstance(found, list):
+            return []
+        return [d for d in found if isinstance(d, dict) and isinstance(d.get("name"), str)]
+
+    def finder(self, detect: str) -> Finder:
+        """How this gallery finds faces under ``detect``: its embedder, its detector, its face cache."""
+        return Finder.of(self.embedder, detect, None if detect == "off" else self.detector, self.cache)
+
+    def _record_detector(self, detector: dict | None) -> None:
+        """Inside a write: add ``detector`` to the ones the gallery's photos were found with."""
+        if detector is not None and detector not in self.detectors():
+            self.store.set_meta("detectors", json.dumps([*self.detectors(), detector]))
 
     def _load(self, model: str | os.PathLike | Embedder | None) -> Embedder:
         if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -254,7 +305,7 @@ class Gallery:
             chunk.append(person)
             pending += len(person[1])
             if pending >= BATCH or i == len(merged) - 1:
-                results += self._enroll_chunk(chunk, detect, metadata or {}, embedder, bar)
+                results += self._enroll_chunk(chunk, self.finder(detect), metadata or {}, embedder, bar)
                 chunk, pending = [], 0
         bar.close()
         return results
@@ -262,18 +313,20 @@ class Gallery:
     def _enroll_chunk(
         self,
         people: list[tuple[str, Sequence[ImageLike]]],
-        detect: str,
+        finder: Finder,
         metadata: dict[str, dict],
         embedder: Embedder,
         bar: Any,
     ) -> list[EnrollResult]:
-        results, faces_kept, owners = [], [], []
+        results, faces_kept, owners, read = [], [], [], []
+        detect = finder.detect
+        found_by = describe(finder.detector) if detect != "off" else None
         for name, images in people:
             res = EnrollResult(name)
             ident = self.store.identity_id(name)
             known = self.store.photo_hashes(ident) if ident is not None else set()
             rows = []
-            for got in read_photos(list(images), detect, embedder.template, with_hash=True, known=known):
+            for got in read_photos(list(images), finder, with_hash=True, known=known):
                 bar.update(1)
                 if isinstance(got, ReadPhoto) and got.sha256 in known:
                     res.duplicates += 1
@@ -283,16 +336,18 @@ class Gallery:
                     known.add(got.sha256)
                     rows.append((photo_source(got.photo), got.sha256, detect))
                     faces_kept.append(face)
+                    read.append(got)
             owners.append(rows)
             results.append(res)
         emb = _emb().embed_faces(embedder, faces_kept) if faces_kept else np.zeros((0, 0), np.float32)
-        thumbs = [jpeg_thumbnail(f.crop) for f in faces_kept]
+        finder.remember(read)
+        thumbs = [f.thumbnail() for f in faces_kept]
         start = 0
         for (name, _), rows, res in zip(people, owners, results):
             vectors, jpegs = emb[start : start + len(rows)], thumbs[start : start + len(rows)]
             start += len(rows)
             if rows:
-                res.added = self._write_person(name, rows, vectors, metadata.get(name), embedder, jpegs)
+                res.added = self._write_person(name, rows, vectors, metadata.get(name), embedder, jpegs, found_by)
                 res.duplicates += len(rows) - res.added
         return results
 
@@ -318,6 +373,7 @@ class Gallery:
         metadata: dict | None,
         embedder: Embedder,
         thumbnails: list[bytes | None] | None = None,
+        detector: dict | None = None,
     ) -> int:
         """One person's new photos in one transaction (identity, photos, embeddings, thumbnails, centroid);
         returns how many were added. Photos another process stored meanwhile are left out, not written
@@ -325,6 +381,7 @@ class Gallery:
         before = self.store.generation()
         with self.store.transaction():
             self._record_model(embedder, vectors.shape[1])
+            self._record_detector(detector)
             ident = self.store.identity_id(name)
             if ident is None:
                 ident = self.store.add_identity(name, metadata)
@@ -346,10 +403,12 @@ class Gallery:
         fingerprint: str,
         detect: str = "auto",
         thumbnails: Sequence[bytes | None] | None = None,
+        detector: dict | None = None,
     ) -> EnrollResult:
         """Add already-embedded faces of one person (e.g. a group from ``facegallery cluster``, or faces
         the HTTP service embedded): ``sources`` gives each face's photo path (None: not a file) and content
-        hash, ``thumbnails`` optional JPEGs of the faces. ``fingerprint`` is the model that made the
+        hash, ``thumbnails`` optional JPEGs of the faces, ``detector`` the detector that found them (as
+        :func:`~facegallery.detectors.describe` gives it). ``fingerprint`` is the model that made the
         embeddings: another model than the gallery's is refused, so that nothing mixes. A photo already
         stored for this person is skipped."""
         embedder = self.embedder
@@ -374,7 +433,7 @@ class Gallery:
             keep.append(i)
         if rows:
             jpegs = [thumbnails[i] for i in keep] if thumbnails is not None else None
-            res.added = self._write_person(res.name, rows, embeddings[keep], None, embedder, jpegs)
+            res.added = self._write_person(res.name, rows, embeddings[keep], None, embedder, jpegs, detector)
             res.duplicates += len(rows) - res.added
         return res
 
@@ -515,17 +574,17 @@ class Gallery:
     def _embed_main_faces(self, images: Sequence[ImageLike], detect: str) -> np.ndarray:
         """Embeddings of each photo's largest face; an unreadable photo, or one without a face, is an
         error (the caller chose it)."""
-        faces = []
+        faces, finder = [], self.finder(detect)
         for item in images:
-            found = (
-                faces_in(np.asarray(item, np.uint8), detect, self.embedder.template)
-                if isinstance(item, np.ndarray)
-                else read_faces(item, detect, self.embedder.template)
-            )
-            if not found:
+            got = next(read_photos([item], finder))
+            if isinstance(got, Skipped):
+                raise got.error
+            if not got.faces:
                 where = "an array" if isinstance(item, np.ndarray) else photo_name(item)
                 raise InvalidInput(f"{where}: no face found (detect={detect})")
-            faces.append(found[0])
+            _emb().embed_faces(self.embedder, got.faces)  # all of them: the cache keeps whole photos
+            finder.remember([got])
+            faces.append(got.faces[0])
         return _emb().embed_faces(self.embedder, faces)
 
     def verify(self, a: ImageLike, b: ImageLike, detect: str = "auto") -> Verification:
@@ -556,10 +615,9 @@ class Gallery:
         embedder = self.embedder
         return recognize(
             expand(photos),
-            embedder.template,
+            self.finder(detect),
             lambda faces: _emb().embed_faces(embedder, faces),
             lambda emb: self.identify_embeddings(emb, top_k, thr),
-            detect,
             max_pixels,
             progress,
         )
@@ -695,7 +753,8 @@ class Gallery:
         bar = tqdm(total=len(usable), unit="photo", disable=not progress, dynamic_ncols=True, desc="reembed")
         for detect in sorted({p.detect for p in usable}):
             group = [p for p in usable if p.detect == detect]
-            for p, got in zip(group, read_photos([p.source for p in group], detect, new.template)):
+            finder = Finder.of(new, detect, None if detect == "off" else self.detector, self.cache)
+            for p, got in zip(group, read_photos([p.source for p in group], finder)):
                 bar.update(1)
                 faces = got.faces if isinstance(got, ReadPhoto) else None
                 if faces is None or len(faces) != 1:

@@ -11,6 +11,7 @@ sends is a 500.
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -27,13 +28,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegallery.answers import Skipped
+from facegallery.detectors import Detector, describe
 from facegallery.embedder import embed_faces
 from facegallery.errors import Conflict, InvalidInput, NotFound, TooLarge, UserError
 from facegallery.faces import Face, face_at, not_one_face
 from facegallery.gallery import Gallery
 from facegallery.gallery.store import check_name
-from facegallery.images import PhotoBytes, jpeg_thumbnail
-from facegallery.pipeline import ReadPhoto, read_photos, recognize
+from facegallery.images import PhotoBytes
+from facegallery.pipeline import Finder, ReadPhoto, default_workers, read_photos, recognize
 from facegallery.service.auth import KeyRing
 from facegallery.service.batching import EmbedBatcher
 from facegallery.service.limits import BodyLimit
@@ -59,6 +61,8 @@ class ServiceConfig:
     max_pixels: int = 25_000_000
     max_batch: int = 64  # faces per forward pass; 0: each request embeds its own faces
     create: bool = False
+    detector: str | Detector | None = None  # None: the gallery's own, else the default
+    detect_workers: int = 0  # photos decoded and detected at once, over all requests; 0: one per core
 
 
 def status_of(error: UserError) -> int:
@@ -74,8 +78,12 @@ class Service:
 
     def __init__(self, config: ServiceConfig):
         self.config = config
-        self.gallery = Gallery.open(config.gallery, model=config.model, create=config.create)
+        self.gallery = Gallery.open(config.gallery, model=config.model, create=config.create, detector=config.detector)
         self.embedder = self.gallery.embedder  # loaded now, not on the first request
+        self.detector = self.gallery.detector
+        # every request's photos are decoded and detected on one bounded pool: a burst of requests
+        # queues for it instead of running dozens of detections at once
+        self.pool = ThreadPoolExecutor(config.detect_workers or default_workers(), thread_name_prefix="detect")
         self.lock = threading.Lock()
         self.batcher = EmbedBatcher(self._embed_direct, config.max_batch) if config.max_batch > 0 else None
 
@@ -85,7 +93,14 @@ class Service:
     def embed(self, faces: list[Face]):
         return self.batcher.embed(faces) if self.batcher else self._embed_direct(faces)
 
+    def finder(self, detect: str) -> Finder:
+        """How this server finds faces under ``detect``: on the bounded pool, through the face cache."""
+        finder = self.gallery.finder(detect)
+        finder.pool = self.pool
+        return finder
+
     def close(self) -> None:
+        self.pool.shutdown(wait=True)
         if self.batcher:
             self.batcher.close()
         with self.lock:
@@ -107,7 +122,7 @@ class Service:
 
     def main_face(self, photo: PhotoBytes, detect: str) -> Face:
         """The largest face of one photo, or the photo's error."""
-        (got,) = read_photos([photo], detect, self.embedder.template, max_pixels=self.config.max_pixels)
+        (got,) = read_photos([photo], self.finder(detect), max_pixels=self.config.max_pixels)
         if isinstance(got, Skipped):
             raise got.error
         if not got.faces:
@@ -211,14 +226,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/v1/version", tags=["service"])
     def version() -> dict[str, Any]:
         """The software, the model and the detector this server answers with."""
-        from facegallery.detection import settings
-
         e = svc().embedder
         return {
             "facegallery": package_version("facegallery"),
             "model": e.name,
             "fingerprint": e.fingerprint,
-            "detector": settings()[0],
+            "detector": describe(svc().detector),
         }
 
     @app.get("/docs", include_in_schema=False)
@@ -253,7 +266,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             with s.lock:
                 return s.gallery.identify_embeddings(emb, top_k)
 
-        found = recognize(uploads, s.embedder.template, s.embed, match, detect, s.config.max_pixels)
+        found = recognize(uploads, s.finder(detect), s.embed, match, s.config.max_pixels)
         if not found.answers and found.skipped:
             raise _first_error(found.skipped)
         return found.as_dict()
@@ -332,7 +345,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
         where = _parse_box(box)
         uploads = s.uploads(photos)
         kept, sources, problems = [], [], []
-        for got in read_photos(uploads, detect, s.embedder.template, with_hash=True, max_pixels=s.config.max_pixels):
+        finder = s.finder(detect)
+        for got in read_photos(uploads, finder, with_hash=True, max_pixels=s.config.max_pixels):
             if isinstance(got, Skipped):
                 problems.append(got)
                 continue
@@ -345,9 +359,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if not kept:
             raise problems[0].error
         emb = s.embed(kept)
-        thumbs = [jpeg_thumbnail(f.crop) for f in kept]
+        thumbs = [f.thumbnail() for f in kept]
+        found_by = describe(s.detector) if detect != "off" else None
         with s.lock:
-            res = s.gallery.enroll_faces(name, emb, sources, s.embedder.fingerprint, detect, thumbs)
+            res = s.gallery.enroll_faces(name, emb, sources, s.embedder.fingerprint, detect, thumbs, found_by)
         if not res.added:
             response.status_code = 200
         return {
