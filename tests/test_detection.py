@@ -9,7 +9,10 @@ from PIL import Image
 
 from facegallery import detection
 from facegallery.alignment import CANONICAL_LANDMARKS, align, canonical_points, similarity_transform
-from facegallery.detection import Detection, detect_faces, read_faces, scan
+from facegallery.detection import detect_faces, read_faces
+from facegallery.detectors import DEFAULT_DETECTOR, Detection, detector_names, load_detector
+from facegallery.detectors.base import _REGISTRY, rescaled, window_scale
+from facegallery.detectors.dlib import import_dlib
 from facegallery.errors import UserError
 from facegallery.images import ImageReadError
 
@@ -92,36 +95,47 @@ def test_align_on_a_crop_at_canonical_positions_is_the_identity():
 
 
 class FixedDetector:
-    """A plug-in detector returning one fixed box in the picture it is given."""
+    """A plug-in detector returning one fixed box (no landmarks) in the photo's pixels."""
 
     name = "fixed"
+    landmark_scheme = None
 
-    def __init__(self, box=(10.0, 20.0, 90.0, 100.0), window=80):
-        self.box, self.window, self.seen = box, window, []
+    def __init__(self, box=(10.0, 20.0, 90.0, 100.0), min_face=40):
+        self.box, self.min_face, self.seen = box, min_face, []
 
-    def detect(self, pixels):
-        self.seen.append(pixels.shape)
-        return [Detection(self.box, 2.5)]
+    @property
+    def settings(self) -> dict:
+        return {"min_face": self.min_face}
+
+    def scan_scale(self, height: int, width: int) -> float:
+        return window_scale(80, self.min_face, height, width, 4_000_000)
+
+    def detect(self, pixels, scale: float = 1.0):
+        h, w = pixels.shape[:2]
+        work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
+        self.seen.append(work.shape)
+        return [Detection(self.box, 2.5).scaled(scale, scale)]
 
 
-def test_scan_rescales_for_the_smallest_face_and_maps_boxes_back():
-    det = FixedDetector()
-    found = scan(np.zeros((300, 400, 3), np.uint8), det, min_face=40)
+def test_window_scale_makes_the_smallest_face_fill_the_window_and_caps_the_pixels():
+    det = FixedDetector(min_face=40)
+    det.detect(np.zeros((300, 400, 3), np.uint8))
     assert det.seen == [(600, 800, 3)]  # a 40 px face fills the 80 px window
-    assert found[0].box == pytest.approx((5.0, 10.0, 45.0, 50.0)) and found[0].score == 2.5
+    assert window_scale(80, 40, 3000, 4000, 1_000_000) == pytest.approx(math.sqrt(1e6 / 12e6))
+    work, fx, fy = rescaled(np.zeros((3000, 4000, 3), np.uint8), math.sqrt(1e6 / 12e6))
+    assert work.shape[0] * work.shape[1] <= 1_000_000 * 1.01 and fx == pytest.approx(4000 / work.shape[1])
 
 
-def test_scan_caps_the_pixels_it_scans():
-    det = FixedDetector()
-    scan(np.zeros((3000, 4000, 3), np.uint8), det, min_face=40, max_scan_pixels=1_000_000)
-    h, w, _ = det.seen[0]
-    assert h * w <= 1_000_000 * 1.01 and w / h == pytest.approx(4 / 3, rel=0.01)
+def test_detection_scales_boxes_and_landmarks():
+    d = Detection((10.0, 20.0, 30.0, 60.0), 0.9, np.array([[15.0, 30.0]] * 5)).scaled(2.0, 3.0)
+    assert d.box == (20.0, 60.0, 60.0, 180.0) and np.allclose(d.landmarks, [[30.0, 90.0]] * 5)
+    assert Detection((-5.0, 10.0, 120.0, 50.0), 1.0).clipped(100, 40).box == (0.0, 10.0, 100.0, 40.0)
 
 
 def test_detector_registry():
-    assert detection.DEFAULT_DETECTOR in detection.DETECTORS
-    with pytest.raises(UserError, match="unknown face detector 'nope'"):
-        detection.get_detector("nope")
+    assert DEFAULT_DETECTOR == "yunet" and {"yunet", "mmod", "dlib-hog", "dlib-cnn"} <= set(detector_names())
+    with pytest.raises(UserError, match="unknown face detector 'nope'; known: yunet, mmod"):
+        load_detector("nope")
 
 
 def test_huge_arrays_are_refused_before_detection(monkeypatch):
@@ -131,7 +145,7 @@ def test_huge_arrays_are_refused_before_detection(monkeypatch):
 
 
 def test_a_custom_detector_gets_landmarks_and_an_aligned_crop(astronaut):
-    faces = detect_faces(astronaut, "on", FixedDetector((170.0, 75.0, 270.0, 170.0), window=detection.MIN_FACE))
+    faces = detect_faces(astronaut, "on", FixedDetector((170.0, 75.0, 270.0, 170.0), min_face=80))
     assert len(faces) == 1 and faces[0].detected and faces[0].detection_score == 2.5
     assert faces[0].box == [170.0, 75.0, 270.0, 170.0]
     (rx, ry), (lx, ly) = np.mean(faces[0].landmarks[:2], 0), np.mean(faces[0].landmarks[2:4], 0)
@@ -145,6 +159,8 @@ def test_astronaut_has_one_face_where_it_is(astronaut):
     x0, y0, x1, y1 = faces[0].box
     assert 190 < (x0 + x1) / 2 < 250 and 95 < (y0 + y1) / 2 < 150 and 70 < x1 - x0 < 120
     assert faces[0].detected and faces[0].detection_score > 0.5
+    (le, re) = faces[0].landmarks[:2]  # YuNet's five points: the eyes first, level, in the box
+    assert x0 < le[0] < re[0] < x1 and abs(le[1] - re[1]) < 10
 
 
 def test_every_face_of_a_group_photo_is_found(astronaut):
@@ -193,7 +209,7 @@ def test_a_plain_install_reads_group_photos_without_dlib(without_dlib):
 def test_missing_dlib_is_a_one_line_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dlib", None)
     with pytest.raises(UserError, match=r"pip install 'facegallery\[dlib\]'"):
-        detection.import_dlib()
+        import_dlib()
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P"])
@@ -231,31 +247,31 @@ def test_a_face_cut_by_the_border_is_found_with_its_box_inside_the_photo(astrona
     canvas[100:270, :130] = face[:, 40:]  # the left quarter of the face is beyond the photo's edge
     (f,) = detect_faces(canvas, "on")
     x0, y0, x1, y1 = f.box
-    assert x0 == 0.0 and 60 < x1 < 160 and 100 < y0 < y1 < 280  # clipped at the edge it crosses
+    assert 0.0 <= x0 < 20 and 60 < x1 < 160 and 100 < y0 < y1 < 280  # inside the photo, at the edge it crosses
     assert f.landmarks is not None and f.crop.shape[:2] == (100, 100)
 
 
-def test_the_environment_picks_the_detector_and_smallest_face(monkeypatch):
+def test_the_environment_picks_the_default_detector_and_smallest_face(monkeypatch):
     seen = []
 
     class Spy(FixedDetector):
         name = "spy"
 
-        def detect(self, pixels):
-            seen.append(pixels.shape)
+        def detect(self, pixels, scale=1.0):
+            seen.append((self.min_face, pixels.shape))
             return []
 
-    monkeypatch.setitem(detection.DETECTORS, "spy", Spy)
-    detection.get_detector.cache_clear()
+    monkeypatch.setitem(_REGISTRY, "spy", Spy)
     monkeypatch.setenv("FACEGALLERY_DETECTOR", "spy")
     monkeypatch.setenv("FACEGALLERY_MIN_FACE", "40")
     assert detect_faces(np.zeros((300, 400, 3), np.uint8), "on") == []
-    assert seen == [(600, 800, 3)]  # the spy scanned it, at 80 / 40
+    assert seen == [(40, (300, 400, 3))]
+    assert detect_faces(np.zeros((300, 400, 3), np.uint8), "on", load_detector("spy", 60)) == []
+    assert seen[-1][0] == 60  # a detector passed down wins over the environment
     monkeypatch.setenv("FACEGALLERY_DETECTOR", "nope")
-    with pytest.raises(UserError, match="FACEGALLERY_DETECTOR='nope'"):
+    with pytest.raises(UserError, match="FACEGALLERY_DETECTOR: unknown face detector 'nope'"):
         detect_faces(np.zeros((300, 400, 3), np.uint8), "on")
     monkeypatch.setenv("FACEGALLERY_DETECTOR", "spy")
     monkeypatch.setenv("FACEGALLERY_MIN_FACE", "tiny")
     with pytest.raises(UserError, match="FACEGALLERY_MIN_FACE='tiny'"):
         detect_faces(np.zeros((300, 400, 3), np.uint8), "on")
-    detection.get_detector.cache_clear()

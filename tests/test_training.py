@@ -285,7 +285,7 @@ def test_fine_tuning_the_pretrained_default_trains_on_aligned_chips(face_tree, t
     assert conf["template"] == "dlib-chip-150-0.25" and conf["normalisation"].startswith("(RGB - ")
     assert conf["tta_flip"] and "CC0" in conf["licence"] and "3 million faces" in conf["training_data"]
     e = load_model(out)
-    assert e.template.name == "dlib-chip-150-0.25" and e.embed(t.pixels[:2], aligned=True).shape == (2, 128)
+    assert e.template.name == "dlib-chip-150-0.25" and e.embed(t.pixels[:2]).shape == (2, 128)
 
 
 def test_several_roots_and_one_photo_people_train_together(tmp_path, make_face):

@@ -5,7 +5,7 @@
 Reads the checkpoint with ``torch.load(weights_only=True)`` (tensors only, no code), folds every batch
 norm into the convolution before it, reorders the first convolution's input channels from BGR to RGB,
 merges each level's four heads (class, objectness, box, landmarks) into one 16-channel head, and writes
-``detector.safetensors`` and ``config.json`` (what was converted, from which file, its sha256). The
+``detector.safetensors`` (its metadata says what was converted, from which file, its sha256). The
 package never reads upstream's files at run time.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -75,7 +74,6 @@ def main(argv: list[str] | None = None) -> None:
     tensors = convert(raw.get("state_dict", raw))
     YuNet().load_state_dict(tensors)  # every tensor has its place
     args.out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(args.out / "detector.safetensors"))
     info = {
         "name": "yunet-n",
         "converted_from": args.checkpoint.name,
@@ -83,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         "upstream": "github.com/ShiqiYu/libfacedetection.train @ 0047ac24",
         "input": "RGB float 0..255 (N, 3, H, W), H and W multiples of 32",
         "licence": "Apache-2.0 (the weights); trained on WIDER FACE (research-oriented terms)",
-        "parameters": sum(t.numel() for t in tensors.values()),
     }
-    (args.out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"wrote {args.out / 'detector.safetensors'} ({info['parameters']:,} parameters)")
+    save_file(tensors, str(args.out / "detector.safetensors"), metadata=info)
+    n = sum(t.numel() for t in tensors.values())
+    print(f"wrote {args.out / 'detector.safetensors'} ({n:,} parameters; its card: README.md beside it)")
 
 
 if __name__ == "__main__":

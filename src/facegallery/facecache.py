@@ -136,10 +136,10 @@ class FaceCache:
         db = self._db()
         if db is None or not entries:
             return
-        rows = [(key.of(sha), sha, key.detector, key.fingerprint, encode(faces, emb)) for sha, faces, emb in entries]
         try:
+            rows = [(key.of(sha), sha, key.detector, key.fingerprint, encode(f, e)) for sha, f, e in entries]
             db.executemany("INSERT OR REPLACE INTO faces VALUES (?, ?, ?, ?, ?)", rows)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError, ValueError) as e:
             log.debug("face cache not written: %s", e)
 
     def summary(self) -> list[dict]:

@@ -25,7 +25,7 @@ class VectorsOnly:
     name, input_size, fingerprint, threshold = "vectors", 64, "vectors:0", 0.5
     template, spec = PUBFIG83, {}
 
-    def embed(self, images, batch_size=256, aligned=False):
+    def embed(self, images, batch_size=256):
         raise AssertionError("this test stores precomputed vectors only")
 
 

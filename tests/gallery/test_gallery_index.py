@@ -139,7 +139,7 @@ class Lookup:
     def __init__(self, table: np.ndarray):
         self.table = table
 
-    def embed(self, images, batch_size=256, aligned=False):
+    def embed(self, images, batch_size=256):
         return self.table[[int(np.asarray(i)[0, 0, 0]) for i in images]]
 
 

@@ -39,10 +39,11 @@ def _dlib_chip(dlib, pixels: np.ndarray, face) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def chips(dlib, photos) -> tuple[np.ndarray, np.ndarray]:
-    """(dlib's get_face_chip, our aligner's chip) of each photo's central face, from the same landmarks."""
+    """(dlib's get_face_chip, our aligner's chip) of each photo's central face, from the same landmarks
+    (dlib's shape predictor's, in the MMOD box)."""
     theirs, ours = [], []
     for pixels in photos:
-        face = nearest_centre(detect_faces(pixels, "on", template=DLIB_CHIP), pixels.shape)
+        face = nearest_centre(detect_faces(pixels, "on", "mmod", DLIB_CHIP), pixels.shape)  # dlib's 5 points
         theirs.append(_dlib_chip(dlib, pixels, face))
         ours.append(face.crop)
     return np.stack(theirs), np.stack(ours)
@@ -60,7 +61,7 @@ def test_port_matches_dlib_bin_on_real_chips(dlib, dlib_models, chips):
     # as the embedder runs it (affine folded into the convs, channels-last): dlib's vectors made unit
     model = load_model(f"{MODEL}@fp32")
     model.flip = False  # the shipped default averages with the mirrored chip
-    unit = model.embed(theirs, aligned=True)
+    unit = model.embed(theirs)
     assert np.abs(unit - ref / np.linalg.norm(ref, axis=1, keepdims=True)).max() <= 1e-4
     d_ref = np.linalg.norm(ref[:, None] - ref[None], axis=2)
     d_raw = np.linalg.norm(raw[:, None] - raw[None], axis=2)
@@ -73,7 +74,7 @@ def test_our_chip_embeds_as_dlibs_chip_does(chips):
     """Same landmarks, our warp vs dlib's (pyramid + bilinear): the embeddings differ far less than two
     photos of one person do (the measured figures over LFW are in benchmarks/RESULTS.md)."""
     model = load_model(f"{MODEL}@fp32")
-    theirs, ours = model.embed(chips[0], aligned=True), model.embed(chips[1], aligned=True)
+    theirs, ours = model.embed(chips[0]), model.embed(chips[1])
     d = ((theirs - ours) ** 2).sum(1)
     genuine = ((theirs[0::2] - theirs[1::2]) ** 2).sum(1)
     assert d.max() < 0.02 and np.median(d) < 0.2 * np.median(genuine)
@@ -83,12 +84,13 @@ def test_a_whole_crop_is_reframed_into_the_chip(chips):
     """A PubFig83-framed crop, with no landmarks given, lands on the chip's geometry: the chip our
     pipeline cuts from it is the detected chip's, up to the crop's looser framing."""
     from facegallery.alignment import CANONICAL_LANDMARKS, PUBFIG83, similarity_transform, warp
+    from facegallery.landmarks import to_template
 
     model = load_model(f"{MODEL}@fp32")
     chip = chips[1][0]
     # the PubFig83-framed crop around the chip's face (the inverse of the fixed transform), at 100 px
     m = similarity_transform(DLIB_CHIP.pixels(), CANONICAL_LANDMARKS * PUBFIG83.size)
     crop = warp(chip, m, PUBFIG83.size)
-    d = float(((model.embed([crop]) - model.embed([chip], aligned=True)) ** 2).sum())
+    d = float(((model.embed(to_template([crop], DLIB_CHIP)) - model.embed([chip])) ** 2).sum())
     assert d < 0.1
     assert align(crop, CANONICAL_LANDMARKS * 100, DLIB_CHIP).shape == (150, 150, 3)

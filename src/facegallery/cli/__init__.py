@@ -44,4 +44,4 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
 
 
-from facegallery.cli import cluster, evaluate, gallery, recognize, serve, train  # noqa: E402,F401  (register the commands)
+from facegallery.cli import cache, cluster, evaluate, gallery, recognize, serve, train  # noqa: E402,F401  (register the commands)

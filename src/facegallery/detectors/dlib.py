@@ -21,7 +21,7 @@ def import_dlib() -> Any:
     try:
         import dlib
     except ImportError:
-        raise UserError(f"this needs the dlib extra: {INSTALL_HINT}") from None
+        raise UserError(f"face detection and the dlib model need the dlib extra: {INSTALL_HINT}") from None
     return dlib
 
 

@@ -18,7 +18,6 @@ frozen and optimised for inference once per process (oneDNN fusions), which is w
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from functools import cache
@@ -223,8 +222,3 @@ class YuNetDetector:
             return []
         keep = nms(np.array([d.box for d in found]), np.array([d.score for d in found]), NMS_IOU)
         return [found[i].clipped(w, h) for i in keep]
-
-
-def config() -> dict:
-    """The shipped detector's card facts (``weights/yunet-n/config.json``)."""
-    return json.loads((WEIGHTS.parent / "config.json").read_text())
