@@ -2,8 +2,9 @@
 kept in one SQLite file under the user cache folder.
 
 An entry is keyed by the photo's content sha256, the detection mode, the detector with its settings
-and the embedder's fingerprint, so another detector, another ``min_face`` or another model is another
-entry, and a renamed or copied photo is a hit. Library building, enrolment, identify, evaluate, cluster
+and weights, the embedder's fingerprint and its template's landmark positions, so another detector,
+another ``min_face``, another model or another alignment is another entry, and a renamed or copied
+photo is a hit. Library building, enrolment, identify, evaluate, cluster
 and LFW all read and write it through :mod:`facegallery.pipeline`. Entries hold numbers only (an
 ``.npz`` without pickles); a torn or foreign entry reads as a miss. ``facegallery cache`` shows it and
 clears it.
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 FILE = "faces.sqlite"
 
 
+#: Part of every key: raised when the way faces are found or aligned changes for every detector.
+VERSION = 1
+
+
 @dataclass(frozen=True)
 class CacheKey:
     """What an entry depends on besides the photo's bytes."""
@@ -37,9 +42,11 @@ class CacheKey:
     detect: str
     detector: str  # detectors.detector_key(), "" when detection is off
     fingerprint: str  # the embedder's
+    alignment: str  # the template's (its name and every landmark position it holds)
 
     def of(self, sha256: str) -> str:
-        return hashlib.sha256(f"{sha256}|{self.detect}|{self.detector}|{self.fingerprint}".encode()).hexdigest()
+        parts = (sha256, self.detect, self.detector, self.fingerprint, self.alignment, str(VERSION))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
 def encode(faces: list[Face], embeddings: np.ndarray) -> bytes:

@@ -9,6 +9,7 @@ warns: each interface reports the skipped photos its own way (warnings on the CL
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -76,7 +77,8 @@ class Finder:
     @property
     def key(self) -> CacheKey:
         det = "" if self.detect == "off" else detector_key(self.detector)
-        return CacheKey(self.detect, det, self.fingerprint)
+        alignment = hashlib.sha1(repr(self.template).encode()).hexdigest()[:16]
+        return CacheKey(self.detect, det, self.fingerprint, alignment)
 
     def faces(self, photo: Photo, max_pixels: int = MAX_PIXELS) -> list[Face]:
         """The faces of one photo (decoded, detected, aligned; not embedded)."""

@@ -98,8 +98,10 @@ def describe(detector: Detector) -> dict:
 
 
 def detector_key(detector: Detector) -> str:
-    """A short stable string naming a detector and its settings (a cache key part)."""
-    return json.dumps(describe(detector), sort_keys=True, separators=(",", ":"))
+    """A short stable string naming a detector, its settings and (where it has them) its weights'
+    digest: a cache key part."""
+    weights = getattr(detector, "weights_digest", "")
+    return json.dumps({**describe(detector), "weights": weights}, sort_keys=True, separators=(",", ":"))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -60,6 +60,8 @@ class _DlibDetector:
     def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
         """Faces of an RGB uint8 photo shown at ``scale`` of its size, boxes in the given pixels."""
         h, w = pixels.shape[:2]
+        if min(h, w) < 8:  # nothing a face could be in (dlib's CNN fails on such inputs)
+            return []
         work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
         found = [
             Detection(_rect_box(r), s).scaled(fx, fy).clipped(w, h) for r, s in self._run(np.ascontiguousarray(work))

@@ -4,6 +4,8 @@ dlib's shape predictor in its boxes, the box convention that predictor was train
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from facegallery.detectors.base import Detection, rescaled, window_scale
@@ -19,11 +21,12 @@ class MmodDetector:
     landmark_scheme = None
 
     def __init__(self, min_face: int = 50, threshold: float = 0.0, max_scan_pixels: int = 4_000_000):
-        from facegallery.mmod import load
+        from facegallery.mmod import WEIGHTS, load
 
         self.min_face, self.threshold, self.max_scan_pixels = int(min_face), float(threshold), int(max_scan_pixels)
         self._det = load()
         self._det.threshold = self.threshold
+        self.weights_digest = hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()[:16]
 
     @property
     def settings(self) -> dict:
@@ -36,6 +39,8 @@ class MmodDetector:
     def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
         """Faces of an RGB uint8 photo shown at ``scale`` of its size, boxes in the given pixels."""
         h, w = pixels.shape[:2]
+        if min(h, w) < 8:  # nothing a face could be in (dlib's CNN fails on such inputs)
+            return []
         work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
         boxes, scores = self._det.detect(np.ascontiguousarray(work))
         found = [
