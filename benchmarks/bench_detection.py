@@ -79,44 +79,6 @@ BACKGROUNDS = (
 )
 
 
-class HaarDetector:
-    """OpenCV's frontal Haar cascade (measured here only: opencv-python-headless is no dependency)."""
-
-    name = "opencv-haar"
-    window = 24
-
-    def __init__(self, threshold: float = 0.0):
-        import cv2
-
-        self._cv2 = cv2
-        self._det = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-        self.threshold = threshold
-
-    def detect(self, pixels: np.ndarray) -> list[detection.Detection]:
-        gray = self._cv2.cvtColor(pixels, self._cv2.COLOR_RGB2GRAY)
-        rects, _, weights = self._det.detectMultiScale3(gray, 1.1, 3, outputRejectLevels=True)
-        return [
-            detection.Detection((float(x), float(y), float(x + w), float(y + h)), float(s))
-            for (x, y, w, h), s in zip(rects, np.ravel(weights))
-            if s >= self.threshold
-        ]
-
-
-detection.DETECTORS.setdefault(HaarDetector.name, HaarDetector)  # the registry takes plug-ins
-
-
-def known_test(per_id: int | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Test photos of the 63 identities that are also in train, labelled by the train name list."""
-    train = discover(DATA / "train")
-    test = discover(DATA / "test").only(train.names)
-    idx = (
-        np.arange(len(test))
-        if per_id is None
-        else np.concatenate([np.flatnonzero(test.labels == lab)[:per_id] for lab in range(len(train.names))])
-    )
-    return [test.paths[i] for i in idx], test.labels[idx], train.names
-
-
 def train_centroids(embedder, mode: str, per_id: int | None, cache: Path) -> np.ndarray:
     """Centroids of the known identities' train photos embedded under ``mode`` (cached per model)."""
     f = cache / f"centroids-{embedder.fingerprint.replace(':', '_')}-{mode}-{per_id}.npy"
@@ -166,7 +128,7 @@ def cmd_canonical(args) -> None:
         if not rects:
             continue
         r = max(rects, key=lambda r: r.area())
-        marks = detection.landmarks_in(a, (r.left(), r.top(), r.right() + 1, r.bottom() + 1)) / up
+        marks = shipped().predict(a, (r.left(), r.top(), r.right() + 1, r.bottom() + 1)) / up
         pts.append(marks / [w, h])
         boxes.append(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1]) / up / [w, h, w, h])
     pts = np.stack(pts)
@@ -176,157 +138,6 @@ def cmd_canonical(args) -> None:
     print(f"{len(pts)} of {args.n} crops with a face; {ok.sum()} within 3 robust SDs")
     print("median landmarks\n", np.round(med, 4), "\ntrimmed mean\n", np.round(pts[ok].mean(0), 4))
     print("median box (4x scan)", np.round(np.median(np.stack(boxes), 0), 4))
-
-
-# ----- composites ------------------------------------------------------------------------------
-
-
-def background(rng: np.random.Generator, samples: list[np.ndarray]) -> np.ndarray:
-    w, h = PHOTO_SIZE
-    kind = rng.choice(["patches", "noise", "gradient", "plain"], p=[0.55, 0.15, 0.15, 0.15])
-    if kind == "plain":
-        return np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (h, w, 3)).copy()
-    if kind == "gradient":
-        t = np.linspace(0, 1, w)[None, :, None] * 0.6 + np.linspace(0, 1, h)[:, None, None] * 0.4
-        a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-        return (a + (b - a) * t).astype(np.uint8)
-    if kind == "noise":
-        small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
-        return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
-    canvas = Image.new("RGB", (w, h))
-    for _ in range(6):
-        src = Image.fromarray(samples[rng.integers(len(samples))])
-        pw, ph = int(rng.integers(200, 600)), int(rng.integers(200, 500))
-        patch = src.resize((pw, ph), Image.Resampling.BILINEAR).filter(
-            ImageFilter.GaussianBlur(float(rng.uniform(0, 4)))
-        )
-        canvas.paste(patch, (int(rng.integers(-100, w - 100)), int(rng.integers(-100, h - 100))))
-    return np.asarray(canvas)
-
-
-def make_composites(n: int, seed: int, faces: list[Path]) -> list[dict]:
-    """``n`` photos: {'pixels', 'faces': [{'crop' index, 'box' (truth), 'size'}]}."""
-    from skimage import data as skdata
-
-    samples = []
-    for name in BACKGROUNDS:
-        a = getattr(skdata, name)()
-        samples.append(np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3])
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        canvas = Image.fromarray(np.ascontiguousarray(background(rng, samples)))
-        placed: list[tuple[int, int, int]] = []
-        for _ in range(int(rng.integers(1, 5))):
-            for _ in range(50):
-                s = int(round(math.exp(rng.uniform(math.log(40), math.log(300)))))
-                x, y = int(rng.integers(0, PHOTO_SIZE[0] - s)), int(rng.integers(0, PHOTO_SIZE[1] - s))
-                if all(x + s <= px or px + ps <= x or y + s <= py or py + ps <= y for px, py, ps in placed):
-                    placed.append((x, y, s))
-                    break
-        items = []
-        for x, y, s in placed:
-            k = int(rng.integers(len(faces)))
-            crop = Image.open(faces[k]).convert("RGB").resize((s, s), Image.Resampling.BICUBIC)
-            canvas.paste(crop, (x, y))
-            f = GT_FACE_BOX
-            items.append({"face": k, "size": s, "box": (x + f[0] * s, y + f[1] * s, x + f[2] * s, y + f[3] * s)})
-        out.append({"pixels": np.asarray(canvas), "faces": items})
-    return out
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
-def match(truth: list[dict], found: list, min_iou: float = 0.4) -> list[int | None]:
-    """Greedy by detector score: for each detection the index of its ground-truth face, or None."""
-    order = sorted(range(len(found)), key=lambda i: -found[i].detection_score)
-    taken: set[int] = set()
-    out: list[int | None] = [None] * len(found)
-    for i in order:
-        best, best_iou = None, min_iou
-        for j, t in enumerate(truth):
-            v = iou(found[i].box, t["box"])
-            if j not in taken and v >= best_iou:
-                best, best_iou = j, v
-        if best is not None:
-            taken.add(best)
-            out[i] = best
-    return out
-
-
-def pr_at(photos: list[dict], results: list[list], threshold: float, min_size: int) -> tuple[float, float, int]:
-    """Recall, precision and number of faces >= ``min_size`` at a detection-score threshold."""
-    tp = fp = n = 0
-    for ph, found in zip(photos, results):
-        kept = [f for f in found if f.detection_score >= threshold]
-        m = match(ph["faces"], kept)
-        n += sum(t["size"] >= min_size for t in ph["faces"])
-        for f, j in zip(kept, m):
-            if j is not None:
-                tp += ph["faces"][j]["size"] >= min_size
-            elif (
-                math.sqrt((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) / (GT_FACE_BOX[2] - GT_FACE_BOX[0]) >= min_size
-            ):  # an unmatched box the size of a face we count
-                fp += 1
-    return tp / max(n, 1), tp / max(tp + fp, 1), n
-
-
-def cmd_composite(args) -> None:
-    torch.set_num_threads(1)
-    paths, labels, names = known_test()
-    photos = make_composites(args.photos, args.seed, paths)
-    det = detection.DETECTORS[args.detector](threshold=args.low_threshold)
-    n_faces = sum(len(p["faces"]) for p in photos)
-    print(
-        f"{len(photos)} composites of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]}, {n_faces} faces, seed {args.seed}; "
-        f"detector {args.detector}, min_face {args.min_face}"
-    )
-    t0 = time.perf_counter()
-    results = [detection.detect_faces(p["pixels"], "on", det, min_face=args.min_face) for p in photos]
-    dt = (time.perf_counter() - t0) / len(photos)
-    print(f"detection + landmarks + alignment: {dt:.3f} s/photo = {1 / dt:.2f} photos/s")
-    for min_size in (40, 60, 80):
-        for thr in args.thresholds:
-            r, p, n = pr_at(photos, results, thr, min_size)
-            print(f"  faces >= {min_size:3d} px (n={n:4d})  score >= {thr:+.2f}: recall {r:.3f} precision {p:.3f}")
-    if not args.model:
-        return
-    emb = load_model(args.model)
-    t0 = time.perf_counter()
-    kept = [[f for f in found if f.detection_score >= args.threshold] for found in results]
-    queries, truth, hit = [], [], []
-    for ph, found in zip(photos, kept):
-        m = match(ph["faces"], found)
-        by_truth = {j: f for f, j in zip(found, m) if j is not None}
-        for j, t in enumerate(ph["faces"]):
-            if t["size"] >= 60:
-                truth.append(labels[t["face"]])
-                hit.append(j in by_truth)
-                queries.append(by_truth[j].crop if j in by_truth else np.zeros((100, 100, 3), np.uint8))
-    q = emb.embed(queries)
-    embed_s = (time.perf_counter() - t0) / len(photos)
-    auto_cents = train_centroids(emb, "auto", args.train_per_id, args.cache)
-    off_cents = train_centroids(emb, "off", args.train_per_id, args.cache)
-    truth, hit = np.array(truth), np.array(hit)
-    pred = squared_distances(q, auto_cents).argmin(1)
-    acc_comp = float(((pred == truth) & hit).mean())
-    acc_found = float((pred[hit] == truth[hit]).mean())
-    idx = []
-    for ph in photos:
-        idx += [t["face"] for t in ph["faces"] if t["size"] >= 60]
-    plain = embed_files(emb, [paths[i] for i in idx], "off")
-    acc_plain = float((squared_distances(plain, off_cents).argmin(1) == truth).mean())
-    print(f"identification, {emb.name}, {len(truth)} pasted faces >= 60 px, score >= {args.threshold:+.2f}:")
-    print(f"  as plain crops (detect off): {acc_plain:.3f}")
-    print(f"  found in composites: {acc_comp:.3f} (misses count as wrong; {acc_found:.3f} of the {hit.sum()} found)")
-    pred_off = squared_distances(q, off_cents).argmin(1)
-    print(f"  found in composites, centroids of plain train crops: {float(((pred_off == truth) & hit).mean()):.3f}")
-    print(f"  embedding cost on top of detection: {embed_s:.3f} s/photo")
 
 
 def cmd_protocol(args) -> None:
@@ -349,83 +160,6 @@ def cmd_protocol(args) -> None:
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "lfw-deepfunneled"
 LFW_CENTRE, LFW_BOX, YAW = 0.15, (75.0, 75.0, 175.0, 175.0), 0.25
-
-
-def cmd_lfw(args) -> None:
-    from facegallery.landmarks import shipped
-
-    torch.set_num_threads(1)
-    paths = sorted(Path(args.lfw).glob("*/*.jpg"))[: args.limit]
-    dets = {name: detection.get_detector(name) for name in args.detectors}
-    found = {name: np.zeros(len(paths), bool) for name in dets}
-    spent = dict.fromkeys(dets, 0.0)
-    yaw = np.zeros(len(paths))
-    for i, path in enumerate(paths):
-        px = load_image(path)
-        m = shipped().predict(px, LFW_BOX)
-        eyes = (m[0:2].mean(0) + m[2:4].mean(0)) / 2
-        yaw[i] = (m[4, 0] - eyes[0]) / max(np.linalg.norm(m[0:2].mean(0) - m[2:4].mean(0)), 1e-6)
-        h, w = px.shape[:2]
-        for name, det in dets.items():
-            t0 = time.perf_counter()
-            boxes = detection.scan(px, det, args.min_face)
-            spent[name] += time.perf_counter() - t0
-            found[name][i] = any(
-                math.hypot((b.box[0] + b.box[2]) / 2 - w / 2, (b.box[1] + b.box[3]) / 2 - h / 2)
-                <= LFW_CENTRE * max(h, w)
-                for b in boxes
-            )
-        if (i + 1) % 1000 == 0:
-            print(f"  {i + 1} photos: " + ", ".join(f"{n} {found[n][: i + 1].mean():.4f}" for n in dets), flush=True)
-    turned = np.abs(yaw) >= YAW
-    print(
-        f"{len(paths)} LFW photos ({turned.sum()} turned, |yaw proxy| >= {YAW}); min_face {args.min_face}, one thread"
-    )
-    for name in dets:
-        f = found[name]
-        print(
-            f"  {name}: face near the centre in {f.mean():.4f} ({(~f).sum()} missed); turned {f[turned].mean():.4f} "
-            f"({(~f[turned]).sum()} missed); {spent[name] / len(paths) * 1000:.1f} ms/photo"
-        )
-    both = [n for n in dets]
-    if len(both) == 2:
-        a, b = both
-        print(f"  found by {a} only: {(found[a] & ~found[b]).sum()}, by {b} only: {(found[b] & ~found[a]).sum()}")
-
-
-def cmd_speed(args) -> None:
-    from facegallery.embedder import embed_faces
-
-    torch.set_num_threads(1)
-    paths, _, _ = known_test()
-    photos = [p["pixels"] for p in make_composites(args.photos, args.seed, paths)]
-    n_faces = 0
-    rates = {}
-    for name in args.detectors:
-        det = detection.get_detector(name)
-        detection.scan(photos[0], det, args.min_face)  # warm-up
-        t0 = time.perf_counter()
-        for px in photos:
-            n_faces += len(detection.scan(px, det, args.min_face))
-        rates[name] = len(photos) / (time.perf_counter() - t0)
-        print(f"{name}: detection {rates[name]:.2f} photos/s (1024x768, min_face {args.min_face}, one thread)")
-    if len(rates) >= 2:
-        first, *rest = args.detectors
-        print("  ratio " + ", ".join(f"{first}/{r} {rates[first] / rates[r]:.2f}" for r in rest))
-    emb = load_model(args.model)
-    cents = np.random.default_rng(0).normal(size=(1000, 128)).astype(np.float32)
-    cents /= np.linalg.norm(cents, axis=1, keepdims=True)
-    t0, faces_seen = time.perf_counter(), 0
-    for px in photos:
-        faces = detection.detect_faces(px, "on", min_face=args.min_face, template=emb.template)
-        if faces:
-            squared_distances(embed_faces(emb, faces), cents).argmin(1)
-        faces_seen += len(faces)
-    dt = time.perf_counter() - t0
-    print(
-        f"identify end to end ({emb.name}, {detection.DEFAULT_DETECTOR}): {len(photos) / dt:.2f} photos/s, "
-        f"{faces_seen / dt:.1f} faces/s ({faces_seen} faces in {len(photos)} photos)"
-    )
 
 
 def cmd_int8(args) -> None:
@@ -459,28 +193,6 @@ def cmd_int8(args) -> None:
         f"({times['fp32'] / times['int8']:.2f}x); max |score change| {worst:.3f}; "
         f"{flips} window decisions flipped of {positives} positive windows"
     )
-
-
-def cmd_rss(args) -> None:
-    import subprocess
-    import sys
-    import tempfile
-
-    side = math.sqrt(args.megapixels * 1e6 / 6)
-    w, h = int(3 * side), int(2 * side)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "big.jpg"
-        paths, _, _ = known_test()
-        small = make_composites(1, args.seed, paths)[0]["pixels"]
-        Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC).save(path, quality=90)
-        code = (
-            "import resource, sys, time\nfrom facegallery.detection import read_faces\n"
-            f"t = time.perf_counter(); faces = read_faces({str(path)!r}, 'on')\n"
-            "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
-            "print(len(faces), round(time.perf_counter() - t, 1), peak)"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    print(f"a {w}x{h} photo ({w * h / 1e6:.1f} MP): {out[0]} faces in {out[1]} s, peak RSS {out[2]} MB")
 
 
 def cmd_dlib_chip(args) -> None:
@@ -565,40 +277,15 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("canonical")
     c.add_argument("--n", type=int, default=2000)
-    c = sub.add_parser("composite")
-    c.add_argument("--photos", type=int, default=200)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--detector", default=detection.DEFAULT_DETECTOR, choices=list(detection.DETECTORS))
-    c.add_argument("--min-face", type=int, default=detection.MIN_FACE)
-    c.add_argument("--low-threshold", type=float, default=-0.5, help="Detector threshold (scores kept above).")
-    c.add_argument("--thresholds", type=float, nargs="+", default=[-0.3, 0.0, 0.3])
-    c.add_argument("--threshold", type=float, default=0.0, help="Score threshold for identification.")
-    c.add_argument("--model", help="Also measure identification with this model.")
-    c.add_argument("--train-per-id", type=int)
-    c.add_argument("--cache", type=Path, default=Path("/tmp/facegallery-bench"))
     c = sub.add_parser("protocol")
     c.add_argument("--model", required=True)
     c.add_argument("--detect", nargs="+", default=["off", "auto"])
     c.add_argument("--train-per-id", type=int)
     c.add_argument("--test-per-id", type=int)
     c.add_argument("--cache", type=Path, default=Path("/tmp/facegallery-bench"))
-    c = sub.add_parser("lfw")
-    c.add_argument("--lfw", type=Path, default=LFW)
-    c.add_argument("--detectors", nargs="+", default=["mmod", "dlib-hog"])
-    c.add_argument("--min-face", type=int, default=detection.MIN_FACE)
-    c.add_argument("--limit", type=int)
-    c = sub.add_parser("speed")
-    c.add_argument("--photos", type=int, default=30)
-    c.add_argument("--seed", type=int, default=1)
-    c.add_argument("--detectors", nargs="+", default=["mmod", "dlib-hog"])
-    c.add_argument("--min-face", type=int, default=detection.MIN_FACE)
-    c.add_argument("--model", default=None)
     c = sub.add_parser("int8")
     c.add_argument("--photos", type=int, default=10)
     c.add_argument("--seed", type=int, default=3)
-    c = sub.add_parser("rss")
-    c.add_argument("--megapixels", type=float, default=24)
-    c.add_argument("--seed", type=int, default=2)
     c = sub.add_parser("dlib-chip")
     c.add_argument("--train-per-id", type=int, default=10)
     c.add_argument("--test-per-id", type=int, default=5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -24,9 +25,39 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageFilter
+
+from facegallery.datasets import discover
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+DATA = SHARED / "pubfig83"
+#: Face box in a PubFig83 crop, fractions [x0, y0, x1, y1]: the median dlib HOG box on 600 train crops
+#: (seed 0) scanned as the pipeline scans a 100 px crop (2x). IoU with the CNN's median box: 0.76.
+GT_FACE_BOX = (0.17, 0.25, 0.81, 0.88)
+PHOTO_SIZE = (1024, 768)
+BACKGROUNDS = (
+    "coffee",
+    "chelsea",
+    "rocket",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "retina",
+    "colorwheel",
+    "immunohistochemistry",
+    "logo",
+    "moon",
+    "coins",
+    "clock",
+    "text",
+    "page",
+)
+#: LFW: a face counts as found when a box's centre lies within this fraction of the photo's side from
+#: its centre. The turned subset: dlib's landmarks in the fixed central box LFW_BOX put the nose off the
+#: eyes' midpoint by >= YAW of the eye distance (roughly 25 degrees of yaw or more).
+LFW_CENTRE, LFW_BOX, YAW = 0.15, (75.0, 75.0, 175.0, 175.0), 0.25
 
 
 def cpu_name() -> str:
@@ -44,6 +75,222 @@ def save(args, name: str, result: dict) -> None:
     result = {"cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), **result}
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def known_test(per_id: int | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Test photos of the 63 identities that are also in train, labelled by the train name list."""
+    train = discover(DATA / "train")
+    test = discover(DATA / "test").only(train.names)
+    idx = (
+        np.arange(len(test))
+        if per_id is None
+        else np.concatenate([np.flatnonzero(test.labels == lab)[:per_id] for lab in range(len(train.names))])
+    )
+    return [test.paths[i] for i in idx], test.labels[idx], train.names
+
+
+# ----- composites ------------------------------------------------------------------------------
+
+
+def background(rng: np.random.Generator, samples: list[np.ndarray]) -> np.ndarray:
+    w, h = PHOTO_SIZE
+    kind = rng.choice(["patches", "noise", "gradient", "plain"], p=[0.55, 0.15, 0.15, 0.15])
+    if kind == "plain":
+        return np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (h, w, 3)).copy()
+    if kind == "gradient":
+        t = np.linspace(0, 1, w)[None, :, None] * 0.6 + np.linspace(0, 1, h)[:, None, None] * 0.4
+        a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+        return (a + (b - a) * t).astype(np.uint8)
+    if kind == "noise":
+        small = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+        return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
+    canvas = Image.new("RGB", (w, h))
+    for _ in range(6):
+        src = Image.fromarray(samples[rng.integers(len(samples))])
+        pw, ph = int(rng.integers(200, 600)), int(rng.integers(200, 500))
+        patch = src.resize((pw, ph), Image.Resampling.BILINEAR).filter(
+            ImageFilter.GaussianBlur(float(rng.uniform(0, 4)))
+        )
+        canvas.paste(patch, (int(rng.integers(-100, w - 100)), int(rng.integers(-100, h - 100))))
+    return np.asarray(canvas)
+
+
+def make_composites(
+    n: int, seed: int, faces: list[Path], sizes: tuple[int, int] = (40, 300), per_photo: tuple[int, int] = (1, 5)
+) -> list[dict]:
+    """``n`` photos: {'pixels', 'faces': [{'crop' index, 'box' (truth), 'size'}]}; crops of ``sizes``
+    px a side (log-uniform; RESULTS 10's set: 40-300)."""
+    from skimage import data as skdata
+
+    samples = []
+    for name in BACKGROUNDS:
+        a = getattr(skdata, name)()
+        samples.append(np.stack([a] * 3, -1) if a.ndim == 2 else a[..., :3])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        canvas = Image.fromarray(np.ascontiguousarray(background(rng, samples)))
+        placed: list[tuple[int, int, int]] = []
+        for _ in range(int(rng.integers(*per_photo))):
+            for _ in range(50):
+                s = int(round(math.exp(rng.uniform(math.log(sizes[0]), math.log(sizes[1])))))
+                x, y = int(rng.integers(0, PHOTO_SIZE[0] - s)), int(rng.integers(0, PHOTO_SIZE[1] - s))
+                if all(x + s <= px or px + ps <= x or y + s <= py or py + ps <= y for px, py, ps in placed):
+                    placed.append((x, y, s))
+                    break
+        items = []
+        for x, y, s in placed:
+            k = int(rng.integers(len(faces)))
+            crop = Image.open(faces[k]).convert("RGB").resize((s, s), Image.Resampling.BICUBIC)
+            canvas.paste(crop, (x, y))
+            f = GT_FACE_BOX
+            items.append({"face": k, "size": s, "box": (x + f[0] * s, y + f[1] * s, x + f[2] * s, y + f[3] * s)})
+        out.append({"pixels": np.asarray(canvas), "faces": items})
+    return out
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def match_iou(truth: list[dict], found: list, min_iou: float = 0.4) -> list[int | None]:
+    """Greedy by detector score: for each detection the index of its ground-truth face, or None."""
+    order = sorted(range(len(found)), key=lambda i: -found[i].detection_score)
+    taken: set[int] = set()
+    out: list[int | None] = [None] * len(found)
+    for i in order:
+        best, best_iou = None, min_iou
+        for j, t in enumerate(truth):
+            v = iou(found[i].box, t["box"])
+            if j not in taken and v >= best_iou:
+                best, best_iou = j, v
+        if best is not None:
+            taken.add(best)
+            out[i] = best
+    return out
+
+
+# ----- composites: recall and precision by face size, two scoring rules ---------------------------
+
+
+def centre_match(truth: list[dict], found: list) -> list[int | None]:
+    """The rule free of box conventions: greedily by score, a detection matches a free face whose box
+    holds its centre and whose width is within 0.5-2x of its own."""
+    taken: set[int] = set()
+    out: list[int | None] = [None] * len(found)
+    for i in sorted(range(len(found)), key=lambda i: -found[i].score):
+        b = found[i].box
+        cx, cy, w = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0]
+        for j, t in enumerate(truth):
+            x0, y0, x1, y1 = t["box"]
+            if j not in taken and x0 <= cx <= x1 and y0 <= cy <= y1 and 0.5 <= w / (x1 - x0) <= 2.0:
+                taken.add(j)
+                out[i] = j
+                break
+    return out
+
+
+def fit_box_map(photos: list[dict], results: list[list]) -> tuple[float, float, float, float]:
+    """How a detector's boxes map onto the truth's convention: median centre shift (in box sides) and
+    side ratios over centre-matched detections (fitted on composites of *train* photos only)."""
+    rows = []
+    for ph, found in zip(photos, results):
+        for d, j in zip(found, centre_match(ph["faces"], found)):
+            if j is not None:
+                t, b = ph["faces"][j]["box"], d.box
+                w, h = b[2] - b[0], b[3] - b[1]
+                rows.append(
+                    [
+                        ((t[0] + t[2]) - (b[0] + b[2])) / 2 / w,
+                        ((t[1] + t[3]) - (b[1] + b[3])) / 2 / h,
+                        (t[2] - t[0]) / w,
+                        (t[3] - t[1]) / h,
+                    ]
+                )
+    return tuple(float(v) for v in np.median(np.array(rows), 0))
+
+
+def mapped(d, fit):
+    """A detection with its box mapped by :func:`fit_box_map`'s fit."""
+    from facegallery.detectors import Detection
+
+    b = d.box
+    w, h = b[2] - b[0], b[3] - b[1]
+    cx, cy = (b[0] + b[2]) / 2 + fit[0] * w, (b[1] + b[3]) / 2 + fit[1] * h
+    return Detection((cx - fit[2] * w / 2, cy - fit[3] * h / 2, cx + fit[2] * w / 2, cy + fit[3] * h / 2), d.score)
+
+
+def pr(photos, results, threshold: float, sizes: tuple[int, int], rule: str, fit=None) -> dict:
+    """Recall and precision for faces whose crop side is in ``sizes`` at a score threshold: a miss is a
+    face in range left unmatched; a false detection is an unmatched box the size of a face in range or
+    larger (its crop side read from its width)."""
+    tp = fp = n = 0
+    for ph, found in zip(photos, results):
+        kept = [d for d in found if d.score >= threshold]
+        if rule == "iou":
+            kept = [mapped(d, fit) for d in kept]
+            m = match_iou(ph["faces"], [_Scored(d) for d in kept])
+        else:
+            m = centre_match(ph["faces"], kept)
+        n += sum(sizes[0] <= t["size"] < sizes[1] for t in ph["faces"])
+        for d, j in zip(kept, m):
+            if j is not None:
+                tp += sizes[0] <= ph["faces"][j]["size"] < sizes[1]
+            elif (d.box[2] - d.box[0]) / (GT_FACE_BOX[2] - GT_FACE_BOX[0]) >= sizes[0]:
+                fp += 1
+    return {"faces": n, "recall": round(tp / max(n, 1), 4), "precision": round(tp / max(tp + fp, 1), 4)}
+
+
+class _Scored:
+    """A detection as :func:`match_iou` reads one (``box``, ``detection_score``)."""
+
+    def __init__(self, d):
+        self.box, self.detection_score = d.box, d.score
+
+
+def cmd_composite(args) -> None:
+    """RESULTS 10's 200 composites (crops 40-300 px of known test people) plus 100 of small crops (30-40
+    px, seed 1), per detector at its default settings with a low score threshold, scored at several
+    thresholds by both rules; the IoU rule's box mapping is fitted on composites of train photos."""
+    import torch
+
+    from facegallery.detectors import load_detector
+
+    torch.set_num_threads(1)
+    paths, _, _ = known_test()
+    train = discover(DATA / "train")
+    sets = {
+        ">=40": (make_composites(args.photos, args.seed, paths), (40, 10_000)),
+        "30-40": (make_composites(args.small, 1, paths, (30, 40), (3, 5)), (30, 40)),
+        "40-60": (None, (40, 60)),
+    }
+    fit_set = make_composites(args.fit, 2, list(train.paths))
+    out: dict = {"photos": {k: len(v[0]) for k, v in sets.items() if v[0]}, "detectors": {}}
+    for name, low, grid in (("yunet", 0.3, (0.5, 0.6, 0.7, 0.8)), ("mmod", -0.5, (-0.2, 0.0, 0.2))):
+        if name not in args.detectors:
+            continue
+        det = load_detector(name, threshold=low)
+        t0 = time.perf_counter()
+        fit = fit_box_map(fit_set, [det.detect(p["pixels"]) for p in fit_set[: args.fit_used[name]]])
+        res = {"box_map_fit": [round(v, 4) for v in fit], "fit_photos": args.fit_used[name]}
+        for label, (photos, sizes) in sets.items():
+            if photos is None:
+                photos = sets[">=40"][0]
+            if label == "30-40" and name not in args.small_detectors:
+                continue
+            found = [det.detect(p["pixels"]) for p in photos]
+            for thr in grid:
+                res[f"{label} @ {thr}"] = {
+                    "centre": pr(photos, found, thr, sizes, "centre"),
+                    "iou": pr(photos, found, thr, sizes, "iou", fit),
+                }
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        out["detectors"][name] = res
+        print(name, json.dumps(res), flush=True)
+    save(args, "composite", out)
 
 
 # ----- alignment: where YuNet's points fall in the templates, and which alignment LFW prefers ---------
@@ -144,6 +391,14 @@ def main() -> None:
     c = sub.add_parser("template")
     c.add_argument("--photos", type=int, default=1000)
     c.set_defaults(fn=cmd_template)
+    c = sub.add_parser("composite")
+    c.add_argument("--photos", type=int, default=200)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--small", type=int, default=100, help="Composites of 30-40 px crops.")
+    c.add_argument("--fit", type=int, default=100, help="Train composites for the IoU rule's box mapping.")
+    c.add_argument("--detectors", nargs="+", default=["yunet", "mmod"])
+    c.add_argument("--small-detectors", nargs="+", default=["yunet"], help="Scored on the 30-40 px set too.")
+    c.set_defaults(fn=cmd_composite, fit_used={"yunet": 100, "mmod": 40})
     c = sub.add_parser("lfw-align")
     c.add_argument("--model", default="dlib-resnet29-v1")
     c.add_argument("--pairs", default="view2", choices=["view2", "devtest"])

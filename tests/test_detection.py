@@ -275,3 +275,49 @@ def test_the_environment_picks_the_default_detector_and_smallest_face(monkeypatc
     monkeypatch.setenv("FACEGALLERY_MIN_FACE", "tiny")
     with pytest.raises(UserError, match="FACEGALLERY_MIN_FACE='tiny'"):
         detect_faces(np.zeros((300, 400, 3), np.uint8), "on")
+
+
+def _jpeg(pixels: np.ndarray, path) -> None:
+    Image.fromarray(pixels).save(path, quality=92)
+
+
+def test_a_big_jpeg_is_decoded_reduced_for_scanning_and_its_faces_cut_fine_enough(astronaut, tmp_path, monkeypatch):
+    """A 4000x3000 photo: scanned from a 1/2 or smaller draft decode; a large face is cut from a reduced
+    decode too, a small one from full resolution; boxes and landmarks in the full photo's pixels, and
+    the same faces as a full decode gives."""
+    from facegallery import images
+    from facegallery.alignment import DLIB_CHIP
+
+    face = Image.fromarray(astronaut[40:210, 135:305])
+    canvas = Image.new("RGB", (4000, 3000), (100, 120, 110))
+    canvas.paste(face.resize((1200, 1200), Image.Resampling.BICUBIC), (300, 400))
+    big = tmp_path / "big.jpg"
+    _jpeg(np.asarray(canvas), big)
+    reductions = []
+    real = images.load_image
+    monkeypatch.setattr(
+        detection, "load_image", lambda *a, **k: reductions.append(a[2] if len(a) > 2 else 1) or real(*a, **k)
+    )
+    (f,) = read_faces(big, "on", DLIB_CHIP)
+    assert reductions and min(reductions) >= 2  # never decoded whole: the face is large enough
+    (g,) = detect_faces(real(big), "on", "yunet", DLIB_CHIP)
+    assert np.allclose(f.box, g.box, atol=0.02 * (g.box[2] - g.box[0]))
+    assert np.allclose(f.landmarks, g.landmarks, atol=0.02 * (g.box[2] - g.box[0]))
+    assert np.abs(f.crop.astype(int) - g.crop).mean() < 4  # the same chip, up to resampling
+
+    canvas.paste(face.resize((150, 150), Image.Resampling.BICUBIC), (3000, 2500))  # a small face too
+    _jpeg(np.asarray(canvas), big)
+    reductions.clear()
+    assert len(read_faces(big, "on", DLIB_CHIP)) == 2
+    assert reductions[0] >= 2 and reductions[-1] == 1  # scanned reduced, cut at full resolution
+
+
+def test_load_image_decodes_a_jpeg_reduced_on_request(tmp_path, astronaut):
+    from facegallery.images import load_image, upright_size
+
+    _jpeg(np.asarray(Image.fromarray(astronaut).resize((1600, 1200))), tmp_path / "a.jpg")
+    assert load_image(tmp_path / "a.jpg", reduce=4).shape == (300, 400, 3)
+    assert load_image(tmp_path / "a.jpg").shape == (1200, 1600, 3)
+    assert upright_size((tmp_path / "a.jpg").read_bytes()) == (1600, 1200, True)
+    Image.fromarray(astronaut).save(tmp_path / "a.png")
+    assert load_image(tmp_path / "a.png", reduce=4).shape == (512, 512, 3)  # other formats decode whole

@@ -147,6 +147,9 @@ def shared_network(fast: bool = True) -> torch.nn.Module:
 #: YuNet finds faces down to about this side (pixels, its box) in the image it scans; a photo is
 #: scanned at ``WINDOW / min_face`` of its size (measured, RESULTS 14).
 WINDOW = 20
+#: Cap on the pixels scanned (a 12 MP photo is scanned at 2 MP: faces from ~50 px; decoded at 1/2 by
+#: libjpeg): the photo's decode, the resize and the network all scale with it.
+MAX_SCAN_PIXELS = 2_000_000
 #: Score above which a cell is a face (measured on the composites' training half, RESULTS 14).
 SCORE_THRESHOLD = 0.6
 #: Boxes overlapping a better one by more than this IoU are the same face (upstream's test setting).
@@ -170,7 +173,7 @@ class YuNetDetector:
         self,
         min_face: int = 20,
         threshold: float = SCORE_THRESHOLD,
-        max_scan_pixels: int = 4_000_000,
+        max_scan_pixels: int = MAX_SCAN_PIXELS,
         fast: bool = True,
     ):
         if not 0.0 < threshold < 1.0:
