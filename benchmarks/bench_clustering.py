@@ -68,11 +68,11 @@ def lfw_faces(embedders: list, root: Path, limit: int | None) -> tuple[list[np.n
         face = nearest_centre(faces_in(pixels, "on", embedders[0].template), pixels.shape)
         for faces, emb in zip(per_model, embedders):
             if face is None:
-                faces.append(whole_image(centre_crop(pixels)))
+                faces.append(whole_image(centre_crop(pixels), emb.template))
             elif emb.template.name == face.template:
                 faces.append(face)
             else:
-                crop = align(pixels, np.array(face.landmarks), emb.template)
+                crop = align(pixels, np.array(face.landmarks), emb.template, face.scheme)
                 faces.append(Face(crop=crop, box=face.box, template=emb.template.name, detected=True))
         fallback += face is None
         if (i + 1) % 2000 == 0:

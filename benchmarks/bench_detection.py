@@ -1,82 +1,35 @@
-"""Detection, alignment and the dlib backend, measured. Prints figures; writes nothing but its cache.
+"""Alignment, the PubFig83 protocol per detection mode, and the dlib backend, measured. Prints figures;
+writes nothing but its cache. (Detectors themselves are measured by ``bench_detectors.py``: composites,
+LFW faces found, speed, memory.)
 
-    python benchmarks/bench_detection.py canonical              # re-measure detection.CANONICAL_LANDMARKS
-    python benchmarks/bench_detection.py composite [--photos 200] [--detector dlib-hog] [--model M]
+    python benchmarks/bench_detection.py canonical              # re-measure alignment.CANONICAL_LANDMARKS
     python benchmarks/bench_detection.py protocol --model M [--detect off auto]
-    python benchmarks/bench_detection.py lfw [--detectors mmod dlib-hog] [--limit N]
-    python benchmarks/bench_detection.py speed [--photos 30] [--detectors mmod dlib-hog]
-    python benchmarks/bench_detection.py rss [--megapixels 24]
     python benchmarks/bench_detection.py int8 [--photos 10]
-
-``composite``: photos of 1024x768 built from PubFig83 test crops (known identities) pasted at random
-positions and sizes (40-300 px, 1-4 per photo, never overlapping) onto backgrounds of blurred patches
-of scikit-image's sample pictures (no people among them), noise, gradients or plain colours, seeded.
-The ground-truth face box of a pasted crop is a fixed fraction of it, :data:`GT_FACE_BOX`: the median
-box dlib's HOG detector finds on PubFig83 train crops. A per-crop detection cannot be the truth (the
-detector misses ~2% of crops, which would hide exactly the hard faces), and PubFig83 crops frame faces
-consistently (landmark spread under 0.02 of the crop). A detection matches a face at IoU >= 0.4,
-greedily by score; faces and detections under the size of interest are left out of both counts.
-Identification: nearest centroid of the 63 known identities' train photos (embedded with the same
-detection mode as the queries), top-1 over the pasted faces (a missed face counts as wrong), against
-the same faces embedded as plain crops with centroids of plain train crops.
-
-``lfw``: every LFW photo (deep-funneled, 250x250, the face centred) scanned as the pipeline scans it; a
-photo counts as found when a box's centre lies within :data:`LFW_CENTRE` of the photo's side from its
-centre. The turned subset: photos whose landmarks, placed in the fixed central box :data:`LFW_BOX` (no
-detector involved), put the nose off the eyes' midpoint by >= :data:`YAW` of the distance between the
-eyes (a yaw of roughly 25 degrees or more).
-
-``speed``: one thread; detection alone (scan + boxes) per detector on the same 1024x768 composites, then
-the whole identify path on them with the default detector and model (detect, landmarks, chips, embed,
-nearest of 1,000 centroids).
-
-``rss``: peak resident memory of reading and detecting one photo of that many megapixels (a subprocess).
+    python benchmarks/bench_detection.py dlib-chip
+    python benchmarks/bench_detection.py calibrate --model M
 
 ``protocol``: closed-set top-1 of the 1260 known test photos against train centroids, per detection mode.
+``int8``: the MMOD network as int8 against float on composites (``bench_detectors.make_composites``).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from bench_detectors import DATA, known_test, make_composites
+from PIL import Image
 
-from facegallery import detection
 from facegallery.datasets import discover
 from facegallery.detection import faces_in
 from facegallery.embedder import load_model
 from facegallery.images import load_image, resize
+from facegallery.landmarks import shipped
 from facegallery.recognition import Centroids, centroids, squared_distances
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pubfig83"
-#: Face box in a PubFig83 crop, fractions [x0, y0, x1, y1]: the median dlib HOG box on 600 train crops
-#: (seed 0) scanned as the pipeline scans a 100 px crop (2x). IoU with the CNN's median box: 0.76.
-GT_FACE_BOX = (0.17, 0.25, 0.81, 0.88)
-PHOTO_SIZE = (1024, 768)
-BACKGROUNDS = (
-    "coffee",
-    "chelsea",
-    "rocket",
-    "brick",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "retina",
-    "colorwheel",
-    "immunohistochemistry",
-    "logo",
-    "moon",
-    "coins",
-    "clock",
-    "text",
-    "page",
-)
 
 
 def train_centroids(embedder, mode: str, per_id: int | None, cache: Path) -> np.ndarray:
@@ -158,8 +111,7 @@ def cmd_protocol(args) -> None:
         )
 
 
-LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "lfw-deepfunneled"
-LFW_CENTRE, LFW_BOX, YAW = 0.15, (75.0, 75.0, 175.0, 175.0), 0.25
+YAW = 0.15, (75.0, 75.0, 175.0, 175.0), 0.25
 
 
 def cmd_int8(args) -> None:
@@ -301,12 +253,8 @@ def main() -> None:
     args = ap.parse_args()
     {
         "canonical": cmd_canonical,
-        "composite": cmd_composite,
         "protocol": cmd_protocol,
         "dlib-chip": cmd_dlib_chip,
-        "lfw": cmd_lfw,
-        "speed": cmd_speed,
-        "rss": cmd_rss,
         "int8": cmd_int8,
         "calibrate": cmd_calibrate,
     }[args.cmd](args)

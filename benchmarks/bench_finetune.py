@@ -29,11 +29,13 @@ from bench_holdout import HEADER, proxy_figures, row
 from facegallery import checkpoints
 from facegallery.alignment import align
 from facegallery.datasets import Split
-from facegallery.embedder import checkpoint_folder, load_model
+from facegallery.detectors import DEFAULT_DETECTOR
+from facegallery.embedder import checkpoint_folder, embed_faces, load_model
 from facegallery.evaluation import evaluate
 from facegallery.faces import Face, whole_image
 from facegallery.images import load_image
 from facegallery.lfw import centre_crop, load_protocol, photo_faces, score
+from facegallery.pipeline import Finder
 
 DATA = Path(os.environ.get("FACEGALLERY_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -43,21 +45,23 @@ def lfw_faces(protocol, template, cache: Path) -> tuple[list[Face], int]:
     cost) and their landmarks kept in ``cache``: any other template is then aligned from the same
     landmarks, as the pipeline would have done for it. Photos without a face take their centre."""
     key = hashlib.sha1("\n".join(protocol.photos).encode()).hexdigest()[:16]
-    path = cache / f"lfw-landmarks-{key}.npz"
+    path = cache / f"lfw-landmarks-{key}-{DEFAULT_DETECTOR}.npz"
     if not path.is_file():
-        faces, _ = photo_faces(protocol.images, protocol.photos, template, progress=False)
+        finder = Finder(template=template, fingerprint="landmarks only", detect="on")
+        faces, _ = photo_faces(protocol.images, protocol.photos, finder, progress=False)
         marks = np.array([f.landmarks if f.detected else np.full((5, 2), np.nan) for f in faces], np.float64)
         cache.mkdir(parents=True, exist_ok=True)
-        np.savez(path, landmarks=marks)
+        np.savez(path, landmarks=marks, schemes=np.array([f.scheme or "" for f in faces]))
     with np.load(path) as z:
-        marks = z["landmarks"]
+        marks, schemes = z["landmarks"], z["schemes"]
     faces = []
-    for rel, m in zip(protocol.photos, marks):
+    for rel, m, scheme in zip(protocol.photos, marks, schemes):
         pixels = load_image(protocol.images / rel)
         if np.isnan(m).any():
-            faces.append(whole_image(centre_crop(pixels)))
+            faces.append(whole_image(centre_crop(pixels), template))
         else:
-            faces.append(Face(align(pixels, m, template), [0, 0, 0, 0], True, m.tolist(), template=template.name))
+            crop = align(pixels, m, template, str(scheme))
+            faces.append(Face(crop, [0, 0, 0, 0], True, m.tolist(), template=template.name, scheme=str(scheme)))
     return faces, int(np.isnan(marks).any((1, 2)).sum())
 
 
@@ -73,7 +77,7 @@ def cmd_lfw(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         faces, fallback = lfw_faces(protocol, e.template, args.cache)
         t1 = time.perf_counter()
-        emb = e.embed([f.crop for f in faces], aligned=[f.template == e.template.name for f in faces])
+        emb = embed_faces(e, faces)
         t2 = time.perf_counter()
         m, _ = score(protocol, emb)
         w = m["without_pubfig83_people"]

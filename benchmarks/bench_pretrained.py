@@ -32,6 +32,7 @@ import torch
 
 from facegallery.embedder import embed_faces, load_model, to_tensor
 from facegallery.lfw import load_protocol, photo_faces, score
+from facegallery.pipeline import Finder
 
 MODEL = "dlib-resnet29-v1"
 GMAC = 0.271  # multiply-adds per 150x150 chip (the network's convolutions and fc)
@@ -65,7 +66,8 @@ def real_chips(n: int, lfw: Path) -> np.ndarray:
     """``n`` 150x150 chips of LFW photos, aligned by the project's pipeline."""
     protocol = load_protocol(lfw, "devtest")
     step = max(1, len(protocol.photos) // n)
-    faces, _ = photo_faces(protocol.images, protocol.photos[::step][:n], load_model(MODEL).template, progress=False)
+    finder = Finder.of(load_model(MODEL), "on", cache=False)
+    faces, _ = photo_faces(protocol.images, protocol.photos[::step][:n], finder, progress=False)
     return np.stack([f.crop for f in faces])
 
 
@@ -84,15 +86,15 @@ def cmd_speed(args: argparse.Namespace) -> None:
     plain.eval()
     variants = {
         "PyTorch fp32, plain NCHW": lambda: plain(x),
-        "PyTorch fp32 (folded, channels-last)": lambda: fp32.embed(chips, batch_size=args.batch, aligned=True),
-        "PyTorch fp32 + flip averaging": lambda: fp32_flip.embed(chips, batch_size=args.batch, aligned=True),
-        "PyTorch int8": lambda: int8.embed(chips, batch_size=args.batch, aligned=True),
-        "PyTorch int8 + flip averaging (default)": lambda: int8_flip.embed(chips, batch_size=args.batch, aligned=True),
+        "PyTorch fp32 (folded, channels-last)": lambda: fp32.embed(chips, batch_size=args.batch),
+        "PyTorch fp32 + flip averaging": lambda: fp32_flip.embed(chips, batch_size=args.batch),
+        "PyTorch int8": lambda: int8.embed(chips, batch_size=args.batch),
+        "PyTorch int8 + flip averaging (default)": lambda: int8_flip.embed(chips, batch_size=args.batch),
     }
     try:
         import dlib
 
-        from facegallery.detection import dlib_model_file
+        from facegallery.detectors.dlib import dlib_model_file
 
         net = dlib.face_recognition_model_v1(str(dlib_model_file("dlib_face_recognition_resnet_model_v1.dat")))
         chip_list = [np.ascontiguousarray(c) for c in chips]
@@ -136,7 +138,8 @@ def cmd_lfw(args: argparse.Namespace) -> None:
     protocol = load_protocol(args.lfw, args.pairs)
     fp32 = load_model(f"{MODEL}@fp32")
     t0 = time.perf_counter()
-    faces, fallback = photo_faces(protocol.images, protocol.photos, fp32.template, progress=not args.quiet)
+    finder = Finder.of(fp32, "on", cache=False)
+    faces, fallback = photo_faces(protocol.images, protocol.photos, finder, progress=not args.quiet)
     print(
         f"LFW {protocol.name}: {len(faces)} photos, {fallback} without a detected face (centre crop); "
         f"faces in {time.perf_counter() - t0:.0f} s; {cpu_name()}; {time.strftime('%Y-%m-%d')}"
@@ -185,7 +188,7 @@ def dlib_chips(args, protocol, faces, ours: np.ndarray, fp32) -> None:
     try:
         import dlib
 
-        from facegallery.detection import dlib_model_file
+        from facegallery.detectors.dlib import dlib_model_file
         from facegallery.images import load_image
     except ImportError:
         print("dlib-bin not installed: no dlib chip comparison")
@@ -201,7 +204,7 @@ def dlib_chips(args, protocol, faces, ours: np.ndarray, fp32) -> None:
         chips.append(np.asarray(dlib.get_face_chip(pixels, shape, 150, 0.25)))
         rows.append(i)
     rows = np.array(rows)
-    theirs = fp32.embed(chips, aligned=True)
+    theirs = fp32.embed(chips)
     d = ((theirs - ours[rows]) ** 2).sum(1)
     print(
         f"  our aligner vs dlib's get_face_chip ({len(rows)} detected photos, same landmarks): squared distance "

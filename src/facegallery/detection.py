@@ -66,6 +66,7 @@ def aligned_faces(
                 detected=True,
                 landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in marks],
                 detection_score=round(d.score, 4),
+                scheme=scheme,
             )
         )
     return faces

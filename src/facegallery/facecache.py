@@ -32,7 +32,7 @@ FILE = "faces.sqlite"
 
 
 #: Part of every key: raised when the way faces are found or aligned changes for every detector.
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def encode(faces: list[Face], embeddings: np.ndarray) -> bytes:
         scores=np.array([np.nan if f.detection_score is None else f.detection_score for f in faces], np.float32),
         detected=np.array([f.detected for f in faces], bool),
         templates=np.array([f.template or "" for f in faces], dtype="U64"),
+        schemes=np.array([f.scheme or "" for f in faces], dtype="U32"),
         embeddings=np.asarray(embeddings, np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32),
         thumb_sizes=np.array([len(t) for t in thumbs], np.int64),
         thumbs=np.frombuffer(b"".join(thumbs), np.uint8),
@@ -91,6 +92,7 @@ def decode(data: bytes) -> list[Face]:
                     else [[round(float(x), 2), round(float(y), 2)] for x, y in marks],
                     detection_score=None if np.isnan(score) else round(score, 4),
                     template=str(z["templates"][i]) or None,
+                    scheme=str(z["schemes"][i]) or None,
                     embedding=z["embeddings"][i].copy(),
                     jpeg=thumbs[ends[i] - z["thumb_sizes"][i] : ends[i]],
                 )

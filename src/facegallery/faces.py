@@ -30,6 +30,7 @@ class Face:
     landmarks: list[list[float]] | None = None
     detection_score: float | None = None
     template: str | None = None  # the alignment template ``crop`` is in
+    scheme: str | None = None  # which points ``landmarks`` are (alignment.DLIB_5 or EYES_NOSE_MOUTH)
     embedding: np.ndarray | None = None  # (D,) once embedded
     jpeg: bytes | None = field(default=None, repr=False)
 
