@@ -19,19 +19,21 @@ def test_concurrent_calls_are_batched_and_answered_in_order():
         calls.append(len(faces))
         if len(calls) == 1:
             release.wait(10)
-        return np.array([[f.extra["id"]] for f in faces], np.float32)
+        return np.array([[f.detection_score] for f in faces], np.float32)  # each face's number
 
     batcher = EmbedBatcher(embed, max_batch=64)
     results = {}
 
     def ask(i, n):
-        faces = [Face(np.zeros((4, 4, 3), np.uint8), [0, 0, 4, 4], extra={"id": 100 * i + j}) for j in range(n)]
+        faces = [Face(np.zeros((4, 4, 3), np.uint8), [0, 0, 4, 4], detection_score=100 * i + j) for j in range(n)]
         results[i] = batcher.embed(faces)
 
     first = threading.Thread(target=ask, args=(0, 1))
     first.start()
-    while not calls:
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:  # a caller that failed must not hang the suite
         time.sleep(0.01)
+    assert calls
     rest = [threading.Thread(target=ask, args=(i, i)) for i in range(1, 6)]
     for t in rest:
         t.start()
@@ -48,14 +50,14 @@ def test_concurrent_calls_are_batched_and_answered_in_order():
 
 def test_an_embedder_error_reaches_the_caller_and_the_batcher_lives_on():
     def embed(faces):
-        if faces[0].extra.get("bad"):
+        if faces[0].detection_score == -1:
             raise ValueError("broken")
         return np.ones((len(faces), 2), np.float32)
 
     batcher = EmbedBatcher(embed)
     face = Face(np.zeros((4, 4, 3), np.uint8), [0, 0, 4, 4])
     try:
-        batcher.embed([Face(face.crop, face.box, extra={"bad": True})])
+        batcher.embed([Face(face.crop, face.box, detection_score=-1)])
     except ValueError as e:
         assert "broken" in str(e)
     else:

@@ -145,13 +145,16 @@ def shared_network(fast: bool = True) -> torch.nn.Module:
 
 
 #: YuNet finds faces down to about this side (pixels, its box) in the image it scans; a photo is
-#: scanned at ``WINDOW / min_face`` of its size (measured, RESULTS 14).
+#: scanned at ``WINDOW / min_face`` of its size. The default ``min_face`` 20 scans a 1024x768 photo as it
+#: is (faces from 40 px crops: recall 0.99); ``min_face`` 12 upscales it 1.67x and also finds 30-40 px
+#: crops' faces (0.97, against 0.73), at a third of the speed (RESULTS 14).
 WINDOW = 20
 #: Cap on the pixels scanned (a 12 MP photo is scanned at 2 MP: faces from ~50 px; decoded at 1/2 by
 #: libjpeg): the photo's decode, the resize and the network all scale with it.
 MAX_SCAN_PIXELS = 2_000_000
-#: Score above which a cell is a face (measured on the composites' training half, RESULTS 14).
-SCORE_THRESHOLD = 0.6
+#: Score above which a cell is a face: the lowest of 0.5-0.9 keeping precision >= 0.98 on composites of
+#: PubFig83 *train* photos (``bench_detectors.py composite``, RESULTS 14).
+SCORE_THRESHOLD = 0.8
 #: Boxes overlapping a better one by more than this IoU are the same face (upstream's test setting).
 NMS_IOU = 0.45
 #: How dlib's detectors frame a face YuNet boxes, for dlib's shape predictor (trained on their boxes):
