@@ -147,6 +147,14 @@ def align(pixels: np.ndarray, landmarks: np.ndarray, template: Template = PUBFIG
     return warp(pixels, similarity_transform(landmarks, template.pixels(scheme)), template.size)
 
 
+def align_by(pixels: np.ndarray, point_sets: list[tuple[np.ndarray, str]], template: Template) -> np.ndarray:
+    """The crop of ``template`` whose positions the photo's points (several sets, each of its scheme)
+    fit best: one least-squares similarity over all of them."""
+    src = np.concatenate([np.asarray(p, np.float64) for p, _ in point_sets])
+    dst = np.concatenate([template.pixels(scheme) for _, scheme in point_sets])
+    return warp(pixels, similarity_transform(src, dst), template.size)
+
+
 def crop_box(crop: np.ndarray) -> tuple[float, float, float, float]:
     """:data:`CROP_FACE_BOX` in a PubFig83-framed crop's pixels."""
     h, w = crop.shape[:2]

@@ -32,7 +32,7 @@ FILE = "faces.sqlite"
 
 
 #: Part of every key: raised when the way faces are found or aligned changes for every detector.
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
