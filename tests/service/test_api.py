@@ -45,6 +45,7 @@ def test_health_version_docs_page(client):
     assert client.get("/v1/health").json() == {"status": "ok"}
     v = client.get("/v1/version").json()
     assert v["model"] == "tiny" and v["fingerprint"].startswith("tiny:") and v["facegallery"]
+    assert v["detector"] == {"name": "yunet", "min_face": 20, "threshold": 0.8, "max_scan_pixels": 2_000_000}
     schema = client.get("/v1/openapi.json").json()
     assert {"/v1/identify", "/v1/verify", "/v1/people", "/v1/people/{name}/photos", "/v1/threshold"} <= set(
         schema["paths"]
@@ -335,3 +336,17 @@ def test_wrong_fields_and_bad_names(filled, auth, make_face):
         "Person 1",
         "Person 2",
     ]
+
+
+def test_the_server_detects_with_the_detector_it_was_given_and_records_it(make_client, auth):
+    from facegallery.detectors import load_detector
+
+    astronaut = pytest.importorskip("skimage.data").astronaut()
+    client = make_client(detector=load_detector("mmod", 40), detect_workers=1)
+    assert client.get("/v1/version").json()["detector"]["name"] == "mmod"
+    r = client.post("/v1/people/Ada/photos", files=[("photos", ("a.jpg", jpeg(astronaut)))], headers=auth)
+    assert r.status_code == 201, r.text
+    (face,) = client.post("/v1/identify", files=[("photos", ("a.jpg", jpeg(astronaut)))], headers=auth).json()[
+        "photos"
+    ][0]["faces"]
+    assert face["name"] == "Ada" and face["detection_score"] > 0  # MMOD's window margin, not YuNet's 0..1 score
