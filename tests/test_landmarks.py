@@ -124,3 +124,14 @@ def test_many_faces_at_once_give_each_face_its_own_landmarks():
     assert many.shape == (3, 5, 2) and np.isfinite(many).all()
     for photo, box, got in zip(photos, boxes, many):
         assert np.allclose(sp.predict(photo, box), got, atol=1e-4)
+
+
+def test_the_predictor_given_only_the_part_around_each_box_places_the_same_points():
+    """detection.dlib_landmarks hands the predictor a view around each box: the points are exactly those
+    of the whole photo, for a face in the middle and faces cut by the border."""
+    from facegallery.detection import dlib_landmarks
+
+    a = pytest.importorskip("skimage.data").astronaut()
+    boxes = [(170.0, 75.0, 270.0, 170.0), (-20.0, 300.0, 90.0, 420.0), (480.0, 470.0, 560.0, 540.0)]
+    whole = landmarks.shipped().predict_many([a] * len(boxes), boxes)
+    assert np.allclose(np.array(dlib_landmarks(a, boxes)), whole, atol=1e-4)  # float32 rounding only

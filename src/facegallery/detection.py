@@ -29,6 +29,28 @@ CHIP_FACE = 0.7
 WHOLE_IMAGE_MAX_SIDE = 250
 
 
+#: The shape predictor reads pixels near its box only: each face's is given the box and this many box
+#: sides around it (its features lie well inside; tests/test_landmarks.py checks the points are equal).
+AROUND = 1.0
+
+
+def dlib_landmarks(pixels: np.ndarray, boxes: list) -> list[np.ndarray]:
+    """dlib's 5 points of the face in each box, the predictor given only the part of the photo around
+    the box (a 24 MP photo with three faces is not turned grey three times over)."""
+    from facegallery.landmarks import shipped
+
+    h, w = pixels.shape[:2]
+    parts, local, offsets = [], [], []
+    for x0, y0, x1, y1 in boxes:
+        mx, my = AROUND * (x1 - x0), AROUND * (y1 - y0)
+        left, top = min(max(0, int(x0 - mx)), w - 1), min(max(0, int(y0 - my)), h - 1)
+        right, bottom = max(min(w, int(np.ceil(x1 + mx))), left + 1), max(min(h, int(np.ceil(y1 + my))), top + 1)
+        parts.append(pixels[top:bottom, left:right])
+        local.append((x0 - left, y0 - top, x1 - left, y1 - top))
+        offsets.append((left, top))
+    return [m + off for m, off in zip(shipped().predict_many(parts, local), offsets)]
+
+
 def landmarks_of(
     pixels: np.ndarray, detections: list[Detection], detector: Detector, template: Template
 ) -> list[list[tuple[np.ndarray, str]]]:
@@ -39,12 +61,9 @@ def landmarks_of(
     Why both for YuNet (RESULTS 14a): aligned by YuNet's five points alone, LFW scored 99.27% but PubFig83
     test's tight crops grouped worse (BCubed F1 0.952); by dlib's points in YuNet's box alone, 99.05% and
     0.9595; fitted to all ten, 99.20% and 0.964 (the MMOD port's pipeline in the same run: 99.25%)."""
-    from facegallery.landmarks import shipped
-
     own = detector.landmark_scheme if template.places(detector.landmark_scheme) else None
     to_dlib = getattr(detector, "dlib_box", None)
-    boxes = [to_dlib(d.box) if to_dlib else d.box for d in detections]
-    dlib_points = shipped().predict_many([pixels] * len(detections), boxes) if detections else []
+    dlib_points = dlib_landmarks(pixels, [to_dlib(d.box) if to_dlib else d.box for d in detections])
     return [
         ([(d.landmarks, own)] if own is not None and d.landmarks is not None else []) + [(marks, DLIB_5)]
         for d, marks in zip(detections, dlib_points)
