@@ -146,3 +146,37 @@ def window_scale(window: int, min_face: int, height: int, width: int, max_scan_p
     """The factor that makes a ``min_face`` face fill a ``window``-pixel detector, capped so that the
     scanned image holds at most ``max_scan_pixels``."""
     return min(window / max(min_face, 1), math.sqrt(max_scan_pixels / (height * width)))
+
+
+class WindowDetector:
+    """A detector with a fixed window (dlib's: 80 px): a photo is rescaled so that a ``min_face`` face
+    fills it (at most ``max_scan_pixels`` scanned) and :meth:`boxes` runs on the rescaled pixels.
+    Subclasses give ``name``, ``window`` and ``boxes``; they place no landmarks."""
+
+    name = ""
+    window = 80
+    landmark_scheme: str | None = None
+
+    def __init__(self, min_face: int = 50, threshold: float = 0.0, max_scan_pixels: int = 4_000_000):
+        self.min_face, self.threshold, self.max_scan_pixels = int(min_face), float(threshold), int(max_scan_pixels)
+
+    @property
+    def settings(self) -> dict:
+        return {"min_face": self.min_face, "threshold": self.threshold, "max_scan_pixels": self.max_scan_pixels}
+
+    def scan_scale(self, height: int, width: int) -> float:
+        """The factor a ``height`` x ``width`` photo is resized by before scanning."""
+        return window_scale(self.window, self.min_face, height, width, self.max_scan_pixels)
+
+    def boxes(self, pixels: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        """(box, score) of each face in the scanned pixels."""
+        raise NotImplementedError
+
+    def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Faces of an RGB uint8 photo shown at ``scale`` of its size, boxes in the given pixels."""
+        h, w = pixels.shape[:2]
+        if min(h, w) < 8:  # nothing a face could be in (dlib's CNN fails on such inputs)
+            return []
+        work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
+        found = [Detection(b, s).scaled(fx, fy).clipped(w, h) for b, s in self.boxes(np.ascontiguousarray(work))]
+        return sorted(found, key=lambda d: -d.score)

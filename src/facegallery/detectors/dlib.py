@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from facegallery.detectors.base import Detection, rescaled, window_scale
+from facegallery.detectors.base import WindowDetector
 from facegallery.errors import UserError
 
 INSTALL_HINT = "pip install 'facegallery[dlib]'"
-WINDOW = 80
 
 
 def import_dlib() -> Any:
@@ -40,36 +39,7 @@ def _rect_box(rect: Any) -> tuple[float, float, float, float]:
     return (float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1))
 
 
-class _DlibDetector:
-    landmark_scheme = None
-
-    def __init__(self, min_face: int = 50, threshold: float = 0.0, max_scan_pixels: int = 4_000_000):
-        self.min_face, self.threshold, self.max_scan_pixels = int(min_face), float(threshold), int(max_scan_pixels)
-
-    @property
-    def settings(self) -> dict:
-        return {"min_face": self.min_face, "threshold": self.threshold, "max_scan_pixels": self.max_scan_pixels}
-
-    def _run(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
-        raise NotImplementedError
-
-    def scan_scale(self, height: int, width: int) -> float:
-        """The factor a ``height`` x ``width`` photo is resized by before scanning."""
-        return window_scale(WINDOW, self.min_face, height, width, self.max_scan_pixels)
-
-    def detect(self, pixels: np.ndarray, scale: float = 1.0) -> list[Detection]:
-        """Faces of an RGB uint8 photo shown at ``scale`` of its size, boxes in the given pixels."""
-        h, w = pixels.shape[:2]
-        if min(h, w) < 8:  # nothing a face could be in (dlib's CNN fails on such inputs)
-            return []
-        work, fx, fy = rescaled(pixels, self.scan_scale(round(h / scale), round(w / scale)) / scale)
-        found = [
-            Detection(_rect_box(r), s).scaled(fx, fy).clipped(w, h) for r, s in self._run(np.ascontiguousarray(work))
-        ]
-        return sorted(found, key=lambda d: -d.score)
-
-
-class DlibHogDetector(_DlibDetector):
+class DlibHogDetector(WindowDetector):
     """dlib's HOG + linear SVM frontal face detector; scores are SVM margins."""
 
     name = "dlib-hog"
@@ -78,12 +48,12 @@ class DlibHogDetector(_DlibDetector):
         super().__init__(**settings)
         self._det = import_dlib().get_frontal_face_detector()
 
-    def _run(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
+    def boxes(self, pixels: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
         rects, scores, _ = self._det.run(pixels, 0, self.threshold)
-        return [(r, float(s)) for r, s in zip(rects, scores)]
+        return [(_rect_box(r), float(s)) for r, s in zip(rects, scores)]
 
 
-class DlibCnnDetector(_DlibDetector):
+class DlibCnnDetector(WindowDetector):
     """dlib's MMOD CNN face detector inside dlib (the same network as ``mmod``)."""
 
     name = "dlib-cnn"
@@ -92,5 +62,6 @@ class DlibCnnDetector(_DlibDetector):
         super().__init__(**settings)
         self._det = import_dlib().cnn_face_detection_model_v1(str(dlib_model_file("mmod_human_face_detector.dat")))
 
-    def _run(self, pixels: np.ndarray) -> list[tuple[Any, float]]:
-        return [(d.rect, float(d.confidence)) for d in self._det(pixels, 0) if d.confidence >= self.threshold]
+    def boxes(self, pixels: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
+        found = self._det(pixels, 0)
+        return [(_rect_box(d.rect), float(d.confidence)) for d in found if d.confidence >= self.threshold]
