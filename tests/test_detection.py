@@ -321,3 +321,22 @@ def test_load_image_decodes_a_jpeg_reduced_on_request(tmp_path, astronaut):
     assert upright_size((tmp_path / "a.jpg").read_bytes()) == (1600, 1200, True)
     Image.fromarray(astronaut).save(tmp_path / "a.png")
     assert load_image(tmp_path / "a.png", reduce=4).shape == (512, 512, 3)  # other formats decode whole
+
+
+def test_a_turned_jpeg_decoded_reduced_gives_its_faces_upright(astronaut):
+    """EXIF orientation 6 on a 3000x4000 stored JPEG: the reduced decode is turned upright like the full
+    one, and the boxes agree."""
+    import io
+
+    from facegallery.alignment import DLIB_CHIP
+    from facegallery.images import load_image
+
+    canvas = Image.new("RGB", (4000, 3000), (100, 120, 110))
+    canvas.paste(Image.fromarray(astronaut[40:210, 135:305]).resize((900, 900)), (2500, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter; viewers turn it back
+    buf = io.BytesIO()
+    canvas.transpose(Image.Transpose.ROTATE_90).save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    (f,) = read_faces(buf.getvalue(), "on", DLIB_CHIP)
+    (g,) = detect_faces(load_image(buf.getvalue()), "on", "yunet", DLIB_CHIP)
+    assert 2500 < f.box[0] < f.box[2] < 3400 and np.allclose(f.box, g.box, atol=10)
