@@ -252,14 +252,23 @@ class _Scored:
         self.box, self.detection_score = d.box, d.score
 
 
+def from_spec(spec: str, **settings):
+    """A detector from ``NAME[@MIN_FACE][:PRECISION]`` (``yunet@12``, ``yunet:fp32``)."""
+    from facegallery.detectors import load_detector
+
+    head, _, precision = spec.partition(":")
+    name, _, min_face = head.partition("@")
+    if precision:
+        settings["precision"] = precision
+    return load_detector(name, int(min_face) if min_face else None, **settings)
+
+
 def cmd_composite(args) -> None:
     """RESULTS 10's 200 composites (crops 40-300 px of known test people) plus 100 of small crops (30-40
     px, seed 1), per detector with a low score threshold, scored by both rules. The score threshold and
     the IoU rule's box mapping are chosen on composites of *train* photos (seed 2): the lowest threshold
     of the grid with precision >= 0.98 there (faces >= 40 px, centre rule)."""
     import torch
-
-    from facegallery.detectors import load_detector
 
     torch.set_num_threads(1)
     paths, _, _ = known_test()
@@ -269,9 +278,9 @@ def cmd_composite(args) -> None:
     fit_set = make_composites(args.fit, 2, list(train.paths))
     out: dict = {"photos": {">=40": len(test), "30-40": len(small), "fit (train)": len(fit_set)}, "runs": {}}
     for spec in args.runs:
-        name, _, min_face = spec.partition("@")
+        name = spec.partition("@")[0].partition(":")[0]
         low, grid = (0.3, (0.5, 0.6, 0.7, 0.8, 0.9)) if name == "yunet" else (-0.5, (-0.2, 0.0, 0.2, 0.4))
-        det = load_detector(name, int(min_face) if min_face else None, threshold=low)
+        det = from_spec(spec, threshold=low)
         t0 = time.perf_counter()
         n_fit = args.fit if name == "yunet" else args.fit_slow
         fit_found = [det.detect(p["pixels"]) for p in fit_set[:n_fit]]
@@ -332,7 +341,6 @@ def cmd_speed(args) -> None:
 
     import torch
 
-    from facegallery.detectors import load_detector
     from facegallery.embedder import load_model
     from facegallery.images import load_image
 
@@ -341,9 +349,9 @@ def cmd_speed(args) -> None:
     photos = [p["pixels"] for p in make_composites(args.photos, args.seed, paths)]
     out: dict = {"photos": len(photos), "detection_photos_per_s": {}, "identify_photos_per_s": {}}
     for name in args.detectors:
-        det = load_detector(name)
+        det = from_spec(name)
         det.detect(photos[0])  # warm-up (scripting, oneDNN primitives)
-        n = len(photos) if name == "yunet" else min(len(photos), args.slow_photos)
+        n = len(photos) if name.startswith("yunet") else min(len(photos), args.slow_photos)
         t0 = time.perf_counter()
         faces = sum(len(det.detect(p)) for p in photos[:n])
         out["detection_photos_per_s"][name] = round(n / (time.perf_counter() - t0), 2)
@@ -356,8 +364,8 @@ def cmd_speed(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = three_face_photos(args.photos, Path(tmp))
         for name in args.detectors:
-            lib.detector, lib.cache = load_detector(name), False
-            n = len(files) if name == "yunet" else min(len(files), args.slow_photos)
+            lib.detector, lib.cache = from_spec(name), False
+            n = len(files) if name.startswith("yunet") else min(len(files), args.slow_photos)
             os.environ["FACEGALLERY_WORKERS"] = "1"
             lib.identify(files[:2], detect="on")  # warm-up
             t0 = time.perf_counter()
@@ -610,13 +618,17 @@ def main() -> None:
     c.add_argument("--fit", type=int, default=100, help="Train composites for the threshold and box mapping.")
     c.add_argument("--fit-slow", type=int, default=40, help="Of them, for the MMOD port (slow).")
     c.add_argument("--slow-photos", type=int, default=200, help="Test composites for the MMOD port.")
-    c.add_argument("--runs", nargs="+", default=["yunet", "yunet@12", "mmod"], help="DETECTOR[@MIN_FACE]")
+    c.add_argument(
+        "--runs", nargs="+", default=["yunet", "yunet:fp32", "yunet@12", "mmod"], help="NAME[@MIN_FACE][:PRECISION]"
+    )
     c.set_defaults(fn=cmd_composite)
     c = sub.add_parser("speed")
     c.add_argument("--photos", type=int, default=40)
     c.add_argument("--slow-photos", type=int, default=10, help="Photos for the MMOD port (slow).")
     c.add_argument("--seed", type=int, default=3)
-    c.add_argument("--detectors", nargs="+", default=["yunet", "mmod"])
+    c.add_argument(
+        "--detectors", nargs="+", default=["yunet", "yunet:fp32", "mmod"], help="NAME[@MIN_FACE][:PRECISION]"
+    )
     c.set_defaults(fn=cmd_speed)
     c = sub.add_parser("folder")
     c.add_argument("--photos", type=int, default=1000)

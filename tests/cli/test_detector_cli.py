@@ -78,10 +78,12 @@ def test_a_gallery_remembers_its_detector_and_says_so(tmp_path, tiny_model_dir):
     from facegallery.gallery import Gallery
 
     with Gallery.open(db) as g:
-        assert g.detectors() == [{"name": "yunet", "min_face": 30, "threshold": 0.8, "max_scan_pixels": 2_000_000}]
+        (found_by,) = g.detectors()
+        assert found_by == {"name": "yunet", "min_face": 30, "threshold": 0.8, "max_scan_pixels": 2_000_000,
+                            "precision": found_by["precision"]}  # fmt: skip
         assert g.detector.min_face == 30  # reopened without one: the gallery's own
     text = _run("threshold", "--gallery", db).output
-    assert "faces found by: yunet (min_face 30, threshold 0.8, max_scan_pixels 2000000)" in text
+    assert "faces found by: yunet (min_face 30, threshold 0.8, max_scan_pixels 2000000, precision " in text
     assert json.loads(_run("threshold", "--gallery", db, "--json").output)["detectors"][0]["min_face"] == 30
     people = _run("people", "--gallery", db)
     assert "Ada\t1" in people.output and "faces found by: yunet (min_face 30" in people.output

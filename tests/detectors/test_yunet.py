@@ -11,7 +11,7 @@ from PIL import Image
 
 from facegallery.detectors import load_detector
 from facegallery.detectors.base import box_iou, nms
-from facegallery.detectors.yunet import STRIDES, WEIGHTS, decode, flatten, priors, shared_network
+from facegallery.detectors.yunet import STRIDES, WEIGHTS, decode, flatten, load_network, priors, shared_network
 
 UPSTREAM = Path(__file__).resolve().parents[2].parent / "shared" / "weights" / "yunet"
 
@@ -69,8 +69,8 @@ def test_nms_matches_the_greedy_loop(seed):
 
 
 def test_parity_with_upstreams_onnx_graph_on_real_photos(astronaut, lfw):
-    """Our network (folded, RGB, merged heads, scripted and frozen) against upstream's own graph under
-    onnxruntime: raw outputs within 1e-4 on real photos of several sizes."""
+    """Our float network (folded, RGB, merged heads; scripted and frozen, and eager) against upstream's own
+    graph under onnxruntime: raw outputs within 1e-4 on real photos of several sizes."""
     ort = pytest.importorskip("onnxruntime")
     graph = UPSTREAM / "yunet_n_dynamic.onnx"
     if not graph.is_file():
@@ -80,14 +80,14 @@ def test_parity_with_upstreams_onnx_graph_on_real_photos(astronaut, lfw):
     sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     photos = [astronaut, load_image(lfw / "lfw-deepfunneled" / "Al_Gore" / "Al_Gore_0001.jpg")]
-    for fast in (True, False):
+    for net in (shared_network("fp32"), load_network()):  # scripted + frozen, and eager
         for pixels in photos:
             for size in ((320, 256), (640, 480)):
                 px = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
                 bgr = px[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)  # upstream reads BGR
                 out = dict(zip(names, sess.run(None, {"input": bgr})))
                 with torch.inference_mode():
-                    ours = flatten(shared_network(fast)(torch.from_numpy(px.copy()).permute(2, 0, 1)[None].float()))[0]
+                    ours = flatten(net(torch.from_numpy(px.copy()).permute(2, 0, 1)[None].float()))[0]
                 ref = np.concatenate(
                     [np.concatenate([out[f"{k}_{s}"][0] for k in ("cls", "obj", "bbox", "kps")], 1) for s in STRIDES]
                 )
@@ -141,3 +141,22 @@ def test_the_dlib_box_fit_frames_faces_as_dlibs_detector_does_on_the_photos_it_w
             before.append(box_iou(np.array([y[0].box]), np.array([m[0].box]))[0, 0])
             after.append(box_iou(np.array([yunet.dlib_box(y[0].box)]), np.array([m[0].box]))[0, 0])
     assert len(after) >= 30 and np.mean(after) > np.mean(before) + 0.05
+
+
+def test_the_int8_network_finds_what_the_float_one_finds(astronaut):
+    """The shipped int8 calibration (where this PyTorch runs int8): the same faces, boxes within a tenth
+    of their side, scores within 0.05."""
+    from facegallery import quantization
+
+    if not quantization.available():
+        pytest.skip("no x86 int8 kernels in this PyTorch")
+    face = Image.fromarray(astronaut[40:210, 135:305])
+    canvas = Image.new("RGB", (800, 600), (120, 110, 100))
+    for x, y, s in [(40, 60, 220), (400, 300, 130), (650, 40, 90)]:
+        canvas.paste(face.resize((s, s)), (x, y))
+    px = np.asarray(canvas)
+    f32, i8 = load_detector("yunet", precision="fp32").detect(px), load_detector("yunet", precision="int8").detect(px)
+    assert len(f32) == len(i8) == 3
+    for a, b in zip(sorted(f32, key=lambda d: d.box[0]), sorted(i8, key=lambda d: d.box[0])):
+        assert np.allclose(a.box, b.box, atol=0.1 * (a.box[2] - a.box[0])) and abs(a.score - b.score) < 0.05
+    assert load_detector("yunet").precision == "int8"  # the default where it can run
