@@ -474,13 +474,12 @@ def cmd_lfw_found(args) -> None:
     on the turned subset, per detector, one thread."""
     import torch
 
-    from facegallery.detectors import load_detector
     from facegallery.images import load_image
     from facegallery.landmarks import shipped
 
     torch.set_num_threads(1)
     paths = sorted((Path(args.lfw) / "lfw-deepfunneled").glob("*/*.jpg"))[: args.limit]
-    dets = {name: load_detector(name) for name in args.detectors}
+    dets = {name: from_spec(name) for name in args.detectors}
     found = {name: np.zeros(len(paths), bool) for name in dets}
     spent = dict.fromkeys(dets, 0.0)
     yaw = np.zeros(len(paths))
