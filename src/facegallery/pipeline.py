@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +79,9 @@ class Finder:
         if self.detect != "off":
             self.detector = load_detector(self.detector)  # an unknown name fails here, before any work
 
-    @property
+    @cached_property
     def key(self) -> CacheKey:
+        """The face cache's key for this finder (computed once: it is read for every photo)."""
         det = "" if self.detect == "off" else detector_key(self.detector)
         alignment = hashlib.sha1(repr(self.template).encode()).hexdigest()[:16]
         return CacheKey(self.detect, det, self.fingerprint, alignment)
