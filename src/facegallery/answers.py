@@ -28,8 +28,9 @@ class Candidate(NamedTuple):
 @dataclass
 class Identification:
     """Who one face is: ``name`` None means unknown (nearest distance above the threshold). Distances are
-    :func:`~facegallery.recognition.centroid_distances` to the people's centroids; ``score`` is
-    P(genuine | distance) where the library is calibrated (galleries), else None."""
+    :func:`~facegallery.recognition.centroid_distances` to the people's centroids; ``score`` is the
+    calibrated confidence (galleries: 0.5 at the threshold, see :mod:`facegallery.gallery.threshold`),
+    else None."""
 
     name: str | None
     distance: float
@@ -43,6 +44,14 @@ class Identification:
             "score": self.score,
             "candidates": [c._asdict() for c in self.candidates],
         }
+
+
+def decide(candidates: list[Candidate], threshold: float | None, score: float | None = None) -> Identification:
+    """The unknown rule, in one place: the nearest candidate's name when its distance is at most
+    ``threshold`` (None: always), else unknown. ``candidates`` nearest first, at least one."""
+    nearest = candidates[0]
+    known = threshold is None or nearest.distance <= threshold
+    return Identification(nearest.name if known else None, nearest.distance, score, candidates)
 
 
 class CandidateAnswer(TypedDict):

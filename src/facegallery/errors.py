@@ -22,3 +22,7 @@ class InvalidInput(UserError):
 
 class TooLarge(UserError):
     """Beyond a configured limit: pixels per photo, bytes per upload or request, photos per request."""
+
+
+class ReadOnly(UserError):
+    """A write to a gallery that can only be read (a read-only file, folder or database user)."""

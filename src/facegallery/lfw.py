@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from facegallery.errors import UserError
 from facegallery.facecache import FaceCache
 from facegallery.faces import Face, whole_image
 from facegallery.images import load_image, photo_bytes, upright_size
-from facegallery.pipeline import BATCH, Finder, ReadPhoto, read_photos
+from facegallery.pipeline import Finder, ReadPhoto, embed_photos, read_photos
 
 PAIRS = {"view2": "pairs.txt", "devtest": "pairsDevTest.txt"}
 DEV_TRAIN = "pairsDevTrain.txt"
@@ -114,31 +115,26 @@ def photo_faces(
 
     faces: list[Face] = []
     fallback: list[int] = []
-    pending: list[ReadPhoto] = []
-
-    def flush() -> None:
-        if embedder is not None:
-            embed_faces(embedder, [f for r in pending for f in r.faces or []])
-            finder.remember(pending)
-        pending.clear()
-
     paths = [root / rel for rel in photos]
-    bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="lfw", mininterval=2)
-    for path, got in zip(paths, read_photos(paths, finder)):
-        bar.update(1)
-        if not isinstance(got, ReadPhoto):
-            raise UserError(f"{got.reason} ({path}: LFW needs every photo of its pair list)")
-        size = upright_size(photo_bytes(path)) or (0, 0, False)
-        face = nearest_centre(got.faces or [], (size[1], size[0])) if finder.detect != "off" else None
-        if face is None:
-            fallback.append(len(faces))
-            face = whole_image(centre_crop(load_image(path)), finder.template)
-        faces.append(face)
-        pending.append(got)
-        if len(pending) == BATCH:
-            flush()
-    flush()
-    bar.close()
+    with tqdm(
+        total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="lfw", mininterval=2
+    ) as bar:
+        found = (
+            embed_photos(paths, finder, partial(embed_faces, embedder), progress=bar.update)
+            if embedder is not None
+            else read_photos(paths, finder)
+        )
+        for path, got in zip(paths, found):
+            if embedder is None:
+                bar.update(1)
+            if not isinstance(got, ReadPhoto):
+                raise UserError(f"{got.reason} ({path}: LFW needs every photo of its pair list)")
+            size = upright_size(photo_bytes(path)) or (0, 0, False)
+            face = nearest_centre(got.faces or [], (size[1], size[0])) if finder.detect != "off" else None
+            if face is None:
+                fallback.append(len(faces))
+                face = whole_image(centre_crop(load_image(path)), finder.template)
+            faces.append(face)
     if embedder is not None:
         embed_faces(embedder, [faces[i] for i in fallback])
     return faces, len(fallback)

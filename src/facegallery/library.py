@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from facegallery.answers import Candidate, Identification, Recognition
+from facegallery.answers import Candidate, Identification, Recognition, decide
 from facegallery.datasets import discover
 from facegallery.detectors import Detector
 from facegallery.embedder import Embedder, embed_faces
 from facegallery.errors import UserError
 from facegallery.facecache import FaceCache
-from facegallery.faces import not_one_face
 from facegallery.images import MAX_PIXELS, warn_skip
-from facegallery.pipeline import BATCH, Finder, Photo, ReadPhoto, expand, read_photos, recognize
+from facegallery.pipeline import Finder, Photo, ReadPhoto, embed_photos, expand, recognize
 from facegallery.recognition import Centroids
 
 
@@ -33,31 +33,17 @@ def embed_paths(
     from tqdm import tqdm
 
     finder = finder or Finder.of(embedder, detect="off")
-    out, kept, pending = [], [], []
-
-    def flush() -> None:
-        faces = [r.faces[0] for _, r in pending]
-        out.append(embed_faces(embedder, faces))
-        finder.remember([r for _, r in pending])
-        kept.extend(i for i, _ in pending)
-        pending.clear()
-
-    bar = tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="embed")
-    for i, got in enumerate(read_photos(list(paths), finder)):
-        bar.update(1)
-        if not isinstance(got, ReadPhoto):
-            warn_skip(Path(got.path), got.reason)
-        elif len(got.faces or []) != 1:
-            warn_skip(Path(got.path), not_one_face(got.faces or []))
-        else:
-            pending.append((i, got))
-            if len(pending) == BATCH:
-                flush()
-    if pending:
-        flush()
-    bar.close()
+    out, kept = [], []
+    with tqdm(total=len(paths), unit="photo", disable=not progress, dynamic_ncols=True, desc="embed") as bar:
+        photos = embed_photos(list(paths), finder, partial(embed_faces, embedder), "only", progress=bar.update)
+        for i, got in enumerate(photos):
+            if isinstance(got, ReadPhoto):
+                out.append(got.faces[0].embedding)
+                kept.append(i)
+            else:
+                warn_skip(Path(got.path), got.reason)
     dim = int(embedder.spec["embedding_dim"])
-    return (np.concatenate(out) if out else np.zeros((0, dim), np.float32)), kept
+    return (np.stack(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)), kept
 
 
 @dataclass
@@ -106,8 +92,7 @@ class Library:
         out = []
         for row_i, row_d in zip(idx, dist):
             cands = [Candidate(self.names[int(i)], round(float(d), 6)) for i, d in zip(row_i, row_d)]
-            known = bool(cands) and (self.threshold is None or cands[0].distance <= self.threshold)
-            out.append(Identification(cands[0].name if known else None, cands[0].distance, None, cands))
+            out.append(decide(cands, self.threshold))
         return out
 
     def identify(
@@ -123,7 +108,7 @@ class Library:
         return recognize(
             expand(photos),
             Finder.of(self.embedder, detect, self.detector, self.cache),
-            lambda faces: embed_faces(self.embedder, faces),
+            partial(embed_faces, self.embedder),
             lambda emb: self.match(emb, top),
             max_pixels,
             progress,

@@ -16,6 +16,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from facegallery.detection import faces_in, read_faces
 from facegallery.detectors import Detector, detector_key, load_detector
 from facegallery.errors import InvalidInput, UserError
 from facegallery.facecache import CacheKey, FaceCache
-from facegallery.faces import Face
+from facegallery.faces import Face, not_one_face
 from facegallery.images import MAX_PIXELS, PhotoBytes, PhotoFile, photo_bytes, photo_name, sha256_of
 
 #: Anything the pipeline reads a photo from.
@@ -35,6 +36,11 @@ BATCH = 256
 
 Embed = Callable[[list[Face]], np.ndarray]
 Match = Callable[[np.ndarray], list[Identification]]
+#: Told how many more photos were read (a progress bar's ``update``).
+Progress = Callable[[int], None]
+#: What a photo must show: every face (None), its largest one ("largest": identify, verify), or exactly
+#: one ("only": enrolment, libraries), else it is skipped.
+OneFace = Literal["largest", "only"] | None
 
 
 def default_workers() -> int:
@@ -192,6 +198,51 @@ def expand(photos: Sequence[Photo]) -> list[Photo]:
     return out
 
 
+def _demand(got: ReadPhoto | Skipped, one_face: OneFace, detect: str) -> ReadPhoto | Skipped:
+    """``got``, or why it is skipped under ``one_face``."""
+    if isinstance(got, Skipped) or got.faces is None or one_face is None:
+        return got
+    if one_face == "only" and len(got.faces) != 1:
+        return Skipped(got.path, InvalidInput(f"{got.path}: {not_one_face(got.faces)}"))
+    if not got.faces:
+        return Skipped(got.path, InvalidInput(f"{got.path}: no face found (detect={detect})"))
+    return got
+
+
+def embed_photos(
+    photos: Sequence[Photo],
+    finder: Finder,
+    embed: Embed,
+    one_face: OneFace = None,
+    with_hash: bool = False,
+    known: set[str] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    progress: Progress | None = None,
+) -> Iterator[ReadPhoto | Skipped]:
+    """Every photo route's one path: :func:`read_photos`, then each photo's faces embedded (``Face.embedding``
+    set) in shared batches of up to :data:`BATCH` photos and kept in the finder's face cache; a photo
+    that does not show what ``one_face`` asks becomes a :class:`~facegallery.answers.Skipped`. Photos
+    whose hash is in ``known`` come out with ``faces`` None, neither decoded nor embedded. In order."""
+    pending: list[ReadPhoto | Skipped] = []
+
+    def flush() -> Iterator[ReadPhoto | Skipped]:
+        read = [r for r in pending if isinstance(r, ReadPhoto) and r.faces]
+        faces = [f for r in read for f in r.faces or []]
+        if faces:
+            embed(faces)
+        finder.remember(read)
+        yield from pending
+        pending.clear()
+
+    for got in read_photos(photos, finder, with_hash or finder.cache is not None, known, max_pixels):
+        if progress is not None:
+            progress(1)
+        pending.append(_demand(got, one_face, finder.detect))
+        if len(pending) == BATCH:
+            yield from flush()
+    yield from flush()
+
+
 def recognize(
     photos: Sequence[Photo],
     finder: Finder,
@@ -201,8 +252,8 @@ def recognize(
     progress: bool = False,
 ) -> Recognition:
     """Every face of every photo, answered: faces found by ``finder`` (or read from its cache),
-    embedded by ``embed`` in batches of up to :data:`BATCH` photos, and matched by ``match``
-    (embeddings -> one :class:`~facegallery.answers.Identification` per row)."""
+    embedded by ``embed`` (:func:`embed_photos`), and matched by ``match`` (embeddings -> one
+    :class:`~facegallery.answers.Identification` per row) in batches of up to :data:`BATCH` photos."""
     from tqdm import tqdm
 
     result = Recognition()
@@ -210,16 +261,14 @@ def recognize(
 
     def flush() -> None:
         flat = [f for r in pending for f in r.faces or []]
-        found = iter(match(embed(flat)) if flat else [])
+        found = iter(match(embedded(flat)) if flat else [])
         for r in pending:
             faces = [face_answer(f, next(found), with_detection=finder.detect != "off") for f in r.faces or []]
             result.answers.append({"path": r.path, "faces": faces})
-        finder.remember(pending)
         pending.clear()
 
     with tqdm(total=len(photos), unit="photo", disable=not progress, dynamic_ncols=True, desc="identify") as bar:
-        for got in read_photos(photos, finder, with_hash=finder.cache is not None, max_pixels=max_pixels):
-            bar.update(1)
+        for got in embed_photos(photos, finder, embed, max_pixels=max_pixels, progress=bar.update):
             if isinstance(got, Skipped):
                 result.skipped.append(got)
             else:

@@ -62,7 +62,7 @@ def test_export_import_threshold_reembed(face_tree, tiny_model_dir, tmp_path):
     assert r.exit_code == 0 and "imported 20 photos of 4 people" in r.stdout
     assert _run("people", "--gallery", copy, "--json").stdout == _run("people", "--gallery", db, "--json").stdout
     r = _run("threshold", "--gallery", db)
-    assert r.exit_code == 0 and "gallery's own photos" in r.stdout and "expected FAR" in r.stdout
+    assert r.exit_code == 0 and "gallery's own photos" in r.stdout and "impostor distances accepted" in r.stdout
     cal = json.loads(_run("threshold", "--gallery", db, "--set", "0.25", "--json").stdout)
     assert cal["identify"]["threshold"] == 0.25 and cal["method"] == "raw"
     out = json.loads(_run("identify", "--gallery", db, "--json", face_tree / "Person 0" / "1.jpg").stdout)
@@ -175,3 +175,12 @@ def test_verify_command_compares_two_photos(face_tree, tiny_model_dir, tmp_path)
     assert ("same person" if a["same"] else "different people") in text.stdout
     r = _run("verify", "--gallery", db, face_tree / "Person 3" / "1.jpg", tmp_path / "nope.jpg")
     assert r.exit_code == 2 and "nope.jpg" in r.output
+
+
+def test_remove_a_photo_of_a_name_typed_in_nfd_says_how_many_are_left(face_tree, tiny_model_dir, tmp_path):
+    db = tmp_path / "g.db"
+    photos = sorted((face_tree / "Person 1").glob("*.jpg"))
+    nfc, nfd = "Jos\N{LATIN SMALL LETTER E WITH ACUTE}", "Jose\N{COMBINING ACUTE ACCENT}"
+    assert _run("enroll", "--gallery", db, "--create", "--model", tiny_model_dir, "--name", nfc, *photos).exit_code == 0
+    r = _run("remove", "--gallery", db, "--photo", photos[0], nfd)
+    assert r.exit_code == 0 and r.stdout.strip() == f"removed 1 photo(s) of {nfc}; 4 left", r.output

@@ -15,7 +15,7 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from facegallery.gallery import Gallery
-    from facegallery.gallery.store import Store
+    from facegallery.gallery.sqlite import SQLiteStore as Store
 
     db, model, root = sys.argv[1:4]
     write_centroid = Store.update_centroid

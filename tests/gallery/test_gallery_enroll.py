@@ -166,7 +166,7 @@ def test_import_from_other_model_is_refused(enrolled, tmp_path, other_model_dir,
 
 
 def test_interrupted_enrolment_leaves_person_absent(enrolled, face_tree, monkeypatch):
-    from facegallery.gallery.store import Store
+    from facegallery.gallery.sqlite import SQLiteStore as Store
 
     def boom(self, ident):
         raise KeyboardInterrupt
@@ -296,7 +296,7 @@ def test_two_writers_with_different_models_cannot_mix_embeddings(face_tree, tiny
 def test_two_writers_enrolling_the_same_photos_store_them_once(face_tree, tiny_model_dir, tmp_path, monkeypatch):
     """The second writer read the person's photos before the first committed (simulated: its first
     look finds none); it must skip them inside its transaction, not fail on the unique index."""
-    from facegallery.gallery.store import Store
+    from facegallery.gallery.sqlite import SQLiteStore as Store
 
     db = tmp_path / "same.db"
     photos = [face_tree / "Person 0" / f"{i}.jpg" for i in (1, 2, 3)]

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from facegallery.errors import UserError
-from facegallery.gallery.store import SQLITE_HEADER, Store, check_name
+from facegallery.gallery.sqlite import SQLITE_HEADER
+from facegallery.gallery.sqlite import SQLiteStore as Store
+from facegallery.gallery.store import check_name
 
 
 def test_unknown_path_is_an_error_unless_created(tmp_path):

@@ -74,18 +74,44 @@ def test_genuine_distances_are_divided_by_the_leave_one_out_count_factor():
     assert imp == pytest.approx(centroid_distances(emb, cents, counts)[np.arange(5), 1 - labels])  # the other
 
 
-def test_logistic_score_midpoint_is_equal_likelihood_point():
+def test_score_is_one_half_at_the_threshold_with_the_fitted_slope():
+    """Score and threshold agree: above 0.5 exactly for the distances that are accepted."""
     rng = np.random.default_rng(2)
     gen, imp = rng.normal(0.5, 0.1, 20000), rng.normal(1.0, 0.1, 20000)
-    f = th.fit(gen, imp)
-    # equal variances: log-likelihood ratio is linear, zero at 0.75, slope (1.0 - 0.5) / 0.1^2 = 50
-    assert abs(f.midpoint - 0.75) < 0.01 and abs(f.slope - 50) < 5
-    assert f.score(f.midpoint) == pytest.approx(0.5) and f.score(0.3) > 0.99 and f.score(1.2) < 0.01
+    f = th.fit(gen, imp, far=0.001)
+    # equal variances: the log-likelihood ratio is linear with slope (1.0 - 0.5) / 0.1^2 = 50
+    assert abs(f.slope - 50) < 5
+    assert f.score(f.threshold) == pytest.approx(0.5)
+    d = np.linspace(0, 2, 401)
+    assert ((f.score(d) >= 0.5) == (d <= f.threshold)).all()
+    hand = th.fit(gen, imp, raw=0.9)
+    assert hand.score(0.89) > 0.5 > hand.score(0.91)
 
 
 def test_separable_data_gives_finite_slope():
     f = th.fit(np.array([0.1, 0.12, 0.15] * 5), np.array([1.0, 1.1, 1.3] * 5))
-    assert np.isfinite(f.slope) and 0.15 < f.midpoint < 1.0
+    assert np.isfinite(f.slope) and f.slope > 0
+
+
+def test_far_interval_covers_the_truth_and_widens_with_fewer_people():
+    # 1 of 100 accepted: from 100 independent strangers the upper bound is ~5.4%; from 20 people it is wider
+    lo, hi = th.far_interval(1, 100, 100)
+    assert lo < 0.01 < hi and hi == pytest.approx(0.0545, abs=0.001)
+    assert th.far_interval(1, 100, 20)[1] > hi
+    assert th.far_interval(0, 179, 179) == (0.0, pytest.approx(0.0204, abs=0.001))
+    rng = np.random.default_rng(0)  # coverage: the true rate lies inside for ~95% of samples
+    inside = [
+        lo <= 0.03 <= hi
+        for lo, hi in (th.far_interval(int((rng.random(200) < 0.03).sum()), 200, 200) for _ in range(400))
+    ]
+    assert np.mean(inside) >= 0.93
+
+
+def test_fit_states_the_far_with_its_counts():
+    rng = np.random.default_rng(1)
+    f = th.fit(rng.normal(0.5, 0.1, 500), rng.normal(1.0, 0.1, 400), far=0.05, people=40)
+    assert f.accepted == int(round(f.far * 400)) and f.far <= 0.05
+    assert f.far_low <= f.far <= f.far_high and f.impostors == 400
 
 
 def test_small_gallery_falls_back_to_model_threshold(tmp_path, tiny_model_dir, face_tree):

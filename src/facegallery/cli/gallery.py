@@ -4,20 +4,20 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import TYPE_CHECKING
 
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import chosen_detector, detect_option, detector_options, model_option
+from facegallery.cli.options import FilePath, chosen_detector, detect_option, detector_options, model_option
 from facegallery.errors import UserError
 
 if TYPE_CHECKING:
     from facegallery.gallery import Gallery
+    from facegallery.gallery.threshold import Fit
 
-gallery_option = click.option(
-    "--gallery", "gallery", required=True, type=click.Path(dir_okay=False), help="Gallery file (SQLite)."
-)
+gallery_option = click.option("--gallery", "gallery", required=True, type=FilePath(), help="Gallery file (SQLite).")
 
 
 def _open(path: str, model: str | None = None, create: bool = False, detector=None) -> Gallery:
@@ -44,21 +44,25 @@ def found_by(g: Gallery) -> str:
     help="Enrol IMG... as this one person (otherwise DIR has one subfolder per person); with "
     "--from-clusters, CLUSTER=NAME, repeated.",
 )
+@click.option("--from-clusters", type=FilePath(exists=True), help="A clusters.json of `facegallery cluster` to name.")
 @click.option(
-    "--from-clusters", type=click.Path(dir_okay=False), help="A clusters.json of `facegallery cluster` to name."
+    "--force",
+    is_flag=True,
+    help="With --from-clusters: add a cluster to an enrolled person even when it lies beyond the unknown "
+    "threshold from them (it looks like someone else).",
 )
 @model_option
 @detect_option
 @detector_options
 @click.argument("inputs", nargs=-1)
-def enroll_cmd(gallery, create, names, from_clusters, model, detect, detector, min_face, inputs) -> None:
+def enroll_cmd(gallery, create, names, from_clusters, force, model, detect, detector, min_face, inputs) -> None:
     """Add people: DIR with one subfolder per person, or --name NAME IMG... (photos or folders), or
     --from-clusters OUT/clusters.json --name 3="Ada Lovelace" (the faces of cluster 3).
 
     Photos already stored for that person are skipped, so running it again only adds what is new.
     """
     if from_clusters is not None:
-        return _enroll_clusters(gallery, create, names, from_clusters, model, inputs)
+        return _enroll_clusters(gallery, create, names, from_clusters, model, inputs, force)
     if len(names) > 1:
         raise UserError("--name is given once (several --name CLUSTER=NAME go with --from-clusters)")
     name = names[0] if names else None
@@ -89,7 +93,7 @@ def enroll_cmd(gallery, create, names, from_clusters, model, detect, detector, m
         click.echo(f"{gallery}: {_count(added, 'photo')} added; {_count(people, 'person', 'people')} enrolled")
 
 
-def _enroll_clusters(gallery, create, names, from_clusters, model, inputs) -> None:
+def _enroll_clusters(gallery, create, names, from_clusters, model, inputs, force: bool) -> None:
     """Enrol named clusters of a clusters.json: checked whole (cluster numbers, the model) first."""
     from pathlib import Path
 
@@ -111,7 +115,13 @@ def _enroll_clusters(gallery, create, names, from_clusters, model, inputs) -> No
             )
         for name, vectors, sources in chosen:
             r = g.enroll_faces(
-                name, vectors, sources, doc["fingerprint"], doc.get("detect", "auto"), detector=doc.get("detector")
+                name,
+                vectors,
+                sources,
+                doc["fingerprint"],
+                doc.get("detect", "auto"),
+                detector=doc.get("detector"),
+                force=force,
             )
             click.echo(f"{r.name}: {r.added} added, {r.duplicates} already there")
         click.echo(f"{gallery}: {_count(len(g.people()), 'person', 'people')} enrolled")
@@ -140,13 +150,14 @@ def people_cmd(gallery, as_json) -> None:
 
 @main.command("remove")
 @gallery_option
-@click.option("--photo", type=click.Path(dir_okay=False), help="Remove only this photo of the person.")
+@click.option("--photo", type=FilePath(), help="Remove only this photo of the person.")
 @click.argument("name")
 def remove_cmd(gallery, photo, name) -> None:
     """Remove a person (or one of their photos) from the gallery."""
+    name = unicodedata.normalize("NFC", name)  # as the gallery keeps names: "José" typed either way
     with _open(gallery) as g:
         n = g.remove(name, photo)
-        left = next((p.photos for p in g.people() if p.name == name), None)
+        left = next((p.photos for p in g.people() if p.name == name), 0)
     click.echo(f"removed {n} photo(s) of {name}" + ("" if photo is None else f"; {left} left"))
 
 
@@ -175,7 +186,7 @@ def export_cmd(gallery, out) -> None:
 @main.command("import")
 @gallery_option
 @click.option("--create", is_flag=True, help="Create the gallery file if it does not exist.")
-@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("source", type=FilePath(exists=True))
 def import_cmd(gallery, create, source) -> None:
     """Merge an exported file into the gallery (photos already there are skipped)."""
     with _open(gallery, create=create) as g:
@@ -205,23 +216,30 @@ def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
         cal = g.set_threshold(far, raw, eer) if (far is not None or raw is not None or eer) else g.calibration()
         people = len(g.people())
         how, detectors = found_by(g), g.detectors()
+    if cal.warning:
+        click.echo(f"warning: {cal.warning}", err=True)
     if as_json:
         click.echo(json.dumps({**cal.to_json(), "detectors": detectors}, indent=2))
         return
-    source = (
-        "the gallery's own photos"
-        if cal.source == "gallery"
-        else "the model's threshold (too few people in the gallery to calibrate it)"
-    )
-    click.echo(f"{gallery}: {people} people; calibrated from {source}; method {cal.method}")
+    source = {
+        "gallery": "calibrated from the gallery's own photos",
+        "hand-set": "set by hand (threshold --set)",
+    }.get(cal.source, "the model's threshold (too few people in the gallery to calibrate it)")
+    click.echo(f"{gallery}: {people} people; unknown threshold {source}; method {cal.method}")
     click.echo(f"  faces found by: {how}")
     for what, f in (("identify (photo vs person)", cal.identify), ("verify (photo vs photo)", cal.verify)):
-        rates = (
-            f"; expected FAR {f.far:.4f}, FRR {f.frr:.4f} ({f.impostors} impostor, {f.genuine} genuine distances)"
-            if f.far is not None
-            else (f"; FAR not estimable with {people} people; FRR {f.frr:.4f}" if f.frr is not None else "")
-        )
-        click.echo(f"  {what}: threshold {f.threshold:.4f}{rates}; score 0.5 at {f.midpoint:.4f}, slope {f.slope:.2f}")
+        click.echo(f"  {what}: threshold {f.threshold:.4f}; {rates_text(f, people)}; score 0.5 at the threshold")
+
+
+def rates_text(f: Fit, people: int) -> str:
+    """A fit's error rates as a line states them: the FAR with its interval and counts, or why none."""
+    if f.far is None:
+        frr = f"; FRR {f.frr:.4f}" if f.frr is not None else ""
+        return f"FAR not estimable with {people} people{frr}"
+    return (
+        f"FAR {f.far:.4f} (95% interval {f.far_low:.4f}-{f.far_high:.4f}: {f.accepted} of {f.impostors} "
+        f"impostor distances accepted), FRR {f.frr:.4f} ({f.genuine} genuine distances)"
+    )
 
 
 @main.command("reembed")
@@ -244,8 +262,8 @@ def reembed_cmd(gallery, model, drop_missing) -> None:
 @detect_option
 @detector_options
 @click.option("--json", "as_json", is_flag=True, help="Print {same, distance, score, threshold}.")
-@click.argument("first", type=click.Path(exists=True, dir_okay=False))
-@click.argument("second", type=click.Path(exists=True, dir_okay=False))
+@click.argument("first", type=FilePath(exists=True))
+@click.argument("second", type=FilePath(exists=True))
 def verify_cmd(gallery, model, detect, detector, min_face, as_json, first, second) -> None:
     """Do two photos show the same person? (Their largest faces, at the gallery's photo-vs-photo threshold.)"""
     with _open(gallery, model, detector=chosen_detector(detector, min_face)) as g:

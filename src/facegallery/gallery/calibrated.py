@@ -8,21 +8,20 @@ is, cached in memory and in the gallery's meta until the gallery, the rule or
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 
 import numpy as np
 
-from facegallery.errors import InvalidInput
+from facegallery.errors import InvalidInput, ReadOnly
 from facegallery.gallery import threshold as th
-from facegallery.gallery.store import Store
+from facegallery.gallery.store import GalleryStore
 
 
 class StoredCalibration:
     """``current()`` calibration of a gallery; ``choose()`` its rule. ``search(q, k)`` searches its
     centroids; ``model_threshold()`` is the model's own threshold (the fallback for small galleries)."""
 
-    def __init__(self, store: Store, search: th.Search, model_threshold: Callable[[], float | None]):
+    def __init__(self, store: GalleryStore, search: th.Search, model_threshold: Callable[[], float | None]):
         self.store, self.search, self.model_threshold = store, search, model_threshold
         self._cal: th.Calibration | None = None
 
@@ -52,28 +51,26 @@ class StoredCalibration:
             return self._cal
         cached = self.store.meta("calibration")
         cal = th.Calibration.from_json(json.loads(cached)) if cached else None
-        if cal is None or (cal.generation, cal.method, self._raw_of(cal)) != key or cal.version != th.VERSION:
+        if cal is None or (cal.generation, cal.method, self._raw_of(cal)) != key:
             cal = self._calibrate(far, raw)
             cal.generation = gen
             try:
                 with self.store.transaction(bump=False):
                     self.store.set_meta("calibration", json.dumps(cal.to_json()))
-            except sqlite3.OperationalError:
-                pass  # read-only gallery: recomputed next time
+            except ReadOnly:
+                pass  # recomputed next time
         self._cal = cal
         return cal
 
     def _calibrate(self, far: float | None, raw: float | None) -> th.Calibration:
         """Calibrate on whole people drawn at random (seeded) up to ``th.MAX_SAMPLES`` photos."""
         if self.store.count("centroids") <= th.MAX_SAMPLES:
-            people = self.store.centroid_rows()
+            people = self.store.centroids()
         else:  # large: sample people first, then read only theirs
             all_ids = np.array(self.store.identity_ids())
-            people = self.store.centroid_rows(
-                np.random.default_rng(0).permutation(all_ids)[: th.MAX_SAMPLES // 2].tolist()
-            )
+            people = self.store.centroids(np.random.default_rng(0).permutation(all_ids)[: th.MAX_SAMPLES // 2].tolist())
         total = self.store.count("centroids")
-        cent = {r[0]: (r[1], np.frombuffer(r[2], np.float32)) for r in people}
+        cent = {int(i): (int(n), v) for i, n, v in zip(people.ids, people.counts, people.vectors)}
         order = np.random.default_rng(0).permutation(sorted(cent))
         chosen, photos = [], 0
         for ident in order:
@@ -98,6 +95,13 @@ class StoredCalibration:
             raise InvalidInput(f"{far}: a target false-accept rate must be between 0 and 1")
         if raw is not None and not 0 <= raw <= 4:
             raise InvalidInput(f"{raw}: a squared distance between unit vectors lies in [0, 4]")
+        self.store.check_writable()
+        seen = self.current().identify.impostors
+        if far is not None and seen and far < th.far_floor(seen):
+            raise InvalidInput(
+                f"{far:g}: a target FAR this small cannot be told from zero with the gallery's {seen} impostor "
+                f"distances (the smallest it can measure is {th.far_floor(seen):.2g}); choose a larger one"
+            )
         with self.store.transaction(bump=False):
             self.store.set_meta("threshold_mode", "eer" if eer else ("raw" if raw is not None else "far"))
             if far is not None:

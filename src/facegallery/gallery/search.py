@@ -17,7 +17,7 @@ import numpy as np
 
 from facegallery.gallery import index as ix
 from facegallery.gallery.index import CompressedIndex, ExactIndex
-from facegallery.gallery.store import Store
+from facegallery.gallery.store import Centroids, GalleryStore
 from facegallery.recognition import searchable_centroids, searchable_queries
 
 #: What the cached compressed index beside the gallery holds, in its file name: bumped whenever that changes
@@ -25,31 +25,27 @@ from facegallery.recognition import searchable_centroids, searchable_queries
 INDEX_FORMAT = 2
 
 
-def index_rows(rows: list[tuple[int, int, bytes]], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, :func:`searchable_centroids`) of ``centroids`` table rows (identity, count, vector)."""
-    vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(-1, dim)
-    return (
-        np.fromiter((r[0] for r in rows), np.int64, len(rows)),
-        searchable_centroids(vectors, np.fromiter((r[1] for r in rows), np.int64, len(rows))),
-    )
+def index_rows(cents: Centroids) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, :func:`searchable_centroids`) of stored centroids."""
+    return cents.ids, searchable_centroids(cents.vectors, cents.counts)
 
 
 class LiveIndex:
     """The search index of one open gallery (see the module docstring)."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: GalleryStore):
         self.store = store
         self.index: ExactIndex | CompressedIndex | None = None
         self._gen = -1  # the store generation the index reflects
         self._saved = False  # whether the side file holds this index
         self._data_version = store.data_version()
 
-    def side_file(self, generation: int) -> Path:
+    def side_file(self, generation: int) -> Path | None:
         """Side file of the compressed index, named by :data:`INDEX_FORMAT` and the gallery generation it
         reflects (other ones are ignored and removed): reading it back is far faster than retraining at a
-        million people."""
-        path = self.store.path
-        return path.with_name(f"{path.name}.index-v{INDEX_FORMAT}-{generation}")
+        million people. None for a store without a file to keep it beside."""
+        path = self.store.side_path
+        return None if path is None else path.with_name(f"{path.name}.index-v{INDEX_FORMAT}-{generation}")
 
     def drop(self) -> None:
         """Forget the index: the next search rebuilds it from the store."""
@@ -62,14 +58,16 @@ class LiveIndex:
 
     def _save(self) -> None:
         assert isinstance(self.index, CompressedIndex)
-        target = self.side_file(self._gen)
+        target, base = self.side_file(self._gen), self.store.side_path
+        if target is None or base is None:
+            return
         try:
             self.index.save(target)
             self._saved = True
         except (OSError, RuntimeError) as e:  # a read-only folder only costs speed next time
-            warnings.warn(f"search index not saved beside {self.store.path}: {e}", stacklevel=3)
+            warnings.warn(f"search index not saved beside {base}: {e}", stacklevel=3)
             return
-        for old in self.store.path.parent.glob(f"{self.store.path.name}.index-*"):
+        for old in base.parent.glob(f"{base.name}.index-*"):
             if old != target:
                 old.unlink(missing_ok=True)
 
@@ -79,9 +77,9 @@ class LiveIndex:
         n, dim = self.store.count("centroids"), self.store.dimension or 0
         ids, vectors = np.empty(n, np.int64), np.empty((n, dim + 2), np.float32)
         i = 0
-        for rows in self.store.centroid_rows_batched(65536):
-            ids[i : i + len(rows)], vectors[i : i + len(rows)] = index_rows(rows, dim)
-            i += len(rows)
+        for batch in self.store.centroid_batches(65536):
+            ids[i : i + len(batch.ids)], vectors[i : i + len(batch.ids)] = index_rows(batch)
+            i += len(batch.ids)
         return ids, vectors
 
     def current(self) -> ExactIndex | CompressedIndex:
@@ -99,7 +97,7 @@ class LiveIndex:
         self._data_version = version
         side = self.side_file(gen)
         self.index = None
-        if side.is_file() and not grown and self.store.count("centroids") > ix.EXACT_MAX:
+        if side is not None and side.is_file() and not grown and self.store.count("centroids") > ix.EXACT_MAX:
             try:
                 self.index, self._saved = CompressedIndex.load(side), True
             except ValueError as e:  # a damaged cache file only costs a rebuild
@@ -112,18 +110,19 @@ class LiveIndex:
         return self.index
 
     def after_write(self, before: int, changed: list[int]) -> None:
-        """Bring the index up to date with our own write of ``changed`` identities, made when the store was
-        at generation ``before`` (or drop it if others wrote too)."""
+        """Bring the index up to date with our own write of ``changed`` identities, whose transaction
+        found the store at generation ``before`` (read under its write lock: if another process wrote
+        after the index was built, ``before`` differs from the index's generation and it is dropped)."""
         if self.index is None:
             return
         if before != self._gen:
             self.index = None
             return
-        rows = self.store.centroid_rows(changed)
+        cents = self.store.centroids(changed)
         self.index.remove(np.array(changed, np.int64))
-        if rows:
-            self.index.upsert(*index_rows(rows, self.store.dimension or 0))
-        self._gen = self.store.generation()
+        if len(cents.ids):
+            self.index.upsert(*index_rows(cents))
+        self._gen = before + 1  # ours alone: a write by anyone after it shows as a newer generation
         self._saved = False
         if self.index.stale:
             self.index = None  # rebuilt from the store at the next search

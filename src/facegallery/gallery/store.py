@@ -1,70 +1,33 @@
-"""The gallery on disk: one SQLite file (WAL journal, foreign keys, full sync).
+"""What a gallery's storage must do, whatever holds it: the :class:`GalleryStore` protocol and its types.
 
-Tables: ``identities`` (unique name, metadata JSON, created), ``photos`` (identity, source path, content
-sha256, detect mode; unique per identity + hash), ``embeddings`` (one float32 BLOB per photo),
-``centroids`` (mean embedding per identity, rewritten in the same transaction as every change) and
-``meta`` (schema version, model name/reference/fingerprint, dimension, threshold settings, calibration
-cache, and a ``generation`` counter bumped by every write to photos or embeddings, so caches such as
-the search index and the calibration can tell they are stale).
+A store holds people (``identities``: unique name, metadata), their photos (source, content sha256,
+detect mode), one embedding per photo, one centroid per person (the mean of their embeddings, rewritten
+in the same transaction as every change), face thumbnails and ``meta`` (model, dimension, threshold
+rule, calibration cache, and a ``generation`` counter bumped by every write to photos or embeddings,
+so that caches such as the search index and the calibration can tell they are stale).
 
-Every change runs in one ``BEGIN IMMEDIATE`` transaction: it is committed whole or not at all, so a crash
-or Ctrl-C never leaves half a person, and a committed write survives the process (``synchronous=FULL``).
+It answers in arrays and dataclasses, never in a database's rows, and every change runs in
+:meth:`GalleryStore.transaction`: committed whole or not at all, with the generation it started from,
+so that a caller can tell whether anyone else wrote in between. A store that can only be read raises
+:class:`~facegallery.errors.ReadOnly` before any work. SQLite (:mod:`facegallery.gallery.sqlite`) is
+the embedded backend.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sqlite3
-import time
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
-from facegallery.errors import InvalidInput, NotFound, UserError
+from facegallery.errors import InvalidInput
 
-SCHEMA_VERSION = 1
-SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_NAME = 200
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE identities (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    metadata TEXT,
-    created REAL NOT NULL
-);
-CREATE TABLE photos (
-    id INTEGER PRIMARY KEY,
-    identity INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-    source TEXT,
-    sha256 TEXT NOT NULL,
-    detect TEXT NOT NULL DEFAULT 'off',
-    added REAL NOT NULL,
-    UNIQUE (identity, sha256)
-);
-CREATE TABLE embeddings (
-    photo INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
-    dim INTEGER NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE centroids (
-    identity INTEGER PRIMARY KEY REFERENCES identities(id) ON DELETE CASCADE,
-    count INTEGER NOT NULL,
-    vector BLOB NOT NULL
-);
-"""
-#: Added after schema 1 shipped; created on open when missing (readers that predate it ignore it).
-_THUMBNAILS = """CREATE TABLE IF NOT EXISTS thumbnails (
-    photo INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
-    jpeg BLOB NOT NULL
-)"""
 
 
 def check_name(name: str) -> str:
@@ -85,20 +48,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def _blob(v: np.ndarray) -> bytes:
-    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
-
-
-def _rows(blobs: list[bytes], dim: int) -> np.ndarray:
-    """Float32 BLOBs -> (N, dim) array in one copy."""
-    if not blobs:
-        return np.zeros((0, dim), np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
-
-
 @dataclass
 class Person:
-    """One enrolled identity as listed by :meth:`Store.people`."""
+    """One enrolled identity as listed by :meth:`GalleryStore.people`."""
 
     id: int
     name: str
@@ -109,7 +61,7 @@ class Person:
 
 @dataclass
 class Photo:
-    """One stored photo (its embedding lives in ``embeddings``)."""
+    """One stored photo (its embedding is read with :meth:`GalleryStore.embeddings`)."""
 
     id: int
     identity: int
@@ -118,332 +70,93 @@ class Photo:
     detect: str
 
 
-class Store:
-    """Typed access to a gallery file. Open with :meth:`open`; writes go through :meth:`transaction`."""
+class Centroids(NamedTuple):
+    """Centroids of people: ids (int64), photo counts (int64), vectors (float32, N x D), by id."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
-        self.conn = conn
-        self.path = path
+    ids: np.ndarray
+    counts: np.ndarray
+    vectors: np.ndarray
 
-    # ----- opening --------------------------------------------------------------------------------
-    @staticmethod
-    def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL after big transactions
-        return conn
 
-    @classmethod
-    def open(cls, path: str | os.PathLike, create: bool = False) -> Store:
-        """Open ``path``; a missing file is an error unless ``create``. Files that are not galleries
-        (not SQLite, no ``meta`` table, newer schema) are refused with one line, never modified."""
-        path = Path(path)
-        if not path.exists():
-            if not create:
-                raise NotFound(f"{path}: no such gallery (create it with --create, or Gallery.open(path, create=True))")
-            cls._create(path)
-        elif not path.is_file():
-            raise UserError(f"{path}: not a gallery file (it is a folder)")
-        with open(path, "rb") as f:
-            if f.read(16) != SQLITE_HEADER:
-                raise UserError(f"{path}: not a facegallery gallery (not an SQLite file)")
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30.0, check_same_thread=False)
-        try:  # look before configuring: WAL mode would rewrite the header of someone else's file
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            row = (
-                conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if "meta" in tables
-                else None
-            )
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise UserError(f"{path}: corrupt gallery file ({e})") from None
-        if not {"meta", "identities", "photos", "embeddings", "centroids"} <= tables:
-            conn.close()
-            raise UserError(f"{path}: not a facegallery gallery (missing tables)")
-        version = int(row[0]) if row else None
-        if version != SCHEMA_VERSION:
-            conn.close()
-            raise UserError(f"{path}: gallery schema version {version}, this facegallery reads {SCHEMA_VERSION}")
-        cls._configure(conn)
-        if "thumbnails" not in tables:
-            conn.execute(_THUMBNAILS)
-        return cls(conn, path)
+@dataclass(frozen=True)
+class Write:
+    """An open write transaction: ``before`` is the generation the store had when it began (what it
+    reads as a caller's "nobody else wrote since I looked")."""
 
-    @classmethod
-    def _create(cls, path: Path) -> None:
-        """Write an empty gallery beside ``path`` and move it into place, so a crash during creation
-        never leaves a half-initialised file under the real name."""
-        if not path.parent.is_dir():
-            raise UserError(f"{path}: folder {path.parent} does not exist")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
-        conn = sqlite3.connect(str(tmp), isolation_level=None)
-        try:
-            conn.executescript(_SCHEMA)
-            conn.execute(_THUMBNAILS)
-            conn.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())), ("generation", "0")],
-            )
-        finally:
-            conn.close()
-        os.replace(tmp, path)
+    before: int
 
-    def close(self) -> None:
-        """Checkpoint the WAL into the main file and close."""
-        try:
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.OperationalError:
-            pass  # another connection is reading; its own close will checkpoint
-        self.conn.close()
 
-    # ----- transactions and meta ------------------------------------------------------------------
-    @contextmanager
-    def transaction(self, bump: bool = True) -> Iterator[sqlite3.Connection]:
-        """One write transaction (committed whole, or rolled back on any exception, Ctrl-C included).
-        With ``bump`` (any change to photos, embeddings or centroids) it bumps ``generation``."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            if bump:
-                self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException as e:
-            if self.conn.in_transaction:  # SQLite may have rolled back itself (a full disk): keep the first error
-                self.conn.execute("ROLLBACK")
-            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
-                raise UserError(f"{self.path}: {e}; nothing of this change was written") from None
-            raise
+Table = Literal["identities", "photos", "centroids"]
 
-    def meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else default
 
-    def set_meta(self, key: str, value: str | None) -> None:
-        """Set (or with None delete) a meta entry; call inside :meth:`transaction`."""
-        if value is None:
-            self.conn.execute("DELETE FROM meta WHERE key=?", (key,))
-        else:
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+class GalleryStore(Protocol):
+    """Storage of one gallery (see the module docstring). ``name`` is what messages call it (a file path,
+    or a database URL without its password); ``side_path`` a file path beside which caches may be kept,
+    or None."""
 
-    def generation(self) -> int:
-        """Bumped by every committed change to photos/embeddings/centroids, by any process."""
-        return int(self.meta("generation", "0"))
+    name: str
+    side_path: Path | None
 
+    # ----- lifecycle and transactions
+    def close(self) -> None: ...
+    def transaction(self, bump: bool = True) -> AbstractContextManager[Write]:
+        """One write transaction (whole or nothing; ``bump`` bumps the generation). Raises
+        :class:`~facegallery.errors.ReadOnly` up front on a store that can only be read."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads inside see one consistent state of the store (no one's commit shows half-way)."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise :class:`~facegallery.errors.ReadOnly` (with why) if writes cannot succeed."""
+        ...
+
+    # ----- meta
+    def meta(self, key: str, default: str | None = None) -> str | None: ...
+    def set_meta(self, key: str, value: str | None) -> None: ...
+    def generation(self) -> int: ...
     def data_version(self) -> int:
-        """Changes when another connection commits (SQLite's cheap 'has anyone else written?')."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+        """Changes whenever anyone else may have committed (cheaper than reading the generation)."""
+        ...
 
-    # ----- reading --------------------------------------------------------------------------------
     @property
-    def dimension(self) -> int | None:
-        d = self.meta("dimension")
-        return int(d) if d is not None else None
+    def dimension(self) -> int | None: ...
 
-    def identity_id(self, name: str) -> int | None:
-        name = unicodedata.normalize("NFC", name) if isinstance(name, str) else name
-        row = self.conn.execute("SELECT id FROM identities WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
+    # ----- reading
+    def identity_id(self, name: str) -> int | None: ...
+    def require_identity(self, name: str) -> int: ...
+    def people(self) -> list[Person]: ...
+    def count(self, table: Table) -> int: ...
+    def names_of(self, ids: np.ndarray | list[int]) -> dict[int, str]: ...
+    def photos(self, identity: int | None = None) -> list[Photo]: ...
+    def photo_hashes(self, identity: int) -> set[str]: ...
+    def identity_ids(self) -> list[int]: ...
+    def centroids(self, identities: list[int] | None = None) -> Centroids: ...
+    def centroid_batches(self, size: int) -> Iterator[Centroids]: ...
+    def embeddings(self, identities: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def thumbnail(self, identity: int, sha256: str | None = None) -> bytes | None: ...
 
-    def require_identity(self, name: str) -> int:
-        """The id of ``name``, or a one-line error."""
-        ident = self.identity_id(name)
-        if ident is None:
-            raise NotFound(f"{name!r}: no such person in {self.path}")
-        return ident
-
-    def people(self) -> list[Person]:
-        """Everyone enrolled, by name, with photo counts."""
-        rows = self.conn.execute(
-            "SELECT i.id, i.name, COUNT(p.id), i.created, i.metadata FROM identities i "
-            "LEFT JOIN photos p ON p.identity = i.id GROUP BY i.id ORDER BY i.name"
-        )
-        return [Person(r[0], r[1], r[2], r[3], json.loads(r[4]) if r[4] else None) for r in rows]
-
-    def count(self, table: str) -> int:
-        assert table in ("identities", "photos", "centroids")
-        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-    def names_of(self, ids: np.ndarray | list[int]) -> dict[int, str]:
-        """Names of identity ids (looked up on demand, so a million names need not sit in memory)."""
-        uniq = sorted({int(i) for i in np.asarray(ids).ravel() if i >= 0})
-        out: dict[int, str] = {}
-        for s in range(0, len(uniq), 900):
-            chunk = uniq[s : s + 900]
-            q = f"SELECT id, name FROM identities WHERE id IN ({','.join('?' * len(chunk))})"
-            out.update(self.conn.execute(q, chunk).fetchall())
-        return out
-
-    def photos(self, identity: int | None = None) -> list[Photo]:
-        q = "SELECT id, identity, source, sha256, detect FROM photos"
-        rows = (
-            self.conn.execute(q + " WHERE identity=? ORDER BY id", (identity,))
-            if identity is not None
-            else self.conn.execute(q + " ORDER BY id")
-        )
-        return [Photo(*r) for r in rows]
-
-    def photo_hashes(self, identity: int) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT sha256 FROM photos WHERE identity=?", (identity,))}
-
-    def identity_ids(self) -> list[int]:
-        return [r[0] for r in self.conn.execute("SELECT identity FROM centroids")]
-
-    def centroid_rows(self, identities: list[int] | None = None) -> list[tuple[int, int, bytes]]:
-        """Raw ``(identity, count, vector bytes)`` centroid rows, all (by id) or of ``identities``."""
-        if identities is None:
-            return self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
-        rows: list[tuple[int, int, bytes]] = []
-        for s in range(0, len(identities), 900):  # SQLite's limit on bound parameters
-            chunk = [int(i) for i in identities[s : s + 900]]
-            rows += self.conn.execute(
-                f"SELECT identity, count, vector FROM centroids WHERE identity IN ({','.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
-        return rows
-
-    def centroid_rows_batched(self, size: int) -> Iterator[list[tuple[int, int, bytes]]]:
-        """Every centroid row by id, ``size`` at a time (a million people without one huge list)."""
-        cur = self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity")
-        while rows := cur.fetchmany(size):
-            yield rows
-
-    def centroids(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(identity ids int64, photo counts int64, centroids float32 (N, D)) ordered by id."""
-        rows = self.conn.execute("SELECT identity, count, vector FROM centroids ORDER BY identity").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        counts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        return ids, counts, _rows([r[2] for r in rows], self.dimension or 0)
-
-    def embeddings(self, identities: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(identity id per photo, embeddings (P, D)) of all photos or those of ``identities``."""
-        q = "SELECT p.identity, e.vector FROM photos p JOIN embeddings e ON e.photo = p.id"
-        if identities is None:
-            rows = self.conn.execute(q + " ORDER BY p.id").fetchall()
-        else:
-            rows = []
-            for s in range(0, len(identities), 900):
-                chunk = list(identities[s : s + 900])
-                rows += self.conn.execute(
-                    q + f" WHERE p.identity IN ({','.join('?' * len(chunk))}) ORDER BY p.id", chunk
-                ).fetchall()
-        labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return labels, _rows([r[1] for r in rows], self.dimension or 0)
-
-    # ----- writing (inside a transaction) ---------------------------------------------------------
-    def add_identity(self, name: str, metadata: dict | None = None) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO identities (name, metadata, created) VALUES (?, ?, ?)",
-            (check_name(name), json.dumps(metadata) if metadata else None, time.time()),
-        )
-        return int(cur.lastrowid)
-
+    # ----- writing (inside a transaction)
+    def add_identity(self, name: str, metadata: dict | None = None) -> int: ...
     def add_photos(
         self,
         identity: int,
         photos: list[tuple[str | None, str, str]],
         vectors: np.ndarray,
         thumbnails: list[bytes | None] | None = None,
-    ) -> None:
-        """Insert photos ``(source, sha256, detect)`` with their embedding rows (and face thumbnails)."""
-        now = time.time()
-        thumbnails = thumbnails or [None] * len(photos)
-        for (source, sha, detect), v, jpeg in zip(photos, vectors, thumbnails):
-            cur = self.conn.execute(
-                "INSERT INTO photos (identity, source, sha256, detect, added) VALUES (?, ?, ?, ?, ?)",
-                (identity, source, sha, detect, now),
-            )
-            self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), _blob(v)))
-            if jpeg is not None:
-                self.conn.execute("INSERT INTO thumbnails VALUES (?, ?)", (cur.lastrowid, jpeg))
+    ) -> None: ...
+    def set_metadata(self, identity: int, metadata: dict) -> None: ...
+    def rename_identity(self, identity: int, name: str) -> None: ...
+    def delete_identity(self, identity: int) -> None: ...
+    def delete_photos(self, photo_ids: list[int]) -> None: ...
+    def update_centroid(self, identity: int) -> None: ...
+    def replace_embeddings(self, photo_ids: list[int], vectors: np.ndarray) -> None: ...
+    def bulk_insert(self, names: list[str], vectors: np.ndarray) -> int: ...
 
-    def thumbnail(self, identity: int, sha256: str | None = None) -> bytes | None:
-        """The JPEG face thumbnail of one of a person's photos (the first enrolled that has one), or of
-        the photo with content ``sha256``; None when there is none."""
-        sql = "SELECT t.jpeg FROM thumbnails t JOIN photos p ON p.id = t.photo WHERE p.identity = ?"
-        args: tuple = (identity,)
-        if sha256 is not None:
-            sql, args = sql + " AND p.sha256 = ?", (identity, sha256)
-        row = self.conn.execute(sql + " ORDER BY p.id LIMIT 1", args).fetchone()
-        return row[0] if row else None
 
-    def set_metadata(self, identity: int, metadata: dict) -> None:
-        self.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), identity))
+def open_store(location: str | os.PathLike, create: bool = False) -> GalleryStore:
+    """The store at ``location`` (a gallery file), created empty when missing only with ``create``."""
+    from facegallery.gallery.sqlite import SQLiteStore
 
-    def rename_identity(self, identity: int, name: str) -> None:
-        self.conn.execute("UPDATE identities SET name=? WHERE id=?", (check_name(name), identity))
-
-    def delete_identity(self, identity: int) -> None:
-        """The person, their photos, embeddings and centroid (by the schema's cascades)."""
-        self.conn.execute("DELETE FROM identities WHERE id=?", (identity,))
-
-    def delete_photos(self, photo_ids: list[int]) -> None:
-        self.conn.executemany("DELETE FROM photos WHERE id=?", [(int(i),) for i in photo_ids])
-
-    def update_centroid(self, identity: int) -> None:
-        """Recompute one identity's centroid exactly from its stored embeddings (no drift)."""
-        _, emb = self.embeddings([identity])
-        if len(emb):
-            c = emb.astype(np.float64).mean(0).astype(np.float32)
-            self.conn.execute("INSERT OR REPLACE INTO centroids VALUES (?, ?, ?)", (identity, len(emb), _blob(c)))
-        else:
-            self.conn.execute("DELETE FROM centroids WHERE identity=?", (identity,))
-
-    def replace_embeddings(self, photo_ids: list[int], vectors: np.ndarray) -> None:
-        self.conn.executemany(
-            "UPDATE embeddings SET dim=?, vector=? WHERE photo=?",
-            [(len(v), _blob(v), int(p)) for p, v in zip(photo_ids, vectors)],
-        )
-
-    def bulk_insert(self, names: list[str], vectors: np.ndarray) -> int:
-        """Many precomputed embeddings at once (rows sharing a name are one person's photos), in the
-        caller's transaction, with ``executemany`` and ids assigned here. Names must all be new.
-        Returns the number of identities added."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        names = [unicodedata.normalize("NFC", str(n)) for n in names]
-        uniq, inverse = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
-        for n in uniq:
-            check_name(str(n))
-        first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM identities").fetchone()[0]) + 1
-        now = time.time()
-        try:
-            self.conn.executemany(
-                "INSERT INTO identities (id, name, metadata, created) VALUES (?, ?, NULL, ?)",
-                ((first + i, str(n), now) for i, n in enumerate(uniq)),
-            )
-        except sqlite3.IntegrityError:
-            taken = [str(n) for n in uniq if self.identity_id(str(n)) is not None][:3]
-            raise UserError(
-                f"already enrolled in {self.path}: {', '.join(taken)} (bulk enrolment adds new people only)"
-            ) from None
-        dim = vectors.shape[1]
-        raw = vectors.tobytes()
-        blobs = [raw[i * dim * 4 : (i + 1) * dim * 4] for i in range(len(vectors))]
-        hashes = [hashlib.sha256(b).hexdigest() for b in blobs]
-        seen: set[tuple[int, str]] = set()
-        keep = [i for i, key in enumerate(zip(inverse.tolist(), hashes)) if not (key in seen or seen.add(key))]
-        if len(keep) < len(blobs):  # the same vector twice for one person is one photo
-            blobs, hashes = [blobs[i] for i in keep], [hashes[i] for i in keep]
-            vectors, inverse = vectors[keep], inverse[keep]
-        first_photo = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM photos").fetchone()[0]) + 1
-        self.conn.executemany(
-            "INSERT INTO photos (id, identity, source, sha256, detect, added) VALUES (?, ?, NULL, ?, 'off', ?)",
-            ((first_photo + i, first + int(l), h, now) for i, (l, h) in enumerate(zip(inverse, hashes))),
-        )
-        self.conn.executemany(
-            "INSERT INTO embeddings VALUES (?, ?, ?)", ((first_photo + i, dim, b) for i, b in enumerate(blobs))
-        )
-        counts = np.bincount(inverse, minlength=len(uniq))
-        if (counts == 1).all():  # one row per person: the centroid is that row
-            cents = np.empty_like(vectors)
-            cents[inverse] = vectors
-        else:
-            sums = np.zeros((len(uniq), dim), np.float64)
-            np.add.at(sums, inverse, vectors)
-            cents = (sums / counts[:, None]).astype(np.float32)
-        self.conn.executemany(
-            "INSERT INTO centroids VALUES (?, ?, ?)",
-            ((first + i, int(counts[i]), cents[i].tobytes()) for i in range(len(uniq))),
-        )
-        return len(uniq)
+    return SQLiteStore.open(location, create=create)

@@ -8,28 +8,34 @@ squared distance divided by 1 + 1/n for a centroid of n photos):
   is not enrolled looks like: the nearest stranger);
 - threshold: for a target false-accept rate (FAR, default 1%) the largest distance at which at most that
   fraction of impostor distances is accepted (``distance <= threshold``), or the equal-error point where
-  FAR = FRR, or a raw value the user sets; the expected FAR and FRR at the threshold are the empirical
-  rates on these distances (coarse when there are fewer than 1/FAR impostors: reported with the counts).
-- score = P(genuine | distance) with equal priors, from a class-balanced logistic fit
-  ``score = 1 / (1 + exp(slope * (distance - midpoint)))`` on the genuine vs impostor distances: 0.5 at the
-  equal-likelihood point, the same meaning for every model because it is fitted on that model's own
-  distances. Verification (photo against photo) gets its own threshold and fit from genuine pairs (two
-  photos of a person) and impostor pairs (photos of two people).
+  FAR = FRR, or a distance set by hand. The FAR at the threshold is stated as the count of impostor
+  distances accepted with a 95% Clopper-Pearson interval over the *people* they came from (one person's
+  photos are not independent strangers, so the interval is as wide as that many people make it); a
+  target below what the data can tell from zero is refused (:func:`far_floor`).
+- score: ``1 / (1 + exp(slope * (distance - threshold)))``, so 0.5 at the threshold and above 0.5
+  exactly for the faces that get a name; the slope is a class-balanced logistic fit on the genuine vs
+  impostor distances (how fast confidence falls across the threshold for this model).
+
+Verification (photo against photo) does not depend on who else is enrolled: it uses the model's own
+calibrated threshold, brought to photo-vs-photo distances (a pair is a "centroid" of one photo: times
+:func:`~facegallery.recognition.count_factor` of 1, i.e. 2); the gallery's photo pairs only estimate its
+error rates. A model without a calibrated threshold uses the gallery's pairs when it has enough.
 
 A gallery too small to calibrate (fewer than :data:`MIN_PEOPLE` people or :data:`MIN_SAMPLES` genuine
-or impostor distances) falls back to the model's own calibrated threshold, with the score's midpoint at
-that threshold and the slope :data:`FALLBACK_SLOPE`. A gallery of fewer than :data:`MIN_STRANGERS`
-people has too few strangers for each photo's nearest one to stand for people never enrolled (with 2-4
-people the FAR threshold landed at 1.2-1.7 against a model's 0.69, naming most strangers): its unknown
-threshold is the model's, or the gallery's own where that is stricter, and no FAR is claimed for it.
+or impostor distances) falls back to the model's own calibrated threshold with the slope
+:data:`FALLBACK_SLOPE`. A gallery of fewer than :data:`MIN_STRANGERS` people has too few strangers for
+each photo's nearest one to stand for people never enrolled (with 2-4 people the FAR threshold landed at
+1.2-1.7 against a model's 0.69, naming most strangers): its unknown threshold is the model's, or the
+gallery's own where that is stricter, and no FAR is claimed for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+from scipy.stats import beta
 
 from facegallery.recognition import count_factor
 
@@ -47,27 +53,52 @@ FALLBACK_SLOPE = 15.0
 UNCALIBRATED_THRESHOLD = 1.0
 #: What a :class:`Calibration` was fitted on, bumped when the distances change so that one cached by an
 #: older version is recomputed. 2: identification distances divided by 1 + 1/n (1: raw squared distances);
-#: 3: galleries of fewer than MIN_STRANGERS people keep the model's threshold where it is stricter.
-VERSION = 3
+#: 3: galleries of fewer than MIN_STRANGERS people keep the model's threshold where it is stricter;
+#: 4: score 0.5 at the threshold, FAR intervals, verification at the model's pair threshold.
+VERSION = 4
+#: A hand-set threshold accepting more than this share of the gallery's nearest strangers is warned about.
+HAND_SET_WARN = 0.05
+#: Confidence of the stated FAR intervals.
+CONFIDENCE = 0.95
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
+def far_interval(accepted: int, impostors: int, people: int) -> tuple[float, float]:
+    """95% Clopper-Pearson interval of a false-accept rate seen as ``accepted`` of ``impostors`` distances
+    that came from ``people`` people: the counts are scaled down to ``people`` independent trials (the
+    photos of one person share their nearest stranger), so a few people give a wide interval."""
+    n = max(1, min(impostors, people))
+    k = accepted * n / max(impostors, 1)
+    alpha = 1.0 - CONFIDENCE
+    lo = 0.0 if k <= 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k >= n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lo, hi
+
+
+def far_floor(impostors: int) -> float:
+    """The smallest target FAR that ``impostors`` distances can tell from zero: one accepted of them."""
+    return 1.0 / max(impostors, 1)
+
+
 @dataclass
 class Fit:
-    """A threshold with its expected error rates and the score's logistic parameters."""
+    """A threshold with its expected error rates and the score's slope (the score is 0.5 at the threshold)."""
 
     threshold: float
     far: float | None  # expected false-accept rate at ``threshold`` (None: not measurable)
     frr: float | None  # expected false-reject rate
-    midpoint: float  # distance where score = 0.5
     slope: float
     genuine: int  # distances it was fitted on
     impostors: int
+    accepted: int | None = None  # impostor distances at or under the threshold
+    far_low: float | None = None  # the FAR's 95% interval
+    far_high: float | None = None
 
     def score(self, distance: np.ndarray | float) -> np.ndarray:
-        """P(genuine | distance) with equal priors, in [0, 1]."""
-        z = np.clip(self.slope * (np.asarray(distance, dtype=np.float64) - self.midpoint), -60, 60)
+        """Confidence that a distance is the same person, in [0, 1]: 0.5 at the threshold, above it
+        exactly when the distance is accepted (module docstring)."""
+        z = np.clip(self.slope * (np.asarray(distance, dtype=np.float64) - self.threshold), -60, 60)
         return 1.0 / (1.0 + np.exp(z))
 
 
@@ -75,26 +106,35 @@ class Fit:
 class Calibration:
     """The gallery's unknown threshold (photo vs centroid) and verification threshold (photo vs photo)."""
 
-    source: str  # 'gallery' (its own photos) or 'model' (fallback)
+    source: str  # 'gallery' (its own photos), 'model' (the model's threshold) or 'hand-set'
     method: str  # 'far=0.01', 'eer' or 'raw'
     identify: Fit
     verify: Fit
     generation: int = -1  # the gallery generation it was computed for
     version: int = VERSION  # the distances it was fitted on (see VERSION)
+    warning: str | None = None  # what the data cannot back up about this rule, if anything
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> Calibration:
-        return cls(
-            d["source"],
-            d["method"],
-            Fit(**d["identify"]),
-            Fit(**d["verify"]),
-            d.get("generation", -1),
-            d.get("version", 1),
-        )
+    def from_json(cls, d: dict) -> Calibration | None:
+        """A cached calibration, or None when it was written by another version (recomputed then)."""
+        if d.get("version") != VERSION:
+            return None
+        names = {f.name for f in fields(Fit)}
+        try:
+            return cls(
+                d["source"],
+                d["method"],
+                Fit(**{k: v for k, v in d["identify"].items() if k in names}),
+                Fit(**{k: v for k, v in d["verify"].items() if k in names}),
+                d.get("generation", -1),
+                d["version"],
+                d.get("warning"),
+            )
+        except (KeyError, TypeError):
+            return None
 
 
 def logistic_fit(genuine: np.ndarray, impostor: np.ndarray, ridge: float = 1e-6) -> tuple[float, float]:
@@ -140,18 +180,27 @@ def choose_threshold(genuine: np.ndarray, impostor: np.ndarray, far: float | Non
     return float(cands[int(np.argmin(np.abs(far_at - frr_at)))])
 
 
-def fit(genuine: np.ndarray, impostor: np.ndarray, far: float | None = DEFAULT_FAR, raw: float | None = None) -> Fit:
-    """Threshold (raw, else for ``far``, else equal-error with ``far=None``), error rates and score."""
+def fit(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    far: float | None = DEFAULT_FAR,
+    raw: float | None = None,
+    people: int | None = None,
+) -> Fit:
+    """Threshold (raw, else for ``far``, else equal-error with ``far=None``), error rates with the FAR's
+    interval over ``people`` (default: as many as distances), and the score's slope."""
     threshold = raw if raw is not None else choose_threshold(genuine, impostor, far)
     fa, fr = error_rates(genuine, impostor, threshold)
-    mid, slope = logistic_fit(genuine, impostor)
-    return Fit(float(threshold), fa, fr, mid, slope, len(genuine), len(impostor))
+    _, slope = logistic_fit(genuine, impostor)
+    accepted = int((impostor <= threshold).sum())
+    lo, hi = far_interval(accepted, len(impostor), people if people is not None else len(impostor))
+    return Fit(float(threshold), fa, fr, slope, len(genuine), len(impostor), accepted, lo, hi)
 
 
-def fallback(model_threshold: float | None, raw: float | None = None) -> Fit:
-    """No calibration data: the model's threshold (or the user's raw one)."""
-    base = model_threshold if model_threshold is not None else UNCALIBRATED_THRESHOLD
-    return Fit(float(raw if raw is not None else base), None, None, float(base), FALLBACK_SLOPE, 0, 0)
+def fallback(model_threshold: float | None, raw: float | None = None, factor: float = 1.0) -> Fit:
+    """No calibration data: the model's threshold times ``factor`` (or the user's raw one)."""
+    base = (model_threshold if model_threshold is not None else UNCALIBRATED_THRESHOLD) * factor
+    return Fit(float(raw if raw is not None else base), None, None, FALLBACK_SLOPE / factor, 0, 0)
 
 
 def identification_distances(
@@ -199,6 +248,21 @@ def pair_distances(
     return genuine, impostor
 
 
+#: Photo-vs-photo distance per photo-vs-person distance at the same evidence: a photo is a centroid of one.
+PAIR_FACTOR = float(count_factor(np.array([1]))[0])
+
+
+def pair_fit(model_threshold: float | None, genuine: np.ndarray, impostor: np.ndarray, people: int) -> Fit:
+    """Verification's threshold (module docstring): the model's, brought to pairs, with the error rates
+    of the gallery's pairs at it where there are enough; else the gallery's pairs alone."""
+    enough = min(len(genuine), len(impostor)) >= MIN_SAMPLES and people >= MIN_PEOPLE
+    if model_threshold is None:
+        return fit(genuine, impostor, DEFAULT_FAR, people=people) if enough else fallback(None)
+    if not enough:
+        return fallback(model_threshold, factor=PAIR_FACTOR)
+    return fit(genuine, impostor, raw=float(model_threshold) * PAIR_FACTOR, people=people)
+
+
 def calibrate(
     emb: np.ndarray,
     labels: np.ndarray,
@@ -211,25 +275,32 @@ def calibrate(
     raw: float | None = None,
 ) -> Calibration:
     """The gallery's :class:`Calibration` (see module docstring) from a sample of its photos (arguments
-    as in :func:`identification_distances`; ``people`` enrolled in all). ``far=None`` means equal-error.
-    A raw threshold applies to identification only; verification keeps its ``far`` threshold."""
+    as in :func:`identification_distances`; ``people`` enrolled in all). ``far=None`` means equal-error;
+    ``raw`` a threshold set by hand (identification only)."""
     method = "raw" if raw is not None else ("eer" if far is None else f"far={far:g}")
+    sampled = len(np.unique(labels))
+    pgen, pimp = pair_distances(emb, labels) if len(emb) else (np.zeros(0), np.zeros(0))
+    verify = pair_fit(model_threshold, pgen, pimp, sampled)
     if people >= MIN_PEOPLE and (own_count >= 2).sum() >= MIN_SAMPLES:
         gen, imp = identification_distances(emb, labels, own_centroid, own_count, search)
-        pgen, pimp = pair_distances(emb, labels)
-        if min(len(gen), len(imp), len(pgen), len(pimp)) >= MIN_SAMPLES:
-            ident, source = fit(gen, imp, far, raw), "gallery"
+        if min(len(gen), len(imp)) >= MIN_SAMPLES:
+            ident = fit(gen, imp, far, raw, people=sampled)
+            source, warning = ("hand-set" if raw is not None else "gallery"), None
             if raw is None and people < MIN_STRANGERS and model_threshold is not None:
                 thr = min(ident.threshold, float(model_threshold))
-                ident = Fit(
-                    thr,
-                    None,
-                    error_rates(gen, imp, thr)[1],
-                    ident.midpoint,
-                    ident.slope,
-                    ident.genuine,
-                    ident.impostors,
-                )
+                ident = Fit(thr, None, error_rates(gen, imp, thr)[1], ident.slope, ident.genuine, ident.impostors)
                 source = "model" if thr == model_threshold else "gallery"
-            return Calibration(source, method, ident, fit(pgen, pimp, far))
-    return Calibration("model", method, fallback(model_threshold, raw), fallback(model_threshold))
+            elif raw is not None and ident.far is not None and ident.far > HAND_SET_WARN:
+                warning = (
+                    f"the threshold {raw:g}, set by hand, accepts {ident.far:.0%} ({ident.accepted} of "
+                    f"{ident.impostors}) of the gallery's nearest strangers: most people never enrolled "
+                    "will be given a name"
+                )
+            elif far is not None and raw is None and far < far_floor(len(imp)):
+                warning = (
+                    f"a target FAR of {far:g} cannot be told from zero with {len(imp)} impostor distances "
+                    f"(the smallest is {far_floor(len(imp)):.2g}): the threshold lies below every stranger seen"
+                )
+            return Calibration(source, method, ident, verify, warning=warning)
+    ident = fallback(model_threshold, raw)
+    return Calibration("hand-set" if raw is not None else "model", method, ident, verify)
