@@ -56,7 +56,9 @@ def test_health_version_docs_page(client):
     )
     docs = client.get("/docs").text
     assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn" not in docs  # nothing from the internet
-    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    assert '"validatorUrl": null' in docs  # no validator badge fetched from the internet either
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon.png"):
+        assert client.get(f"/docs-assets/{asset}").status_code == 200, asset
     page = client.get("/")
     assert page.status_code == 200 and 'id="photos"' in page.text and '<script src="app.js"' in page.text
     assert client.get("/app.js").status_code == 200 and client.get("/style.css").status_code == 200
@@ -161,7 +163,10 @@ def test_threshold_get_and_set(filled, auth):
         filled.put("/v1/threshold", json={"far": 0.1, "eer": True}, headers=auth), 422
     )
     one_line_error(filled.put("/v1/threshold", json={"far": "lots"}, headers=auth), 422)
+    for loose in ({"distance": "0.5"}, {"far": "0.05"}, {"eer": "true"}, {"eer": 1}, {"distance": True}):
+        one_line_error(filled.put("/v1/threshold", json=loose, headers=auth), 422)  # numbers as numbers only
     assert filled.get("/v1/threshold", headers=auth).json()["method"] == "raw"  # the refused ones changed nothing
+    assert filled.put("/v1/threshold", json={"distance": 1}, headers=auth).json()["identify"]["threshold"] == 1.0
 
 
 def test_verify(filled, auth, make_face):
@@ -195,6 +200,42 @@ def test_verify(filled, auth, make_face):
 def test_empty_gallery_identify_is_409(client, auth, make_face):
     r = client.post("/v1/identify?detect=off", files=photos((0, 0), person_image=make_face), headers=auth)
     assert "no one is enrolled" in one_line_error(r, 409)
+
+
+def test_errors_name_no_server_path(client, auth, make_face, tmp_path):
+    """The gallery layer names its file in messages; the service answers with "the gallery" instead, so a
+    client never learns where the server keeps it (the gallery here is ``tmp_path / "g.db"``)."""
+    where = {str(tmp_path), str(tmp_path.resolve())}
+    answers = [
+        client.post("/v1/identify?detect=off", files=photos((0, 0), person_image=make_face), headers=auth),
+        client.delete("/v1/people/Nobody", headers=auth),
+        client.delete("/v1/people/Nobody/photos/" + "0" * 64, headers=auth),
+        client.get("/v1/people/Nobody", headers=auth),
+    ]
+    client.post("/v1/people/Ada/photos?detect=off", files=photos((0, 0), person_image=make_face), headers=auth)
+    client.post("/v1/people/Bo/photos?detect=off", files=photos((1, 0), person_image=make_face), headers=auth)
+    answers.append(client.patch("/v1/people/Ada", json={"name": "Bo"}, headers=auth))
+    for r in answers:
+        assert 400 <= r.status_code < 500, r.text
+        assert not any(w in r.text for w in where), r.text
+        assert "/" not in one_line_error(r, r.status_code), r.text
+    assert "no one is enrolled" in answers[0].json()["error"]
+
+
+def test_path_scrubber_replaces_only_whole_paths(tmp_path, monkeypatch):
+    from facegallery.service.app import PathScrubber
+
+    folder = tmp_path / "galleries"
+    scrub = PathScrubber(folder / "g.db", model=str(tmp_path / "models" / "tiny"))
+    assert scrub(f"{folder}/g.db: no one is enrolled yet") == "the gallery: no one is enrolled yet"
+    assert scrub(f"'X': no such person in {folder / 'g.db'}.") == "'X': no such person in the gallery."
+    assert scrub(f"{folder}/g.db-wal: locked") == "the gallery's folder/g.db-wal: locked"
+    assert scrub(f"{tmp_path}/models/tiny/config.json: bad") == "the model/config.json: bad"
+    assert scrub(f"{tmp_path}/elsewhere/g.db") == f"{tmp_path}/elsewhere/g.db"  # not the server's gallery
+    monkeypatch.chdir(folder.parent)
+    relative = PathScrubber("galleries/g.db")
+    assert relative("galleries/g.db: x") == "the gallery: x" and relative(f"{folder}/g.db: x") == "the gallery: x"
+    assert relative("big.db, galleries/g.db2 and galleries") == "big.db, galleries/g.db2 and galleries"
 
 
 # ----- auth ----------------------------------------------------------------------------------------
@@ -280,6 +321,28 @@ def test_limits(make_client, auth, make_face):
     assert "wide.jpg: 100x100 pixels is above the limit" in one_line_error(r, 413)
     ok = c.post("/v1/people/A/photos?detect=off", files=[("photos", ("ok.jpg", small, "image/jpeg"))], headers=auth)
     assert ok.status_code == 201
+
+
+def test_pixels_per_request_limit(make_client, auth, make_face):
+    """All photos of one request together are bounded in pixels (from their headers, before decoding):
+    413 naming the limit, for identify, verify and enrolment alike, and nothing stored."""
+    c = make_client(max_request_pixels=25_000)  # each face crop is 100x100 = 10,000 pixels
+    two = photos((0, 0), (0, 1), person_image=make_face)
+    three = photos((0, 0), (0, 1), (0, 2), person_image=make_face)
+    assert c.post("/v1/people/Ada/photos?detect=off", files=two, headers=auth).status_code == 201
+    for url in ("/v1/identify?detect=off", "/v1/people/Ada/photos?detect=off", "/v1/people/Bo/photos?detect=off"):
+        error = one_line_error(c.post(url, files=three, headers=auth), 413)
+        assert "30,000 pixels" in error and "limit of 25,000 pixels per request" in error
+    big = jpeg(make_face(0, 3, size=120))  # 14,400 pixels
+    r = c.post(
+        "/v1/verify?detect=off",
+        files=[("a", ("a.jpg", big, "image/jpeg")), ("b", ("b.jpg", big, "image/jpeg"))],
+        headers=auth,
+    )
+    assert "limit of 25,000 pixels per request" in one_line_error(r, 413)
+    assert c.post("/v1/identify?detect=off", files=two, headers=auth).status_code == 200
+    assert c.get("/v1/people", headers=auth).json()["people"][0]["photos"] == 2
+    assert not any(p["name"] == "Bo" for p in c.get("/v1/people", headers=auth).json()["people"])
 
 
 @pytest.mark.parametrize(

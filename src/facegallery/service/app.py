@@ -10,6 +10,8 @@ sends is a 500.
 """
 
 import logging
+import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,7 +26,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictFloat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegallery.answers import Skipped
@@ -34,7 +36,7 @@ from facegallery.errors import Conflict, InvalidInput, NotFound, TooLarge, UserE
 from facegallery.faces import Face, face_at, not_one_face
 from facegallery.gallery import Gallery
 from facegallery.gallery.store import check_name
-from facegallery.images import PhotoBytes
+from facegallery.images import PhotoBytes, upright_size
 from facegallery.pipeline import Finder, ReadPhoto, default_workers, read_photos, recognize
 from facegallery.service.auth import KeyRing
 from facegallery.service.batching import EmbedBatcher
@@ -58,7 +60,8 @@ class ServiceConfig:
     max_upload_bytes: int = 10_000_000
     max_request_bytes: int = 50_000_000
     max_photos: int = 16
-    max_pixels: int = 25_000_000
+    max_pixels: int = 25_000_000  # per photo
+    max_request_pixels: int = 100_000_000  # all photos of one request together, from their headers
     max_batch: int = 64  # faces per forward pass; 0: each request embeds its own faces
     create: bool = False
     detector: str | Detector | None = None  # None: the gallery's own, else the default
@@ -66,7 +69,39 @@ class ServiceConfig:
 
 
 def status_of(error: UserError) -> int:
+    """The HTTP status a user error is answered with."""
     return next(code for kind, code in STATUS if isinstance(error, kind))
+
+
+class PathScrubber:
+    """Takes the server's own filesystem paths out of messages before they are sent: the gallery's path
+    (as given, absolute and resolved) becomes "the gallery", its folder "the gallery's folder", a model
+    folder given as a path "the model". Messages from the gallery layer name the file they concern; a
+    client must not learn where the server keeps it."""
+
+    def __init__(self, gallery: str | os.PathLike, model: str | None = None):
+        said: dict[str, str] = {}
+
+        def add(path: Path, what: str, given_too: bool = True) -> None:
+            forms = {os.path.abspath(path), str(path.resolve())} | ({str(path)} if given_too else set())
+            for form in forms:
+                if form.strip(os.sep + ".") and form not in said:
+                    said[form] = what
+
+        gallery = Path(gallery)
+        add(gallery, "the gallery")
+        if model and (os.sep in model or Path(model).exists()):
+            add(Path(model), "the model")
+        for folder in (Path(os.path.abspath(gallery)).parent, gallery.resolve().parent):
+            add(folder, "the gallery's folder", given_too=False)  # a relative folder ("data") is a word too
+        forms = sorted(said, key=len, reverse=True)  # longest first: a file before its folder
+        # a path only where it stands whole: not inside a longer name ("big.db" keeps its "g.db")
+        self.pattern = re.compile("|".join(rf"(?<![\w.\-/]){re.escape(f)}(?![\w\-]|\.\w)" for f in forms))
+        self.said = said
+
+    def __call__(self, message: str) -> str:
+        """``message`` with every known server path replaced by what it is."""
+        return self.pattern.sub(lambda m: self.said[m.group(0)], message)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -118,7 +153,24 @@ class Service:
             if len(data) > self.config.max_upload_bytes:
                 raise TooLarge(f"{name}: upload above the limit of {self.config.max_upload_bytes:,} bytes")
             out.append(PhotoBytes(name, data))
+        self._check_request_pixels(out)
         return out
+
+    def _check_request_pixels(self, photos: list[PhotoBytes]) -> None:
+        """Refuse a request whose photos hold more than ``max_request_pixels`` together (read from their
+        headers, before anything is decoded): decoding and detection cost grows with pixels, and one
+        request must not hold the server for long. A photo above the per-photo limit, or without a
+        readable header, is refused on its own later and is not counted."""
+        limit, total = self.config.max_request_pixels, 0
+        for photo in photos:
+            size = upright_size(photo.data)
+            if size is not None and size[0] * size[1] <= self.config.max_pixels:
+                total += size[0] * size[1]
+        if total > limit:
+            raise TooLarge(
+                f"{len(photos)} photos of {total:,} pixels in all: above the limit of {limit:,} pixels per "
+                "request; send fewer or smaller photos per request"
+            )
 
     def main_face(self, photo: PhotoBytes, detect: str) -> Face:
         """The largest face of one photo, or the photo's error."""
@@ -141,9 +193,9 @@ class Rename(BaseModel):
 class ThresholdRule(BaseModel):
     """Exactly one of: a target false-accept rate, a raw identification distance, or the equal-error point."""
 
-    far: float | None = Field(None, description="Target false-accept rate, 0 < far < 1.")
-    distance: float | None = Field(None, description="Raw squared distance threshold, 0..4.")
-    eer: bool = Field(False, description="Use the equal-error point.")
+    far: StrictFloat | None = Field(None, description="Target false-accept rate, 0 < far < 1.")
+    distance: StrictFloat | None = Field(None, description="Raw squared distance threshold, 0..4.")
+    eer: StrictBool = Field(False, description="Use the equal-error point.")
 
 
 def _person(p: Any) -> dict[str, Any]:
@@ -172,6 +224,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         openapi_url="/v1/openapi.json",
     )
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    scrub = PathScrubber(config.gallery, config.model)
 
     def svc() -> Service:
         return service["s"]
@@ -196,7 +249,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     # ----- errors ---------------------------------------------------------------------------------
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
-        return _error(status_of(exc), str(exc))
+        return _error(status_of(exc), scrub(str(exc)))
 
     @app.exception_handler(_Refused)
     async def refused(request: Request, exc: _Refused) -> JSONResponse:
@@ -206,11 +259,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path"))
-        return _error(422, f"{where or 'request'}: {first.get('msg', 'invalid request')}")
+        return _error(422, scrub(f"{where or 'request'}: {first.get('msg', 'invalid request')}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, scrub(str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
@@ -234,14 +287,21 @@ def create_app(config: ServiceConfig) -> FastAPI:
             "detector": describe(svc().detector),
         }
 
+    docs_assets = _docs_assets()
+
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
+        """Swagger UI 5 (it reads the OpenAPI 3.1 schema), served from this server: nothing is fetched
+        from elsewhere, and no validator badge is asked of the internet."""
+        if docs_assets is None:
+            raise _Refused(503, "the API docs need the fastapi-offline package (pip install 'facegallery[service]')")
         return get_swagger_ui_html(
             openapi_url=app.openapi_url,
             title="facegallery API",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+            swagger_favicon_url="/docs-assets/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     # ----- recognition ----------------------------------------------------------------------------
@@ -412,11 +472,21 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return s.gallery.set_threshold(rule.far, rule.distance, rule.eer).to_json()
 
     # ----- the page -------------------------------------------------------------------------------
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+    if docs_assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=docs_assets), name="docs-assets")
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app
+
+
+def _docs_assets() -> Path | None:
+    """The folder of Swagger UI's files as the fastapi-offline package ships them (Swagger UI 5), or None
+    when it is not installed."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    folder = Path(fastapi_offline.__file__).parent / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
 
 
 class _Refused(Exception):

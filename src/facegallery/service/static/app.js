@@ -28,8 +28,28 @@ async function api(method, path, body) {
   const response = await fetch(path, { method, headers, body });
   const type = response.headers.get("content-type") || "";
   const data = type.includes("application/json") ? await response.json() : await response.blob();
-  if (!response.ok) throw new Error((data && data.error) || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const err = new Error((data && data.error) || `${response.status} ${response.statusText}`);
+    err.status = response.status;
+    throw err;
+  }
   return data;
+}
+
+// A refused key (401) is a question for the person at the page, not an error to show raw.
+function keyPrompt() {
+  const box = document.createElement("div");
+  box.className = "need-key";
+  const text = document.createElement("p");
+  text.textContent = keyInput.value
+    ? "This API key is not accepted. Check the key in the API key field at the top of the page."
+    : "This server needs an API key to show its people. Enter it in the API key field at the top of the page.";
+  const go = document.createElement("button");
+  go.type = "button";
+  go.textContent = "Enter the key";
+  go.addEventListener("click", () => keyInput.focus());
+  box.append(text, go);
+  return box;
 }
 
 const person = (name) => `/v1/people/${encodeURIComponent(name)}`;
@@ -83,10 +103,15 @@ function photoCard(file) {
 }
 
 function showFailure(file, err) {
+  const card = photoCard(file);
+  if (err.status === 401) {
+    card.append(keyPrompt());
+    return;
+  }
   const p = document.createElement("p");
   p.className = "error";
   p.textContent = err.message;
-  photoCard(file).append(p);
+  card.append(p);
 }
 
 function label(face) {
@@ -104,7 +129,7 @@ function showPhoto(file, answer) {
   img.alt = `${file.name}: ${answer.faces.length ? described : "no face found"}`;
   frame.append(img);
   img.addEventListener("load", () => {
-    for (const face of answer.faces) frame.append(boxFor(face, img.naturalWidth, img.naturalHeight));
+    answer.faces.forEach((face, i) => frame.append(boxFor(face, i, img.naturalWidth, img.naturalHeight)));
   });
   const faces = document.createElement("ol");
   faces.className = "faces";
@@ -117,7 +142,8 @@ function showPhoto(file, answer) {
   card.append(frame, faces);
 }
 
-function boxFor(face, w, h) {
+// Each box carries its face's number, as the list under the photo numbers it.
+function boxFor(face, i, w, h) {
   const [x0, y0, x1, y1] = face.box;
   const box = document.createElement("div");
   box.className = "box" + (face.name === null ? " unknown" : "");
@@ -126,14 +152,20 @@ function boxFor(face, w, h) {
     width: `${(100 * (x1 - x0)) / w}%`, height: `${(100 * (y1 - y0)) / h}%`,
   });
   box.setAttribute("aria-hidden", "true");
+  box.dataset.face = String(i + 1);
+  const number = document.createElement("span");
+  number.className = "num";
+  number.textContent = String(i + 1);
   const tag = document.createElement("span");
+  tag.className = "tag";
   tag.textContent = label(face);
-  box.append(tag);
+  box.append(number, tag);
   return box;
 }
 
 function faceItem(face, i, file) {
   const li = document.createElement("li");
+  li.dataset.face = String(i + 1);
   const who = document.createElement("span");
   who.className = "who " + (face.name === null ? "unknown" : "known");
   who.textContent = `Face ${i + 1}: ${label(face)}`;
@@ -189,8 +221,13 @@ async function loadPeople() {
     list.replaceChildren();
     $("#people-count").textContent = "";
     const li = document.createElement("li");
-    li.className = "error";
-    li.textContent = err.message;
+    if (err.status === 401) {
+      li.className = "prompt";
+      li.append(keyPrompt());
+    } else {
+      li.className = "error";
+      li.textContent = err.message;
+    }
     list.append(li);
     return;
   }
@@ -231,7 +268,13 @@ function personItem(p) {
       say(`Could not remove: ${err.message}`, true);
     }
   });
-  li.append(thumb, name, count, rename, remove);
+  const about = document.createElement("span");
+  about.className = "about";
+  about.append(name, count);
+  const actions = document.createElement("span");
+  actions.className = "actions";
+  actions.append(rename, remove);
+  li.append(thumb, about, actions);
   return li;
 }
 
