@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,35 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes caches under its own temp folder, never the user's."""
     monkeypatch.setenv("FACEGALLERY_CACHE", str(tmp_path_factory.mktemp("cache")))
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def make_fifo():
+    """``make_fifo(path)`` makes a FIFO whose readers get an empty file instead of waiting forever for
+    a writer (a thread keeps opening and closing its write end): code that wrongly opens one then fails
+    a test on its message rather than hanging it."""
+    fifos: list[Path] = []
+    stop = threading.Event()
+
+    def unblock() -> None:
+        while not stop.wait(0.05):
+            for path in list(fifos):
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # ENXIO: no reader waiting; ENOENT: its folder is gone
+                    pass
+
+    thread = threading.Thread(target=unblock, daemon=True)
+    thread.start()
+
+    def make(path: Path) -> Path:
+        os.mkfifo(path)
+        fifos.append(path)
+        return path
+
+    yield make
+    stop.set()
+    thread.join()
 
 
 @pytest.fixture

@@ -1,11 +1,23 @@
 import io
+import os
+import time
 import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from facegallery.images import ImageReadError, PixelCache, SkipWarning, iter_images, load_batch, load_image
+from facegallery.images import (
+    ImageReadError,
+    ImageTooLarge,
+    PixelCache,
+    SkipWarning,
+    iter_images,
+    load_batch,
+    load_image,
+    max_file_bytes,
+    photo_bytes,
+)
 
 
 def _save(path, mode, **kw):
@@ -90,3 +102,42 @@ def test_avif_photos_are_read_in_folders_as_they_are_by_name(tmp_path):
     Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(photo)
     assert list(iter_images([photo.parent])) == [photo] == list(iter_images([photo]))
     assert load_image(photo).shape == (40, 40, 3)
+
+
+def test_a_6_gb_photo_file_is_refused_from_its_size_before_it_is_read(tmp_path):
+    huge = _save(tmp_path / "huge.jpg", "RGB")  # a real 30x20 JPEG, then zeros to 6 GB: sparse, no disk
+    os.truncate(huge, 6 * 2**30)
+    start = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match=r"huge.jpg: 6,442,450,944 bytes is above the limit of [\d,]+ for a photo"):
+        load_image(huge)  # the decoder alone would read the 30x20 picture and never notice
+    with pytest.raises(ImageTooLarge):
+        photo_bytes(huge)
+    assert time.perf_counter() - start < 1
+
+
+def test_a_header_above_the_pixel_limit_is_refused_before_the_file_is_read(tmp_path, monkeypatch):
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
+    with pytest.raises(ImageTooLarge, match="big.png: 100x100 pixels is above the limit of 5,000"):
+        photo_bytes(tmp_path / "big.png", max_pixels=5000)
+    assert max_file_bytes(5000) < max_file_bytes()
+    with pytest.raises(ImageTooLarge, match="more than"):  # an open file is read no further than the limit
+        photo_bytes(io.BytesIO(bytes(max_file_bytes(5000) + 1)), max_pixels=5000)
+
+
+def test_fifos_and_devices_are_never_opened(tmp_path, make_fifo):
+    fifo = make_fifo(tmp_path / "pipe.jpg")
+    for reader in (load_image, photo_bytes):
+        with pytest.raises(ImageReadError, match=r"pipe.jpg: not a regular file \(a FIFO\)"):
+            reader(fifo)
+        with pytest.raises(ImageReadError, match=r"/dev/zero: not a regular file \(a character device\)"):
+            reader("/dev/zero")
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.jpg")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert list(iter_images([tmp_path, fifo, "/dev/zero"])) == [tmp_path / "ok.jpg"]
+    said = sorted(str(x.message) for x in w)
+    assert said == [
+        "skipping /dev/zero: not a regular file (a character device)",
+        f"skipping {fifo}: not a regular file (a FIFO)",
+        f"skipping {fifo}: not a regular file (a FIFO)",
+    ]

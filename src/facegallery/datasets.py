@@ -20,7 +20,7 @@ from facegallery.images import (
     is_candidate,
     load_batch,
     load_image,
-    read_bytes,
+    photo_bytes,
     resize,
     warn_skip,
 )
@@ -100,7 +100,7 @@ def _load_prepared(
     todo: list[tuple[int, Path, Path | None]] = []
     for i, path in enumerate(paths):
         try:
-            entry = cache.entry(read_bytes(Path(path)), kind) if cache is not None else None
+            entry = cache.entry(photo_bytes(Path(path)), kind) if cache is not None else None
         except ImageReadError as e:
             warn_skip(Path(path), str(e).split(": ", 1)[-1])
             continue
@@ -131,8 +131,10 @@ def discover(root: str | Path, min_photos: int = 1) -> FaceFolder:
     Raises :class:`UserError` when the folder is missing or holds no person with a photo.
     """
     root = Path(root)
-    if not root.is_dir():
+    if not root.exists():
         raise UserError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
     names, paths, labels = [], [], []
     for person in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         photos = []

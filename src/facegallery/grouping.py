@@ -263,19 +263,42 @@ def _thumb(path: str, box: list[float], size: int = THUMB) -> Image.Image:
     return im.crop((cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)).resize((size, size))
 
 
-def contact_sheet(faces: list[FoundFace], title: str, columns: int = 8, limit: int = 64) -> Image.Image:
-    """Thumbnails of ``faces`` (up to ``limit``) in a grid under a title line."""
+def contact_sheet(
+    faces: list[FoundFace], title: str, columns: int = 8, limit: int = 64, labels: Sequence[str] | None = None
+) -> Image.Image:
+    """Thumbnails of ``faces`` (up to ``limit``) in a grid under the line ``title``; ``labels``, one per
+    face, are drawn on their thumbnails' top left corners."""
     shown = faces[:limit]
     rows = max(1, math.ceil(len(shown) / columns))
     font = ImageFont.load_default(size=16)
     sheet = Image.new("RGB", (columns * (THUMB + 4) + 4, rows * (THUMB + 4) + 30), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     more = f" (first {limit} shown)" if len(faces) > limit else ""
-    draw.text((6, 6), f"{title}: {len(faces)} faces{more}", fill=(0, 0, 0), font=font)
+    draw.text((6, 6), title + more, fill=(0, 0, 0), font=font)
     for i, f in enumerate(shown):
         r, c = divmod(i, columns)
-        sheet.paste(_thumb(f.path, f.box), (4 + c * (THUMB + 4), 30 + r * (THUMB + 4)))
+        x, y = 4 + c * (THUMB + 4), 30 + r * (THUMB + 4)
+        sheet.paste(_thumb(f.path, f.box), (x, y))
+        if labels is not None:
+            box = draw.textbbox((x + 4, y + 2), labels[i], font=font)
+            draw.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill=(0, 0, 0))
+            draw.text((x + 4, y + 2), labels[i], fill=(255, 255, 255), font=font)
     return sheet
+
+
+def _faces(n: int) -> str:
+    return f"{n} face{'' if n == 1 else 's'}"
+
+
+def overview(result: Clustering) -> Image.Image:
+    """One face of each cluster (the nearest its centroid), numbered with the cluster's id: the number
+    ``enroll --from-clusters ... --name N=NAME`` takes."""
+    reps = [c.faces[c.representative] for c in result.clusters]
+    title = (
+        f"{len(reps)} cluster{'' if len(reps) == 1 else 's'}, numbered for --name N=NAME; "
+        f"{_faces(len(result.unassigned))} in no cluster"
+    )
+    return contact_sheet(reps, title, limit=256, labels=[str(c.id) for c in result.clusters])
 
 
 def write(result: Clustering, out: str | os.PathLike) -> Path:
@@ -289,10 +312,8 @@ def write(result: Clustering, out: str | os.PathLike) -> Path:
         stale.unlink()
     for c in result.clusters:
         c.sheet = f"cluster-{c.id:03d}.png"
-        contact_sheet(c.faces, f"cluster {c.id}").save(out / c.sheet)
-    reps = [c.faces[c.representative] for c in result.clusters]
-    overview = contact_sheet(reps, f"{len(reps)} clusters, {len(result.unassigned)} faces unassigned", limit=256)
-    overview.save(out / "overview.png")
+        contact_sheet(c.faces, f"cluster {c.id}: {_faces(len(c.faces))}").save(out / c.sheet)
+    overview(result).save(out / "overview.png")
     np.save(
         out / "embeddings.npy", result.embeddings if result.embeddings is not None else np.zeros((0, 0), np.float32)
     )

@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".avif"}
 #: Refuse pictures above this many pixels before decoding them (a 1 GB bitmap is an attack or a mistake).
 MAX_PIXELS = 40_000_000
+#: Metadata (EXIF, ICC profiles, XMP, embedded previews) a photo file may carry beyond its pixels.
+METADATA_BYTES = 16 * 2**20
+
+
+def max_file_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    """The largest photo file read: an uncompressed 16-bit RGBA picture of ``max_pixels`` (8 bytes a
+    pixel, more than any format stores a photo in) plus its metadata. A larger file is no photo within
+    the pixel limit, and is refused from its size, before a byte of it is read into memory."""
+    return max_pixels * 8 + METADATA_BYTES
 
 
 class ImageReadError(InvalidInput):
@@ -68,18 +78,92 @@ def sha256_of(data: bytes | np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def photo_bytes(source: PhotoFile) -> bytes:
-    """The file's bytes (for its content hash); :class:`ImageReadError` if it cannot be read."""
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is no file to read, from ``os.stat`` alone ("no such file", "a folder", "not a
+    regular file (a FIFO)", ...), or None for a regular file. Paths are looked at before they are
+    opened: opening a FIFO blocks until someone writes to it, and ``/dev/zero`` never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        return f"cannot read ({getattr(e, 'strerror', None) or e})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    kind = next((what for test, what in _FILE_KINDS if test(mode)), "of an unknown kind")
+    return f"not a regular file ({kind})"
+
+
+def check_photo_file(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> int:
+    """The size of the photo file at ``path``, after making sure it can be read whole: a regular file
+    (:func:`not_a_file`) of at most :func:`max_file_bytes`. Raises :class:`ImageReadError` or
+    :class:`ImageTooLarge` naming it otherwise; nothing of it is read."""
+    why = not_a_file(path)
+    if why is not None:
+        raise ImageReadError(f"{path}: {why}")
+    size = os.stat(path).st_size
+    limit = max_file_bytes(max_pixels)
+    if size > limit:
+        raise ImageTooLarge(f"{path}: {size:,} bytes is above the limit of {limit:,} for a photo file")
+    return size
+
+
+def _check_header(f: BinaryIO, name: str, max_pixels: int) -> None:
+    """Refuse an open photo file whose header claims more than ``max_pixels`` pixels (PIL reads only
+    the header here); an unreadable header passes, for the decoder to report."""
+    try:
+        with Image.open(f) as im:
+            size = im.size
+    except Image.DecompressionBombError:  # PIL's own guard, at twice its limit: the header claims billions
+        raise ImageTooLarge(f"{name}: its pixel count is above the limit of {max_pixels:,}") from None
+    except Exception:  # noqa: BLE001 - any unreadable header: decoding will report it properly
+        return
+    finally:
+        f.seek(0)
+    check_pixels(name, size, max_pixels)
+
+
+def check_pixels(name: str, size: tuple[int, int], max_pixels: int) -> None:
+    """:class:`ImageTooLarge` naming the photo when its header's (width, height) is above ``max_pixels``."""
+    if size[0] * size[1] > max_pixels:
+        raise ImageTooLarge(f"{name}: {size[0]}x{size[1]} pixels is above the limit of {max_pixels:,}")
+
+
+def photo_bytes(source: PhotoFile, max_pixels: int = MAX_PIXELS) -> bytes:
+    """The file's bytes (for its content hash); :class:`ImageReadError` if it cannot be read.
+
+    A path is checked before it is opened (:func:`check_photo_file`) and its header before it is read
+    whole, so a FIFO, a device or a 6 GB file named ``.jpg`` costs nothing; an open file is read up to
+    :func:`max_file_bytes`."""
     if isinstance(source, PhotoBytes):
         return source.data
     if isinstance(source, (bytes, bytearray)):
         return bytes(source)
+    name = photo_name(source)
+    limit = max_file_bytes(max_pixels)
     try:
         if isinstance(source, (str, os.PathLike)):
-            return Path(source).read_bytes()
-        return source.read()
+            size = check_photo_file(source, max_pixels)
+            with open(source, "rb") as f:
+                _check_header(f, name, max_pixels)
+                data = f.read(size + 1)
+        else:
+            data = source.read(limit + 1)
     except OSError as e:
-        raise ImageReadError(f"{photo_name(source)}: cannot read ({e.strerror or e})") from None
+        raise ImageReadError(f"{name}: cannot read ({e.strerror or e})") from None
+    if len(data) > limit:  # an open file longer than the limit, or a file that grew while read
+        raise ImageTooLarge(f"{name}: more than {limit:,} bytes, the limit for a photo file")
+    return data
 
 
 def is_candidate(path: Path) -> bool:
@@ -102,10 +186,11 @@ def load_image(source: PhotoFile, max_pixels: int = MAX_PIXELS, reduce: int = 1)
         source = io.BytesIO(source.data)
     elif isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        check_photo_file(source, max_pixels)
     try:
         with Image.open(source) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageTooLarge(f"{path}: {im.width}x{im.height} pixels is above the limit of {max_pixels:,}")
+            check_pixels(path, im.size, max_pixels)
             if reduce > 1 and im.format == "JPEG":
                 im.draft("RGB", (-(-im.width // reduce), -(-im.height // reduce)))
             im.load()
@@ -157,20 +242,26 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 def iter_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Expand files and folders (recursively, sorted) into candidate image paths, warning on junk."""
+    """Expand files and folders (recursively, sorted) into candidate image paths, warning on junk and
+    on what is no regular file (a FIFO or a device would block or never end); a missing path is a
+    :class:`UserError`."""
     for p in paths:
         p = Path(p)
         if p.is_dir():
             for child in sorted(p.rglob("*")):
-                if child.is_file():
-                    if is_candidate(child):
-                        yield child
-                    else:
-                        warn_skip(child, "not an image file")
-        elif p.is_file():
-            yield p
-        else:
+                if child.is_dir():
+                    continue
+                why = not_a_file(child)
+                if why is None and is_candidate(child):
+                    yield child
+                else:
+                    warn_skip(child, why or "not an image file")
+        elif not p.exists():
             raise UserError(f"{p}: no such file or folder")
+        elif (why := not_a_file(p)) is not None:
+            warn_skip(p, why)
+        else:
+            yield p
 
 
 def warn_skip(path: Path, why: str) -> None:
@@ -234,21 +325,13 @@ class PixelCache:
     def load(self, path: str | os.PathLike, size: int) -> np.ndarray:
         """Pixels of ``path`` resized to ``size`` (decoding only on a cache miss)."""
         path = Path(path)
-        data = read_bytes(path)
+        data = photo_bytes(path)
         entry = self.entry(data, size)
         pixels = self.read(entry)
         if pixels is None:
             pixels = resize(load_image(path), size)
             self.write(entry, pixels)
         return pixels
-
-
-def read_bytes(path: Path) -> bytes:
-    """A file's bytes, or an :class:`ImageReadError` naming it."""
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def centre_square(pixels: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The bad-input corpus, end to end through the CLI: every case exits 2 with one line
-(``facegallery: error: ...``), no traceback, and leaves the gallery byte for byte as it was."""
+(``facegallery: error: ...``, click's own usage errors included), no traceback, and leaves the gallery
+byte for byte as it was."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -9,11 +11,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 from facegallery.cli import main
+from facegallery.images import max_file_bytes
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_model_dir, make_face):
-    """A gallery of 4 people, its export, damaged exports, junk photos and a text file."""
+def world(tmp_path_factory, tiny_model_dir, make_face, make_fifo):
+    """A gallery of 4 people, its export, damaged exports, junk photos, a text file, a FIFO, image lists
+    naming a FIFO or a Latin-1 file name, and a photo file too large to be one (sparse)."""
     root = tmp_path_factory.mktemp("corpus")
     people = root / "people"
     for p in range(4):
@@ -45,7 +49,17 @@ def world(tmp_path_factory, tiny_model_dir, make_face):
     (bad / "a.jpg").write_bytes(b"\xff\xd8 truncated")
     (bad / "b.png").write_bytes(b"not a png")
     (root / "notes.txt").write_text("hello")
-    return {"root": root, "db": db, "people": people, "export": export, "bad": bad, "model": tiny_model_dir}
+    fifo = make_fifo(root / "fifo.jpg")
+    (root / "fifo.txt").write_text(f"{fifo}\n")
+    latin1 = os.fsencode(root) + "/caf\N{LATIN SMALL LETTER E WITH ACUTE}.jpg".encode("latin-1")
+    Image.fromarray(make_face(0, 0)).save(open(latin1, "wb"), "JPEG")  # noqa: SIM115  (closed by PIL)
+    (root / "latin1.txt").write_bytes(latin1 + b"\n")
+    huge = root / "huge.jpg"  # a real JPEG header, then zeros up to one byte over the limit: no disk used
+    Image.fromarray(make_face(0, 0)).save(huge)
+    os.truncate(huge, max_file_bytes() + 1)
+    return {
+        "root": root, "db": db, "people": people, "export": export, "bad": bad, "model": tiny_model_dir, "fifo": fifo
+    }  # fmt: skip
 
 
 def _run(*args):
@@ -106,6 +120,59 @@ CASES = {
     ),
     "train with zero steps": lambda w: ("train", "--data", w["people"], "--out", w["root"] / "m", "--steps", "0"),
     "LFW without its data": lambda w: ("evaluate", "--protocol", "lfw", "--data", w["bad"], "--out", w["root"] / "o"),
+    "verify a missing photo": lambda w: (
+        "verify",
+        "--gallery",
+        w["db"],
+        w["people"] / "Person 0" / "0.jpg",
+        w["root"] / "absent.jpg",
+    ),
+    "cluster with a missing gallery": lambda w: (
+        "cluster",
+        "--out",
+        w["root"] / "clusters",
+        "--gallery",
+        w["root"] / "absent.db",
+        w["people"],
+    ),
+    "a click usage error": lambda w: ("identify", "--gallery", w["db"], "--top-k", "0", w["people"]),
+    "gallery that is a FIFO": lambda w: ("people", "--gallery", w["fifo"]),
+    "gallery that is /dev/zero": lambda w: ("people", "--gallery", "/dev/zero"),
+    "import from a FIFO": lambda w: ("import", "--gallery", w["db"], w["fifo"]),
+    "clusters.json that is a FIFO": lambda w: (
+        "enroll",
+        "--gallery",
+        w["db"],
+        "--from-clusters",
+        w["fifo"],
+        "--name",
+        "0=A",
+    ),
+    "identify /dev/zero": lambda w: ("identify", "--gallery", w["db"], "/dev/zero"),
+    "identify a FIFO": lambda w: ("identify", "--gallery", w["db"], w["fifo"]),
+    "a list naming a FIFO": lambda w: ("identify", "--gallery", w["db"], f"@{w['root'] / 'fifo.txt'}"),
+    "a list with a Latin-1 name": lambda w: ("identify", "--gallery", w["db"], f"@{w['root'] / 'latin1.txt'}"),
+    "a list that is /dev/zero": lambda w: ("embed", "--model", w["model"], "--out", w["root"] / "e.npz", "@/dev/zero"),
+    "a photo file too large to be one": lambda w: ("identify", "--gallery", w["db"], w["root"] / "huge.jpg"),
+    "train on /dev/zero": lambda w: ("train", "--data", "/dev/zero", "--out", w["root"] / "m"),
+}
+
+#: What the error (or the warning before it) must say, where the one line alone does not show the fix.
+SAYS = {
+    "verify a missing photo": "absent.jpg: no such file",
+    "cluster with a missing gallery": "absent.db: no such gallery",
+    "a click usage error": "--top-k",
+    "gallery that is a FIFO": "fifo.jpg: not a regular file (a FIFO)",
+    "gallery that is /dev/zero": "/dev/zero: not a regular file (a character device)",
+    "import from a FIFO": "fifo.jpg: not a regular file (a FIFO)",
+    "clusters.json that is a FIFO": "fifo.jpg: not a regular file (a FIFO)",
+    "identify /dev/zero": "skipping /dev/zero: not a regular file (a character device)",
+    "identify a FIFO": "fifo.jpg: not a regular file (a FIFO)",
+    "a list naming a FIFO": "fifo.jpg: not a regular file (a FIFO) (line 1 of",
+    "a list with a Latin-1 name": "caf\N{REPLACEMENT CHARACTER}.jpg: its file name is not valid UTF-8",
+    "a list that is /dev/zero": "/dev/zero: not a regular file (a character device)",
+    "a photo file too large to be one": f"huge.jpg: {max_file_bytes() + 1:,} bytes is above the limit",
+    "train on /dev/zero": "/dev/zero: not a folder",
 }
 
 
@@ -113,9 +180,8 @@ CASES = {
 def test_bad_input_is_one_line_exit_2_and_the_gallery_is_untouched(world, case):
     before = world["db"].read_bytes()
     r = _run(*CASES[case](world))
-    errors = [line for line in r.stderr.splitlines() if line.startswith("facegallery: error:")] or [
-        line for line in r.output.splitlines() if line.startswith("Error:")
-    ]  # click's own usage errors
+    errors = [line for line in r.stderr.splitlines() if line.startswith("facegallery: error:")]
     assert r.exit_code == 2, (case, r.output)
-    assert len(errors) == 1 and "Traceback" not in r.output, (case, r.output)
+    assert len(errors) == 1 and "Traceback" not in r.output and "Usage:" not in r.output, (case, r.output)
+    assert SAYS.get(case, "") in r.stderr, (case, r.stderr)
     assert world["db"].read_bytes() == before, case

@@ -179,3 +179,22 @@ def test_the_python_api_groups_and_enrols_like_the_cli(pile, model, tmp_path):
             g.enroll_faces("Grace", result.embeddings[rows], [(f.path, f.sha256) for f in first.faces], "other:0")
         again = cluster([pile], detect="off", gallery=g)  # the gallery's model; Grace's faces are known
         assert len(again.known) == 3 and {f.person for f in again.known} == {"Grace"}
+
+
+def test_the_overview_numbers_each_cluster_as_name_takes_it(pile, model, monkeypatch):
+    from PIL import ImageDraw
+
+    from facegallery import grouping
+    from facegallery.embedder import load_model
+
+    faces, emb = grouping.find_faces(sorted(pile.glob("*.jpg")), load_model(model), "off")
+    result = grouping.cluster_faces(faces, emb, load_model(model), "off")
+    drawn: list[str] = []
+    real = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: drawn.append(text) or real(self, xy, text, *a, **k)
+    )
+    sheet = grouping.overview(result)
+    assert drawn[0] == "2 clusters, numbered for --name N=NAME; 1 face in no cluster"
+    assert sorted(drawn[1:]) == ["0", "1"]  # each thumbnail carries its cluster's id
+    assert sheet.getpixel((4 + 2, 30 + 2)) == (0, 0, 0)  # on a dark label in the thumbnail's corner

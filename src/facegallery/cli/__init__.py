@@ -9,19 +9,39 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from typing import NoReturn
 
 import click
 
 from facegallery.errors import UserError
 
 
+def _usage_error(e: click.UsageError) -> NoReturn:
+    """Click's own usage errors (a missing argument, a bad option value) in the one-line form too,
+    instead of click's usage, hint and error lines; ``facegallery`` alone still shows the help."""
+    if isinstance(e, click.exceptions.NoArgsIsHelpError):
+        raise e
+    where = e.ctx.command_path if e.ctx is not None else "facegallery"
+    message = " ".join(e.format_message().split())
+    click.echo(f"facegallery: error: {message} (see '{where} --help')", err=True)
+    sys.exit(2)
+
+
 class _Group(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            _usage_error(e)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as e:
             click.echo(f"facegallery: error: {e}", err=True)
             sys.exit(2)
+        except click.UsageError as e:
+            _usage_error(e)
         except KeyboardInterrupt:
             click.echo("facegallery: interrupted", err=True)
             sys.exit(130)

@@ -7,7 +7,14 @@ import json
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import chosen_detector, detect_option, detector_options, expand_inputs, model_option
+from facegallery.cli.options import (
+    FilePath,
+    chosen_detector,
+    detect_option,
+    detector_options,
+    expand_inputs,
+    model_option,
+)
 from facegallery.clustering import ALGORITHMS, DEFAULT_ALGORITHM
 from facegallery.errors import UserError
 
@@ -20,7 +27,7 @@ from facegallery.errors import UserError
 @click.option(
     "--algorithm", type=click.Choice(list(ALGORITHMS)), default=DEFAULT_ALGORITHM, show_default=True, help="Grouping."
 )
-@click.option("--gallery", type=click.Path(dir_okay=False, exists=True), help="Label faces this gallery knows.")
+@click.option("--gallery", type=FilePath(), help="Label faces this gallery knows.")
 @click.option("--json", "as_json", is_flag=True, help="Also print clusters.json to stdout.")
 @click.argument("inputs", nargs=-1, required=True)
 def cluster_cmd(out, model, detect, detector, min_face, algorithm, gallery, as_json, inputs) -> None:

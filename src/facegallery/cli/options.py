@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import click
@@ -77,21 +78,59 @@ threshold_option = click.option(
 
 def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
     """Photo paths from files, folders (recursively, junk skipped with a warning) and ``@list.txt``
-    files of one path per line; a missing file or folder is a one-line error, before any work."""
-    from facegallery.images import iter_images
+    files of one path per line; a missing file or folder, or list, is a one-line error, before any work.
+
+    A list's lines are file names as the file system holds them: bytes, decoded as ``os.fsdecode``
+    decodes names (UTF-8, with any other byte kept as itself), so a Latin-1 name in a list still names
+    its file. A listed path that is not a regular file (missing, a folder, a FIFO, a device) is skipped
+    with a warning naming it and the line, never opened."""
+    from facegallery.images import iter_images, not_a_file, warn_skip
 
     paths: list[Path] = []
     for item in inputs:
         if item.startswith("@"):
             listing = Path(item[1:])
-            if not listing.is_file():
-                raise UserError(f"{listing}: no such image list")
-            paths += [Path(line.strip()) for line in listing.read_text().splitlines() if line.strip()]
+            why = not_a_file(listing)
+            if why is not None:
+                raise UserError(f"{listing}: {'no such image list' if why == 'no such file' else why}")
+            try:
+                lines = listing.read_bytes().splitlines()
+            except OSError as e:
+                raise UserError(f"{listing}: cannot read ({e.strerror or e})") from None
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                path = Path(os.fsdecode(line.strip()))
+                why = not_a_file(path)
+                if why is None:
+                    paths.append(path)
+                else:
+                    warn_skip(path, f"{why} (line {number} of {listing})")
         elif not Path(item).exists():
             raise UserError(f"{item}: no such file or folder")
         else:
             paths += list(iter_images([item]))
     return paths
+
+
+class FilePath(click.ParamType):
+    """A file's path, looked at (never opened) when given: a folder, a FIFO or a device is a one-line
+    error naming it, and so is a missing file where ``exists``."""
+
+    name = "file"
+
+    def __init__(self, exists: bool = False):
+        self.exists = exists
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from facegallery.images import not_a_file
+
+        if not self.exists and not os.path.lexists(value):
+            return value
+        why = not_a_file(value)
+        if why is not None:
+            raise UserError(f"{value}: {why}")
+        return value
 
 
 def output_file(out: str | Path) -> Path:

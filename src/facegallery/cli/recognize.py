@@ -10,6 +10,7 @@ import click
 
 from facegallery.cli import main
 from facegallery.cli.options import (
+    FilePath,
     chosen_detector,
     detect_option,
     detector_options,
@@ -120,7 +121,7 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
 
 @main.command("identify")
 @click.option("--library", type=click.Path(file_okay=False), help="Folder with one subfolder per person.")
-@click.option("--gallery", type=click.Path(dir_okay=False), help="Gallery file made by `facegallery enroll`.")
+@click.option("--gallery", type=FilePath(), help="Gallery file made by `facegallery enroll`.")
 @model_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Candidates per face.")
 @threshold_option

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import chosen_detector, detector_options, model_option
+from facegallery.cli.options import FilePath, chosen_detector, detector_options, model_option
 from facegallery.errors import UserError
 
 SERVICE_HINT = "pip install 'facegallery[service]'"
@@ -24,14 +24,14 @@ def key_cmd(path, label) -> None:
 
 
 @main.command("serve")
-@click.option("--gallery", required=True, type=click.Path(dir_okay=False), help="Gallery file to serve.")
+@click.option("--gallery", required=True, type=FilePath(), help="Gallery file to serve.")
 @click.option("--create", is_flag=True, help="Create the gallery if it does not exist.")
 @model_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--api-key-file",
-    type=click.Path(dir_okay=False),
+    type=FilePath(),
     help="Keys accepted for writes (and reads) from `facegallery key`; without it reads are open and writes off.",
 )
 @click.option("--open-reads", is_flag=True, help="With --api-key-file: identify, verify and listing need no key.")

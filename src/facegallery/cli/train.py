@@ -251,7 +251,7 @@ def _check_init_arch(init: str, arch: str) -> None:
 @click.option(
     "--data",
     required=True,
-    type=click.Path(exists=True, file_okay=False),
+    type=click.Path(file_okay=False),
     help="The folder per identity the model was trained on (calibration uses its training part).",
 )
 @click.option("--photos", type=click.IntRange(1), default=512, show_default=True, help="Calibration photos.")
