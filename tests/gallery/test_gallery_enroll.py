@@ -416,3 +416,25 @@ def test_a_full_disk_during_enrolment_is_one_line_and_keeps_everyone_stored(enro
             g.enroll("Newcomer", sorted(extra.iterdir()), detect="off")
         assert "\n" not in str(e.value)
     assert _people(enrolled) == before
+
+
+def test_faces_far_from_an_enrolled_person_are_refused_without_force(tmp_path, fake_model):
+    """Issue 27.6: a cluster whose mean lies beyond the unknown threshold from the person it is named as
+    is refused (nothing added) unless forced."""
+    from facegallery.errors import Conflict
+
+    rng = np.random.default_rng(0)
+    mu = rng.standard_normal((12, 16))
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    emb = mu.repeat(4, 0) + 0.05 * rng.standard_normal((48, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    names = [f"p{i}" for i in range(12) for _ in range(4)]
+    with Gallery.open(tmp_path / "g.db", model=fake_model, create=True) as g:
+        g.enroll_embeddings(names, emb)
+        other = [(None, f"{i:064x}") for i in range(4)]
+        with pytest.raises(Conflict, match="look like someone else") as e:
+            g.enroll_faces("p0", emb[4:8], other, fake_model.fingerprint)  # p1's faces named p0
+        assert "\n" not in str(e.value) and {p.name: p.photos for p in g.people()}["p0"] == 4
+        near = g.enroll_faces("p1", emb[4:6] * 0.999 + 0.001, other[:2], fake_model.fingerprint)
+        assert near.added == 2
+        assert g.enroll_faces("p0", emb[4:8], other, fake_model.fingerprint, force=True).added == 4

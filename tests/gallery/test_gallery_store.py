@@ -1,6 +1,9 @@
 """The SQLite store: opening rules, name rules, transactions, bulk insert."""
 
+import os
 import sqlite3
+import subprocess
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -88,3 +91,84 @@ def test_bulk_insert_centroids_and_dedup(tmp_path):
             s.bulk_insert(["b"], v[:1])
     assert s.count("photos") == 4
     s.close()
+
+
+def test_right_tables_with_other_columns_are_refused_in_one_line(tmp_path):
+    """Issue 27.9: a file with our table names (and schema version) but other columns is not a gallery."""
+    path = tmp_path / "g.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE identities (id INTEGER PRIMARY KEY, label TEXT);"
+        "CREATE TABLE photos (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE embeddings (photo INTEGER PRIMARY KEY);"
+        "CREATE TABLE centroids (identity INTEGER PRIMARY KEY);"
+    )
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(UserError, match="lacks columns") as e:
+        Store.open(path)
+    assert "\n" not in str(e.value) and path.read_bytes() == before
+
+
+@contextmanager
+def _immutable(*paths):
+    """Make ``paths`` unwritable even for root (chattr +i), or skip where the file system cannot."""
+    done = []
+    try:
+        for p in paths:
+            if subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode != 0:
+                pytest.skip("chattr +i is not available here (needed to make a file read-only for root)")
+            done.append(p)
+        yield
+    finally:
+        for p in reversed(done):
+            subprocess.run(["chattr", "-i", str(p)], check=True)
+
+
+def _read_only(path, how):
+    if os.geteuid() != 0:  # plain permissions hold for everyone but root
+        target = path if how == "file" else path.parent
+        mode = target.stat().st_mode
+        target.chmod(0o444 if how == "file" else 0o555)
+        try:
+            yield
+        finally:
+            target.chmod(mode)
+    else:
+        with _immutable(*([path] if how == "file" else [path, path.parent])):
+            yield
+
+
+@pytest.mark.parametrize("how", ["file", "folder"])
+def test_a_read_only_gallery_reads_and_refuses_writes_up_front(enrolled, how, face_tree):
+    """Issue 27.10: reads work; a write is refused with the reason before any photo is embedded; never
+    "corrupt gallery file"."""
+    from facegallery.errors import ReadOnly
+    from facegallery.gallery import Gallery
+
+    folder = enrolled.parent / "ro"
+    folder.mkdir()
+    path = folder / "g.db"
+    path.write_bytes(enrolled.read_bytes())
+    for side in enrolled.parent.glob(enrolled.name + "-*"):
+        (folder / (path.name + side.name[len(enrolled.name) :])).write_bytes(side.read_bytes())
+    with contextmanager(_read_only)(path, how):
+        with Gallery.open(path) as g:
+            assert len(g.people()) == 4
+            assert g.identify(face_tree / "Person 2" / "2.jpg").name == "Person 2"
+            assert g.calibration().identify.threshold > 0
+            embedded = []
+            g.binding.embedder.embed = lambda *a, **k: embedded.append(1)  # must not be reached
+            for write in (
+                lambda: g.enroll("New", [face_tree / "Person 0" / "1.jpg"]),
+                lambda: g.remove("Person 1"),
+                lambda: g.rename("Person 1", "P"),
+                lambda: g.set_threshold(far=0.05),
+            ):
+                with pytest.raises(ReadOnly, match="can only be read") as e:
+                    write()
+                assert "\n" not in str(e.value) and "corrupt" not in str(e.value)
+            assert not embedded

@@ -176,3 +176,61 @@ def _own(emb, labels):
     cents = np.stack([emb[labels == i].mean(0) for i in range(labels.max() + 1)])
     counts = np.bincount(labels)
     return cents[labels], counts[labels]
+
+
+def _vector_gallery(path, fake_model, people, photos=4, seed=0):
+    rng = np.random.default_rng(seed)
+    emb, labels, _ = _people(rng, people, photos, dim=16)
+    g = Gallery.open(path, model=fake_model, create=True)
+    g.enroll_embeddings([f"p{i}" for i in labels], emb)
+    return g, emb, labels
+
+
+@pytest.mark.parametrize("people", [1, 7, 30])
+def test_verify_threshold_does_not_depend_on_who_is_enrolled(tmp_path, fake_model, people):
+    """Issue 27.5: photo against photo at the model's threshold brought to pairs (x2), whatever the gallery."""
+    g, emb, _ = _vector_gallery(tmp_path / "g.db", fake_model, people)
+    with g:
+        fit = g.calibration().verify
+        assert fit.threshold == pytest.approx(fake_model.threshold * 2)
+        v = g.verify_embeddings(emb[0], emb[1])
+        assert v.threshold == fit.threshold and v.same == (v.distance <= fit.threshold)
+
+
+def test_a_target_far_the_data_cannot_measure_is_refused(tmp_path, fake_model):
+    """Issue 27.4: {"far": 1e-320} from a few hundred impostor distances is refused in one line, and the
+    rule stored before stays."""
+    g, _, _ = _vector_gallery(tmp_path / "g.db", fake_model, 30)
+    with g:
+        seen = g.calibration().identify.impostors
+        with pytest.raises(Exception, match="cannot be told from zero") as e:
+            g.set_threshold(far=1e-320)
+        assert "\n" not in str(e.value) and f"{seen} impostor" in str(e.value)
+        assert g.calibration().method == "far=0.01"
+        ok = g.set_threshold(far=2 / seen)
+        assert ok.identify.far is not None and ok.identify.far_high > ok.identify.far
+
+
+def test_a_hand_set_threshold_is_labelled_and_warned_about(tmp_path, fake_model):
+    """Issue 27.4: `threshold --set 0.6` is not "calibrated from the gallery's photos", keeps the verify
+    threshold, and says how many of the gallery's nearest strangers it names."""
+    g, emb, labels = _vector_gallery(tmp_path / "g.db", fake_model, 30)
+    with g:
+        verify = g.calibration().verify.threshold
+        cal = g.set_threshold(raw=3.9)
+        assert cal.source == "hand-set" and cal.method == "raw" and cal.identify.threshold == 3.9
+        assert cal.verify.threshold == verify
+        assert "set by hand" in cal.warning and f"of {cal.identify.impostors})" in cal.warning
+        assert g.set_threshold(far=0.05).warning is None
+
+
+def test_names_and_scores_agree(tmp_path, fake_model):
+    """Issue 27.4: a face is named exactly when its score is at least 0.5, under any rule."""
+    g, emb, _ = _vector_gallery(tmp_path / "g.db", fake_model, 30)
+    rng = np.random.default_rng(9)
+    strangers = _people(rng, 40, 1, dim=16)[0]
+    with g:
+        for rule in ({"far": 0.05}, {"raw": 0.6}, {"eer": True}):
+            g.set_threshold(**rule)
+            for a in g.identify_embeddings(np.concatenate([emb[::3], strangers])):
+                assert (a.name is not None) == (a.score >= 0.5), (rule, a)
