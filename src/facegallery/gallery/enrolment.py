@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facegallery.answers import Skipped
-from facegallery.errors import Conflict, UserError
+from facegallery.errors import Conflict, InvalidInput, UserError
+from facegallery.faces import Face
 from facegallery.gallery.binding import ModelBinding
 from facegallery.gallery.store import GalleryStore, check_name
 from facegallery.pipeline import Embed, Finder, Photo, Progress, ReadPhoto, embed_photos
@@ -26,6 +27,9 @@ from facegallery.recognition import count_factor
 
 if TYPE_CHECKING:
     from facegallery.embedder import Embedder
+
+#: Picks the face to enrol from a photo's faces, or None with why (e.g. the face at a given box).
+Choose = Callable[[list[Face]], tuple[Face | None, str]]
 
 
 @dataclass
@@ -85,12 +89,17 @@ def prepare(
     metadata: dict[str, dict] | None = None,
     max_pixels: int | None = None,
     progress: Progress | None = None,
+    choose: Choose | None = None,
+    skip_known: bool = True,
 ) -> Iterator[Prepared]:
     """Each person's photos read and embedded through :func:`~facegallery.pipeline.embed_photos` (one
-    face per photo, else rejected; photos of several people share batches), in order. A photo whose
-    bytes are stored for that person already is a duplicate, not decoded. Holds no lock."""
+    face per photo, else rejected; or the face ``choose`` picks from each photo's faces, with why
+    when none; photos of several people share batches), in order. With ``skip_known`` a photo whose
+    bytes are stored for that person already is a duplicate, not decoded (without, :func:`commit`
+    still counts it a duplicate). Holds no lock; reads the store only for ``skip_known``."""
     people = [(check_name(name), list(photos)) for name, photos in people]
-    known = {name: _known(store, name) for name, _ in people}
+    known = {name: _known(store, name) if skip_known else set() for name, _ in people}
+    one_face = "only" if choose is None else None
     flat = [(name, photo) for name, photos in people for photo in photos]
     extra = {} if max_pixels is None else {"max_pixels": max_pixels}
     got = list(
@@ -98,7 +107,7 @@ def prepare(
             [p for _, p in flat],
             finder,
             embed,
-            "only",
+            one_face,
             with_hash=True,
             known=set().union(*known.values()),
             progress=progress,
@@ -108,7 +117,7 @@ def prepare(
     # a photo stored for someone else in this batch came back unread: read it now
     again = [i for i, (name, _) in enumerate(flat) if _unread(got[i]) and got[i].sha256 not in known[name]]
     if again:
-        for i, r in zip(again, embed_photos([flat[i][1] for i in again], finder, embed, "only", with_hash=True)):
+        for i, r in zip(again, embed_photos([flat[i][1] for i in again], finder, embed, one_face, with_hash=True)):
             got[i] = r
     by_person: dict[str, list[ReadPhoto | Skipped]] = {name: [] for name, _ in people}
     for (name, _), r in zip(flat, got):
@@ -122,9 +131,14 @@ def prepare(
             elif r.sha256 in seen:
                 res.duplicates += 1
             else:
+                face, why = choose(r.faces or []) if choose is not None else (r.faces[0], "")
+                if face is None:
+                    res.rejected += 1
+                    res.problems.append(Skipped(r.path, InvalidInput(f"{r.path}: {why}")))
+                    continue
                 seen.add(r.sha256)
                 rows.append((photo_source(r.photo), r.sha256, finder.detect))
-                faces.append(r.faces[0])
+                faces.append(face)
         vectors = np.stack([f.embedding for f in faces]).astype(np.float32) if faces else np.zeros((0, 0), np.float32)
         thumbs = [f.thumbnail() for f in faces]
         yield Prepared(name, rows, vectors, thumbs, finder.fingerprint, detector, res, (metadata or {}).get(name))

@@ -36,7 +36,7 @@ from facegallery.gallery.search import LiveIndex
 from facegallery.gallery.store import GalleryStore, Person, check_name, open_store
 from facegallery.gallery.store import Photo as StoredPhoto
 from facegallery.images import MAX_PIXELS, PhotoBytes, photo_name, sha256_of, warn_skip
-from facegallery.pipeline import BATCH, Finder, embed_photos, expand, recognize
+from facegallery.pipeline import BATCH, Embed, Finder, Progress, embed_photos, expand, recognize
 from facegallery.pipeline import Photo as ImageLike
 
 if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
@@ -222,16 +222,27 @@ class Gallery:
         people: Sequence[tuple[str, Sequence[ImageLike]]],
         finder: Finder,
         metadata: dict[str, dict] | None = None,
-        progress=None,
-        embed=None,
+        progress: Progress | None = None,
+        embed: Embed | None = None,
         max_pixels: int | None = None,
+        choose: enrolment.Choose | None = None,
+        skip_known: bool = True,
     ) -> list[Prepared]:
         """Enrolment's first step (:func:`~facegallery.gallery.enrolment.prepare`): each person's photos
         read, found and embedded (``embed``, default the gallery's embedder), without any lock."""
         found_by = describe(finder.detector) if finder.detect != "off" else None
         return list(
             enrolment.prepare(
-                self.store, people, finder, embed or self._embed, found_by, metadata, max_pixels, progress
+                self.store,
+                people,
+                finder,
+                embed or self._embed,
+                found_by,
+                metadata,
+                max_pixels,
+                progress,
+                choose,
+                skip_known,
             )
         )
 

@@ -5,7 +5,7 @@ Requests share the model and the gallery. Decoding and detection run on the serv
 :class:`~facegallery.service.batching.EmbedBatcher`, which batches concurrent requests; every touch of
 the gallery (search, calibration, writes) holds one lock, so SQLite writes are serialised and each stays
 one transaction (the gallery is in WAL mode: other processes may read it meanwhile). User errors become
-JSON ``{"error": "<one line>"}`` with 404 / 409 / 413 / 422 (:mod:`facegallery.errors`); nothing a client
+JSON ``{"error": "<one line>"}`` with 403 / 404 / 409 / 413 / 422 (:mod:`facegallery.errors`); nothing a client
 sends is a 500.
 """
 
@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,12 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from facegallery.answers import Skipped
 from facegallery.detectors import Detector, describe
 from facegallery.embedder import embed_faces
-from facegallery.errors import Conflict, InvalidInput, NotFound, TooLarge, UserError
+from facegallery.errors import Conflict, InvalidInput, NotFound, ReadOnly, TooLarge, UserError
 from facegallery.faces import Face, face_at, not_one_face
 from facegallery.gallery import Gallery
 from facegallery.gallery.store import check_name
 from facegallery.images import PhotoBytes, upright_size
-from facegallery.pipeline import Finder, ReadPhoto, default_workers, read_photos, recognize
+from facegallery.pipeline import Finder, default_workers, embed_photos, recognize
 from facegallery.service.auth import KeyRing
 from facegallery.service.batching import EmbedBatcher
 from facegallery.service.limits import BodyLimit
@@ -45,7 +46,14 @@ from facegallery.service.limits import BodyLimit
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 #: Error kind -> HTTP status; the first match wins (an image over the pixel limit is TooLarge first).
-STATUS = ((NotFound, 404), (Conflict, 409), (TooLarge, 413), (InvalidInput, 422), (UserError, 400))
+STATUS = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (ReadOnly, 403),
+    (TooLarge, 413),
+    (InvalidInput, 422),
+    (UserError, 400),
+)
 Detect = Literal["auto", "on", "off"]
 
 
@@ -173,12 +181,11 @@ class Service:
             )
 
     def main_face(self, photo: PhotoBytes, detect: str) -> Face:
-        """The largest face of one photo, or the photo's error."""
-        (got,) = read_photos([photo], self.finder(detect), max_pixels=self.config.max_pixels)
+        """The largest face of one photo, embedded, or the photo's error."""
+        finder = self.finder(detect)
+        (got,) = embed_photos([photo], finder, self.embed, "largest", max_pixels=self.config.max_pixels)
         if isinstance(got, Skipped):
             raise got.error
-        if not got.faces:
-            raise InvalidInput(f"{photo.name}: no face found (detect={detect})")
         return got.faces[0]
 
 
@@ -337,12 +344,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
         b: Annotated[UploadFile, File(description="The second photo.")],
         detect: Annotated[Detect, Query()] = "auto",
     ) -> dict[str, Any]:
-        """Do two photos show the same person? Their largest faces, at the gallery's photo-vs-photo
-        threshold."""
+        """Do two photos show the same person? Their largest faces, at the model's photo-vs-photo
+        threshold (it does not depend on who is enrolled)."""
         s = svc()
         pa, pb = s.uploads([a, b])
-        fa, fb = s.main_face(pa, detect), s.main_face(pb, detect)
-        ea, eb = s.embed([fa, fb])
+        ea, eb = s.main_face(pa, detect).embedding, s.main_face(pb, detect).embedding
         with s.lock:
             v = s.gallery.verify_embeddings(ea, eb)
         return {"same": v.same, "distance": v.distance, "score": v.score, "threshold": v.threshold}
@@ -404,25 +410,20 @@ def create_app(config: ServiceConfig) -> FastAPI:
         name = check_name(name)
         where = _parse_box(box)
         uploads = s.uploads(photos)
-        kept, sources, problems = [], [], []
-        finder = s.finder(detect)
-        for got in read_photos(uploads, finder, with_hash=True, max_pixels=s.config.max_pixels):
-            if isinstance(got, Skipped):
-                problems.append(got)
-                continue
-            face, why = _enrolment_face(got, where)
-            if face is None:
-                problems.append(Skipped(got.path, InvalidInput(f"{got.path}: {why}")))
-                continue
-            kept.append(face)
-            sources.append((None, got.sha256))
-        if not kept:
+        choose = partial(_enrolment_face, box=where)
+        (prep,) = s.gallery.prepare(
+            [(name, uploads)],
+            s.finder(detect),
+            embed=s.embed,
+            max_pixels=s.config.max_pixels,
+            choose=choose,
+            skip_known=False,  # the store is read under the lock only: commit counts duplicates
+        )
+        problems = prep.result.problems
+        if not prep.rows:
             raise problems[0].error
-        emb = s.embed(kept)
-        thumbs = [f.thumbnail() for f in kept]
-        found_by = describe(s.detector) if detect != "off" else None
         with s.lock:
-            res = s.gallery.enroll_faces(name, emb, sources, s.embedder.fingerprint, detect, thumbs, found_by)
+            res = s.gallery.commit(prep)
         if not res.added:
             response.status_code = 200
         return {
@@ -512,8 +513,8 @@ def _parse_box(box: str | None) -> list[float] | None:
     return values
 
 
-def _enrolment_face(got: ReadPhoto, box: list[float] | None) -> tuple[Face | None, str]:
-    faces = got.faces or []
+def _enrolment_face(faces: list[Face], box: list[float] | None) -> tuple[Face | None, str]:
+    """The face to enrol from a photo's faces: the one at ``box``, else its only one; or None with why."""
     if box is not None:
         face = face_at(faces, box)
         return face, "no face at the given box"
