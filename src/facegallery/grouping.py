@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,40 +93,21 @@ def find_faces(
     from tqdm import tqdm
 
     from facegallery.embedder import embed_faces
-    from facegallery.pipeline import BATCH, Finder, ReadPhoto, read_photos
+    from facegallery.pipeline import Finder, ReadPhoto, embed_photos
 
     finder = Finder.of(embedder, detect, detector, cache)
     faces: list[FoundFace] = []
     vectors: list[np.ndarray] = []
-    pending: list[ReadPhoto] = []
-
-    def flush() -> None:
-        emb = embed_faces(embedder, [f for r in pending for f in r.faces or []])
-        finder.remember(pending)
-        for r in pending:
-            for f in r.faces or []:
-                faces.append(
-                    FoundFace(r.path, [round(float(v), 2) for v in f.box], len(faces), r.sha256 or "", f.detected)
-                )
-        vectors.append(emb)
-        pending.clear()
-
-    for got in tqdm(
-        read_photos(list(map(str, paths)), finder),
-        total=len(paths),
-        unit="photo",
-        desc="faces",
-        disable=not progress,
-        dynamic_ncols=True,
-    ):
-        if isinstance(got, ReadPhoto):
-            pending.append(got)
-            if len(pending) == BATCH:
-                flush()
-        else:
-            warn_skip(Path(got.path), got.reason)
-    flush()
-    return faces, np.concatenate(vectors).astype(np.float32) if faces else np.zeros((0, _dim(embedder)), np.float32)
+    with tqdm(total=len(paths), unit="photo", desc="faces", disable=not progress, dynamic_ncols=True) as bar:
+        for got in embed_photos(list(map(str, paths)), finder, partial(embed_faces, embedder), progress=bar.update):
+            if not isinstance(got, ReadPhoto):
+                warn_skip(Path(got.path), got.reason)
+                continue
+            for f in got.faces or []:
+                box = [round(float(v), 2) for v in f.box]
+                faces.append(FoundFace(got.path, box, len(faces), got.sha256 or "", f.detected))
+                vectors.append(f.embedding)
+    return faces, np.stack(vectors).astype(np.float32) if faces else np.zeros((0, _dim(embedder)), np.float32)
 
 
 def _dim(embedder: Embedder) -> int:
