@@ -1,4 +1,4 @@
-"""The SQLite store: opening rules, name rules, transactions, bulk insert."""
+"""The SQLite backend: opening rules, read-only files and folders, name rules, transactions, bulk insert."""
 
 import os
 import sqlite3
