@@ -72,16 +72,23 @@ def make_fifo():
 
 @pytest.fixture
 def face_tree(tmp_path) -> Path:
-    """ROOT/<Person k>/<n>.jpg for 4 people x 5 photos, plus a .DS_Store and a text file as junk."""
+    """ROOT/<Person k>/<n>.jpg for 4 people x 5 photos (the CLI tests' own has junk in it too:
+    tests/cli/conftest.py)."""
     root = tmp_path / "people"
     for p in range(4):
         d = root / f"Person {p}"
         d.mkdir(parents=True)
         for n in range(5):
             Image.fromarray(person_image(p, n)).save(d / f"{n + 1}.jpg", quality=95)
-    (root / "Person 0" / ".DS_Store").write_bytes(b"\x00\x01junk")
-    (root / "Person 1" / "notes.txt").write_text("not a photo")
     return root
+
+
+@pytest.fixture
+def junk_tree(face_tree) -> Path:
+    """:func:`face_tree` with junk among the photos, as a real folder has it: a .DS_Store and a text file."""
+    (face_tree / "Person 0" / ".DS_Store").write_bytes(b"\x00\x01junk")
+    (face_tree / "Person 1" / "notes.txt").write_text("not a photo")
+    return face_tree
 
 
 @pytest.fixture(scope="session")

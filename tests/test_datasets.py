@@ -12,11 +12,14 @@ from facegallery.datasets import (
     require_pairs,
 )
 from facegallery.errors import UserError
+from facegallery.images import SkipWarning
 
 
-def test_discover_sorts_people_and_skips_junk(face_tree):
-    with pytest.warns(UserWarning):
-        f = discover(face_tree)
+def test_discover_sorts_people_and_skips_junk(junk_tree):
+    with pytest.warns(SkipWarning) as seen:
+        f = discover(junk_tree)
+    said = sorted(str(w.message).rsplit("/", 1)[1] for w in seen)
+    assert said == [".DS_Store: not an image file", "notes.txt: not an image file"]
     assert f.names == [f"Person {i}" for i in range(4)]
     assert len(f) == 20 and all(p.suffix == ".jpg" for p in f.paths)
     assert np.bincount(f.labels).tolist() == [5, 5, 5, 5]

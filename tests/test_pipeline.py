@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facegallery.embedder import load_model
 from facegallery.errors import InvalidInput, TooLarge
 from facegallery.gallery import Gallery
-from facegallery.images import PhotoBytes
+from facegallery.images import PhotoBytes, SkipWarning
 from facegallery.library import Library
 
 
@@ -49,7 +50,8 @@ def test_skipped_photos_are_typed(face_tree, tiny_model_dir, tmp_path):
 
 def test_enrol_reports_its_problems_and_keeps_thumbnails(face_tree, tiny_model_dir, tmp_path):
     with Gallery.open(tmp_path / "g.db", model=tiny_model_dir, create=True) as g:
-        res = g.enroll("Ada", [face_tree / "Person 0" / "1.jpg", b"not an image"], detect="off")
+        with pytest.warns(SkipWarning, match="<bytes>: not a readable image"):
+            res = g.enroll("Ada", [face_tree / "Person 0" / "1.jpg", b"not an image"], detect="off")
         assert res.added == 1 and res.rejected == 1 and "not a readable image" in res.problems[0].reason
         jpeg = g.thumbnail("Ada")
         assert jpeg[:2] == b"\xff\xd8" and Image.open(io.BytesIO(jpeg)).size == (96, 96)

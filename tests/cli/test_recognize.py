@@ -73,7 +73,7 @@ def test_embed_writes_unit_vectors(face_tree, tiny_model_dir, tmp_path):
     out = tmp_path / "e.npz"
     r = _run("embed", "--model", tiny_model_dir, "--out", out, face_tree / "Person 0")
     assert r.exit_code == 0, r.output
-    z = np.load(out, allow_pickle=False)
-    assert z["embeddings"].shape == (5, 128)
-    assert np.allclose(np.linalg.norm(z["embeddings"], axis=1), 1, atol=1e-5)
-    assert len(z["paths"]) == 5
+    with np.load(out, allow_pickle=False) as z:
+        assert z["embeddings"].shape == (5, 128)
+        assert np.allclose(np.linalg.norm(z["embeddings"], axis=1), 1, atol=1e-5)
+        assert len(z["paths"]) == 5
