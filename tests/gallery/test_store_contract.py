@@ -158,4 +158,3 @@ def test_a_snapshot_does_not_see_a_commit_half_way(store, reopen):
         assert done.wait(30)
         assert store.count("photos") == before and [p.name for p in store.people()] == ["Ada"]
     assert store.count("photos") == before + 1
-

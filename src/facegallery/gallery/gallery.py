@@ -35,7 +35,7 @@ from facegallery.gallery.reembed import ReembedReport
 from facegallery.gallery.search import LiveIndex
 from facegallery.gallery.store import GalleryStore, Person, check_name, open_store
 from facegallery.gallery.store import Photo as StoredPhoto
-from facegallery.images import MAX_PIXELS, PhotoBytes, photo_name, sha256_of, warn_skip
+from facegallery.images import MAX_PIXELS, ImageReadError, PhotoBytes, photo_bytes, photo_name, sha256_of, warn_skip
 from facegallery.pipeline import BATCH, Embed, Finder, Progress, embed_photos, expand, recognize
 from facegallery.pipeline import Photo as ImageLike
 
@@ -320,7 +320,10 @@ class Gallery:
         elif photo is not None:
             keys.append(str(Path(photo).resolve()))
             if Path(photo).is_file():
-                keys.append(sha256_of(Path(photo).read_bytes()))
+                try:
+                    keys.append(sha256_of(photo_bytes(photo)))
+                except ImageReadError:  # not a photo one could have enrolled: matched by its path only
+                    pass
         with self.store.transaction() as write:
             ident = self.store.require_identity(name)
             if photo is None and sha256 is None:

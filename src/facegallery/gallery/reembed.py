@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from facegallery.answers import Skipped
 from facegallery.errors import Conflict, UserError
 from facegallery.gallery.binding import model_ref
 from facegallery.gallery.store import GalleryStore, Photo
-from facegallery.images import sha256_of
+from facegallery.images import ImageReadError, photo_bytes, sha256_of
 from facegallery.pipeline import Finder, Progress, ReadPhoto, embed_photos
 
 if TYPE_CHECKING:
@@ -45,14 +46,13 @@ def _usable(p: Photo) -> str | None:
     """Why a stored photo cannot be read again, or None."""
     if p.source is None:
         return "enrolled from an array or upload"
-    path = Path(p.source)
-    if not path.is_file():
+    if not Path(p.source).exists():
         return "source gone"
     try:
-        if sha256_of(path.read_bytes()) != p.sha256:
+        if sha256_of(photo_bytes(p.source)) != p.sha256:
             return "source changed since enrolment"
-    except OSError as e:
-        return f"unreadable now ({e.strerror or e})"
+    except ImageReadError as e:
+        return f"unreadable now ({Skipped(p.source, e).reason})"
     return None
 
 

@@ -85,7 +85,7 @@ def read_export(path: str | os.PathLike) -> Export:
     if not path.is_file():
         raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             emb, person, raw = z["embeddings"], z["person"], z["info"]
             info = json.loads(str(raw)) if raw.ndim == 0 else None
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
