@@ -26,3 +26,7 @@ class TooLarge(UserError):
 
 class ReadOnly(UserError):
     """A write to a gallery that can only be read (a read-only file, folder or database user)."""
+
+
+class Unavailable(UserError):
+    """The gallery's database server cannot be reached now (HTTP 503); trying again later may work."""

@@ -32,3 +32,19 @@ class VectorsOnly:
 @pytest.fixture
 def fake_model() -> VectorsOnly:
     return VectorsOnly()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request, tmp_path) -> str:
+    """Where a new gallery lives, for each backend: a file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "gallery.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def enrolled_in(location, face_tree, tiny_model_dir) -> str:
+    """``location`` holding the 4 people x 5 photos of ``face_tree``, for each backend."""
+    with Gallery.open(location, model=tiny_model_dir, create=True) as g:
+        g.enroll_folder(face_tree)
+    return location

@@ -11,13 +11,21 @@ import pytest
 from facegallery.errors import InvalidInput, NotFound
 from facegallery.gallery.store import Centroids, GalleryStore, Person, Photo, Write, open_store
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request, tmp_path) -> GalleryStore:
+def location(request, tmp_path) -> str:
+    """Where a new store of each backend lives: a file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "g.db")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(location) -> GalleryStore:
     """An empty store of each backend (with a dimension of 4)."""
-    s = open_store(tmp_path / "g.db", create=True)
+    s = open_store(location, create=True)
     with s.transaction(bump=False):
         s.set_meta("dimension", "4")
     yield s
@@ -25,12 +33,12 @@ def store(request, tmp_path) -> GalleryStore:
 
 
 @pytest.fixture
-def reopen(tmp_path):
+def reopen(location):
     """Another connection to the same store (as another process would hold it)."""
     opened = []
 
     def make() -> GalleryStore:
-        opened.append(open_store(tmp_path / "g.db"))
+        opened.append(open_store(location))
         return opened[-1]
 
     yield make

@@ -83,21 +83,27 @@ class LiveIndex:
         return ids, vectors
 
     def current(self) -> ExactIndex | CompressedIndex:
-        """The index for the store as it is now, reloaded only when another process has written (or it
-        outgrew its kind)."""
+        """The index for the store as it is now: kept while no one else has written (the store's data
+        version tells, without a query where it can); brought up to date by the people changed since
+        its generation where the store logs them (PostgreSQL); rebuilt otherwise, or when it outgrew
+        its kind."""
         version = self.store.data_version()
-        gen = self.store.generation()
-        grown = False
-        if self.index is not None and (version == self._data_version or gen == self._gen):
-            self._data_version = version
-            limit = ix.EXACT_MAX if isinstance(self.index, ExactIndex) else ix.RETRAIN_GROWTH * self.index.trained_on
-            grown = len(self.index) > limit
-            if not grown:
-                return self.index
+        if self.index is not None and version == self._data_version and not self._grown():
+            return self.index
         self._data_version = version
+        gen = self.store.generation()
+        if self.index is not None and not self._grown():
+            if gen == self._gen:
+                return self.index
+            changed = self.store.changes_since(self._gen)
+            if changed is not None:
+                self._apply(changed)
+                self._gen = gen
+                if not self.index.stale:
+                    return self.index
         side = self.side_file(gen)
         self.index = None
-        if side is not None and side.is_file() and not grown and self.store.count("centroids") > ix.EXACT_MAX:
+        if side is not None and side.is_file() and self.store.count("centroids") > ix.EXACT_MAX:
             try:
                 self.index, self._saved = CompressedIndex.load(side), True
             except ValueError as e:  # a damaged cache file only costs a rebuild
@@ -109,6 +115,23 @@ class LiveIndex:
         self._gen = gen
         return self.index
 
+    def _grown(self) -> bool:
+        """Whether the index outgrew its kind (exact past EXACT_MAX, compressed past its retraining point)."""
+        assert self.index is not None
+        limit = ix.EXACT_MAX if isinstance(self.index, ExactIndex) else ix.RETRAIN_GROWTH * self.index.trained_on
+        return len(self.index) > limit
+
+    def _apply(self, changed: list[int]) -> None:
+        """The centroids of ``changed`` people as the store holds them now (removed if gone)."""
+        assert self.index is not None
+        if not changed:
+            return
+        cents = self.store.centroids(changed)
+        self.index.remove(np.array(changed, np.int64))
+        if len(cents.ids):
+            self.index.upsert(*index_rows(cents))
+        self._saved = False
+
     def after_write(self, before: int, changed: list[int]) -> None:
         """Bring the index up to date with our own write of ``changed`` identities, whose transaction
         found the store at generation ``before`` (read under its write lock: if another process wrote
@@ -118,12 +141,8 @@ class LiveIndex:
         if before != self._gen:
             self.index = None
             return
-        cents = self.store.centroids(changed)
-        self.index.remove(np.array(changed, np.int64))
-        if len(cents.ids):
-            self.index.upsert(*index_rows(cents))
+        self._apply(changed)
         self._gen = before + 1  # ours alone: a write by anyone after it shows as a newer generation
-        self._saved = False
         if self.index.stale:
             self.index = None  # rebuilt from the store at the next search
 

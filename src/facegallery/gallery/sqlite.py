@@ -276,6 +276,10 @@ class SQLiteStore:
         """Changes when another connection commits (SQLite's cheap 'has anyone else written?')."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
+    def changes_since(self, generation: int) -> list[int] | None:
+        """SQLite keeps no log of who changed: None (the index reloads; a file serves one machine)."""
+        return None
+
     # ----- reading --------------------------------------------------------------------------------
     @property
     def dimension(self) -> int | None:

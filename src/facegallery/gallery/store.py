@@ -10,7 +10,7 @@ It answers in arrays and dataclasses, never in a database's rows, and every chan
 :meth:`GalleryStore.transaction`: committed whole or not at all, with the generation it started from,
 so that a caller can tell whether anyone else wrote in between. A store that can only be read raises
 :class:`~facegallery.errors.ReadOnly` before any work. SQLite (:mod:`facegallery.gallery.sqlite`) is
-the embedded backend.
+the embedded backend, PostgreSQL (:mod:`facegallery.gallery.postgres`) the one for several machines.
 """
 
 from __future__ import annotations
@@ -120,6 +120,11 @@ class GalleryStore(Protocol):
         """Changes whenever anyone else may have committed (cheaper than reading the generation)."""
         ...
 
+    def changes_since(self, generation: int) -> list[int] | None:
+        """The people changed after ``generation`` (for a search index to catch up), or None when the
+        store cannot say (then everything is reloaded)."""
+        ...
+
     @property
     def dimension(self) -> int | None: ...
 
@@ -156,7 +161,12 @@ class GalleryStore(Protocol):
 
 
 def open_store(location: str | os.PathLike, create: bool = False) -> GalleryStore:
-    """The store at ``location`` (a gallery file), created empty when missing only with ``create``."""
+    """The store at ``location``: a PostgreSQL URL (``postgresql://user@host/db``) or a gallery file;
+    created empty when missing only with ``create``."""
+    from facegallery.gallery.postgres import PostgresStore, is_url
+
+    if is_url(location):
+        return PostgresStore.open(str(location), create=create)
     from facegallery.gallery.sqlite import SQLiteStore
 
     return SQLiteStore.open(location, create=create)
