@@ -14,7 +14,7 @@ $(BIN)/facegallery: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: here it is a local CPU wheel; pyproject itself accepts torch>=2.4
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,dlib,service]'
+	$(BIN)/pip install -q -e '.[test,dlib,service,postgres]'
 	touch $@
 
 demo: $(BIN)/facegallery

@@ -1,5 +1,5 @@
 """Gallery commands: ``enroll``, ``people``, ``remove``, ``rename``, ``export``, ``import``, ``threshold``,
-``reembed`` (``identify --gallery`` lives with ``identify`` in :mod:`facegallery.cli.recognize`)."""
+``migrate``, ``reembed`` (``identify --gallery`` lives with ``identify`` in :mod:`facegallery.cli.recognize`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,20 @@ from typing import TYPE_CHECKING
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import FilePath, chosen_detector, detect_option, detector_options, model_option
+from facegallery.cli.options import FilePath, chosen_detector, detect_option, detector_options, model_option, shown
 from facegallery.errors import UserError
 
 if TYPE_CHECKING:
     from facegallery.gallery import Gallery
     from facegallery.gallery.threshold import Fit
 
-gallery_option = click.option("--gallery", "gallery", required=True, type=FilePath(), help="Gallery file (SQLite).")
+gallery_option = click.option(
+    "--gallery",
+    "gallery",
+    required=True,
+    type=FilePath(),
+    help="The gallery: a file (SQLite), or a PostgreSQL database URL postgresql://user@host/db.",
+)
 
 
 def _open(path: str, model: str | None = None, create: bool = False, detector=None) -> Gallery:
@@ -88,9 +94,9 @@ def enroll_cmd(gallery, create, names, from_clusters, force, model, detect, dete
             )
         added = sum(r.added for r in results)
         if not added and all(r.rejected for r in results):
-            raise UserError(f"nothing enrolled into {gallery}: no usable photo (see warnings)")
+            raise UserError(f"nothing enrolled into {shown(gallery)}: no usable photo (see warnings)")
         people = len(g.people())
-        click.echo(f"{gallery}: {_count(added, 'photo')} added; {_count(people, 'person', 'people')} enrolled")
+        click.echo(f"{shown(gallery)}: {_count(added, 'photo')} added; {_count(people, 'person', 'people')} enrolled")
 
 
 def _enroll_clusters(gallery, create, names, from_clusters, model, inputs, force: bool) -> None:
@@ -109,8 +115,8 @@ def _enroll_clusters(gallery, create, names, from_clusters, model, inputs, force
     with _open(gallery, model, create) as g:
         if doc.get("fingerprint") != g.embedder.fingerprint:
             raise UserError(
-                f"{from_clusters}: grouped with model {doc.get('model')} ({doc.get('fingerprint')}), but {gallery} "
-                f"uses {g.embedder.name} ({g.embedder.fingerprint}); run `facegallery cluster --model "
+                f"{from_clusters}: grouped with model {doc.get('model')} ({doc.get('fingerprint')}), but "
+                f"{shown(gallery)} uses {g.embedder.name} ({g.embedder.fingerprint}); run `facegallery cluster --model "
                 f"{g.embedder.name}` again"
             )
         for name, vectors, sources in chosen:
@@ -124,7 +130,7 @@ def _enroll_clusters(gallery, create, names, from_clusters, model, inputs, force
                 force=force,
             )
             click.echo(f"{r.name}: {r.added} added, {r.duplicates} already there")
-        click.echo(f"{gallery}: {_count(len(g.people()), 'person', 'people')} enrolled")
+        click.echo(f"{shown(gallery)}: {_count(len(g.people()), 'person', 'people')} enrolled")
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -225,7 +231,7 @@ def threshold_cmd(gallery, model, far, eer, raw, as_json) -> None:
         "gallery": "calibrated from the gallery's own photos",
         "hand-set": "set by hand (threshold --set)",
     }.get(cal.source, "the model's threshold (too few people in the gallery to calibrate it)")
-    click.echo(f"{gallery}: {people} people; unknown threshold {source}; method {cal.method}")
+    click.echo(f"{shown(gallery)}: {people} people; unknown threshold {source}; method {cal.method}")
     click.echo(f"  faces found by: {how}")
     for what, f in (("identify (photo vs person)", cal.identify), ("verify (photo vs photo)", cal.verify)):
         click.echo(f"  {what}: threshold {f.threshold:.4f}; {rates_text(f, people)}; score 0.5 at the threshold")
@@ -239,6 +245,35 @@ def rates_text(f: Fit, people: int) -> str:
     return (
         f"FAR {f.far:.4f} (95% interval {f.far_low:.4f}-{f.far_high:.4f}: {f.accepted} of {f.impostors} "
         f"impostor distances accepted), FRR {f.frr:.4f} ({f.genuine} genuine distances)"
+    )
+
+
+@main.command("migrate")
+@gallery_option
+@click.option(
+    "--to", "target", required=True, help="The new gallery: a file or postgresql://user@host/db (created, empty)."
+)
+def migrate_cmd(gallery, target) -> None:
+    """Copy a gallery to another place or backend (a file into PostgreSQL, or back): people, photos,
+    embeddings, thumbnails, model and threshold rule, checked afterwards (counts, and every centroid
+    the mean of its photos' embeddings)."""
+    from facegallery.gallery.store import open_store
+    from facegallery.gallery.transfer import migrate
+
+    src = open_store(gallery)
+    try:
+        dst = open_store(target, create=True)
+        try:
+            m = migrate(src, dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    if m.centroids_off:
+        raise UserError(f"{shown(target)}: {m.centroids_off} centroid(s) differ from their photos' mean after copying")
+    click.echo(
+        f"{shown(target)}: {_count(m.people, 'person', 'people')}, {_count(m.photos, 'photo')} and "
+        f"{_count(m.thumbnails, 'thumbnail')} copied from {shown(gallery)}; every centroid is its photos' mean"
     )
 
 

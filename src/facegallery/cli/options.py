@@ -141,3 +141,10 @@ def output_file(out: str | Path) -> Path:
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: no such folder for {out.name}")
     return out
+
+
+def shown(gallery: str) -> str:
+    """A gallery as messages show it: a file's path, a database URL without its password."""
+    from facegallery.gallery.postgres import public_url
+
+    return public_url(gallery)

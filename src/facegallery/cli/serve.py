@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from facegallery.cli import main
-from facegallery.cli.options import FilePath, chosen_detector, detector_options, model_option
+from facegallery.cli.options import FilePath, chosen_detector, detector_options, model_option, shown
 from facegallery.errors import UserError
 
 SERVICE_HINT = "pip install 'facegallery[service]'"
@@ -24,7 +24,9 @@ def key_cmd(path, label) -> None:
 
 
 @main.command("serve")
-@click.option("--gallery", required=True, type=FilePath(), help="Gallery file to serve.")
+@click.option(
+    "--gallery", required=True, type=FilePath(), help="Gallery to serve: a file, or postgresql://user@host/db."
+)
 @click.option("--create", is_flag=True, help="Create the gallery if it does not exist.")
 @model_option
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -60,6 +62,8 @@ def serve_cmd(
     """Serve a gallery over HTTP (API under /v1, docs at /docs, a web page at /)."""
     from pathlib import Path
 
+    from facegallery.gallery.postgres import is_url
+
     try:
         import uvicorn
 
@@ -71,7 +75,7 @@ def serve_cmd(
     if open_reads and keys is None:
         raise UserError("--open-reads needs --api-key-file (without keys, reads are open already)")
     config = ServiceConfig(
-        gallery=Path(gallery),
+        gallery=gallery if is_url(gallery) else Path(gallery),
         model=model,
         keys=keys,
         open_reads=open_reads,
@@ -90,5 +94,5 @@ def serve_cmd(
     with Gallery.open(config.gallery, model=model, create=create, detector=config.detector) as g:
         _ = g.detector  # a gallery's recorded detector that cannot load is one line too
     writes = "writes need an API key" if keys else "writes OFF (no --api-key-file)"
-    click.echo(f"facegallery: serving {gallery} on http://{host}:{port}/ ({writes})", err=True)
+    click.echo(f"facegallery: serving {shown(gallery)} on http://{host}:{port}/ ({writes})", err=True)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info")

@@ -417,6 +417,10 @@ class PostgresStore:
         row = self._run(sql + " ORDER BY p.id LIMIT 1", args).fetchone()
         return bytes(row[0]) if row else None
 
+    def thumbnails(self, photo_ids: list[int]) -> dict[int, bytes]:
+        rows = self._run("SELECT photo, jpeg FROM thumbnails WHERE photo = ANY(%s)", ([int(i) for i in photo_ids],))
+        return {r[0]: bytes(r[1]) for r in rows}
+
     # ----- writing (inside a transaction) ---------------------------------------------------------
     def _touch(self, *identities: int) -> None:
         if self._touched is not None:

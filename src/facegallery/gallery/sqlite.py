@@ -411,6 +411,14 @@ class SQLiteStore:
         row = self.conn.execute(sql + " ORDER BY p.id LIMIT 1", args).fetchone()
         return row[0] if row else None
 
+    def thumbnails(self, photo_ids: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for s in range(0, len(photo_ids), 900):
+            chunk = [int(i) for i in photo_ids[s : s + 900]]
+            q = f"SELECT photo, jpeg FROM thumbnails WHERE photo IN ({','.join('?' * len(chunk))})"
+            out.update(self.conn.execute(q, chunk).fetchall())
+        return out
+
     def set_metadata(self, identity: int, metadata: dict) -> None:
         self.conn.execute("UPDATE identities SET metadata=? WHERE id=?", (json.dumps(metadata), identity))
 

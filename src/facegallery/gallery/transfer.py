@@ -186,3 +186,88 @@ def import_into(
                 store.update_centroid(ident)
                 changed.append(ident)
     return results, write.before, changed
+
+
+#: Meta entries a migration carries over (the model, the threshold rule, the detectors).
+CARRIED_META = (
+    "model_name",
+    "model_ref",
+    "model_fingerprint",
+    "dimension",
+    "threshold_mode",
+    "target_far",
+    "threshold_raw",
+    "detectors",
+)
+
+
+@dataclass
+class Migration:
+    """What a migration copied, and how many centroids differ from their photos' mean afterwards (0)."""
+
+    people: int
+    photos: int
+    thumbnails: int
+    centroids_off: int
+
+
+def migrate(src: GalleryStore, dst: GalleryStore, batch: int = 1000) -> Migration:
+    """Copy everything of ``src`` (people with metadata, photos, embeddings, thumbnails, the model, the
+    threshold rule, the detectors) into the empty ``dst``, read in one snapshot and written in one
+    transaction; then check the counts and that every centroid of ``dst`` is its photos' mean."""
+    if dst.count("identities"):
+        raise Conflict(f"{dst.name}: already holds people; migrate into an empty gallery")
+    dst.check_writable()
+    with src.snapshot():
+        meta = {k: src.meta(k) for k in CARRIED_META}
+        people = src.people()
+        photos = src.photos()
+        labels, emb = src.embeddings()
+    by_person: dict[int, list[int]] = {}
+    for i, p in enumerate(photos):
+        by_person.setdefault(p.identity, []).append(i)
+    thumbs = 0
+    with dst.transaction():
+        for key, value in meta.items():
+            dst.set_meta(key, value)
+        for s in range(0, len(people), batch):
+            chunk = people[s : s + batch]
+            ids = [photos[i].id for p in chunk for i in by_person.get(p.id, [])]
+            jpegs = src.thumbnails(ids)
+            thumbs += len(jpegs)
+            for p in chunk:
+                rows = by_person.get(p.id, [])
+                ident = dst.add_identity(p.name, p.metadata)
+                if rows:
+                    dst.add_photos(
+                        ident,
+                        [(photos[i].source, photos[i].sha256, photos[i].detect) for i in rows],
+                        emb[rows],
+                        [jpegs.get(photos[i].id) for i in rows],
+                    )
+                    dst.update_centroid(ident)
+    if (dst.count("identities"), dst.count("photos")) != (len(people), len(photos)):
+        raise UserError(f"{dst.name}: holds {dst.count('photos')} photos after copying {len(photos)}")
+    return Migration(len(people), len(photos), thumbs, centroids_off(dst))
+
+
+def centroids_off(store: GalleryStore, atol: float = 1e-5) -> int:
+    """How many people's stored centroid differs from the mean of their photos' embeddings (0 when sound)."""
+    labels, emb = store.embeddings()
+    cents = store.centroids()
+    if not len(cents.ids):
+        return int(len(labels) > 0)
+    pos = {int(i): k for k, i in enumerate(cents.ids)}
+    sums = np.zeros(cents.vectors.shape, np.float64)
+    counts = np.zeros(len(cents.ids), np.int64)
+    missing = set()  # people with photos but no centroid
+    for label, v in zip(labels, emb):
+        k = pos.get(int(label))
+        if k is None:
+            missing.add(int(label))
+            continue
+        sums[k] += v
+        counts[k] += 1
+    means = sums / np.maximum(counts, 1)[:, None]
+    off = (np.abs(means - cents.vectors).max(1) > atol) | (counts != cents.counts)
+    return int(off.sum()) + len(missing)

@@ -4,8 +4,9 @@ Requests share the model and the gallery. Decoding and detection run on the serv
 (FastAPI runs these plain ``def`` endpoints off the event loop); faces are embedded by one
 :class:`~facegallery.service.batching.EmbedBatcher`, which batches concurrent requests; every touch of
 the gallery (search, calibration, writes) holds one lock, so SQLite writes are serialised and each stays
-one transaction (the gallery is in WAL mode: other processes may read it meanwhile). User errors become
-JSON ``{"error": "<one line>"}`` with 403 / 404 / 409 / 413 / 422 (:mod:`facegallery.errors`); nothing a client
+one transaction (the gallery is in WAL mode: other processes may read it meanwhile; in PostgreSQL, other
+replicas share it). User errors become JSON ``{"error": "<one line>"}`` with 403 / 404 / 409 / 413 / 422,
+503 while the gallery's database cannot be reached (:mod:`facegallery.errors`); nothing a client
 sends is a 500.
 """
 
@@ -33,9 +34,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from facegallery.answers import Skipped
 from facegallery.detectors import Detector, describe
 from facegallery.embedder import embed_faces
-from facegallery.errors import Conflict, InvalidInput, NotFound, ReadOnly, TooLarge, UserError
+from facegallery.errors import Conflict, InvalidInput, NotFound, ReadOnly, TooLarge, Unavailable, UserError
 from facegallery.faces import Face, face_at, not_one_face
 from facegallery.gallery import Gallery
+from facegallery.gallery.postgres import is_url, public_url
 from facegallery.gallery.store import check_name
 from facegallery.images import PhotoBytes, upright_size
 from facegallery.pipeline import Finder, default_workers, embed_photos, recognize
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 #: Error kind -> HTTP status; the first match wins (an image over the pixel limit is TooLarge first).
 STATUS = (
+    (Unavailable, 503),
     (NotFound, 404),
     (Conflict, 409),
     (ReadOnly, 403),
@@ -61,7 +64,7 @@ Detect = Literal["auto", "on", "off"]
 class ServiceConfig:
     """What ``facegallery serve`` sets; every limit is configurable."""
 
-    gallery: Path
+    gallery: Path | str  # a gallery file, or a PostgreSQL URL
     model: str | None = None
     keys: KeyRing | None = None  # None: reads open, writes refused
     open_reads: bool = False  # with keys: reads need none
@@ -96,12 +99,16 @@ class PathScrubber:
                 if form.strip(os.sep + ".") and form not in said:
                     said[form] = what
 
-        gallery = Path(gallery)
-        add(gallery, "the gallery")
+        if is_url(gallery):  # a database: its URL (with and without the password) is "the gallery"
+            for form in {str(gallery), public_url(str(gallery))}:
+                said[form] = "the gallery"
+        else:
+            gallery = Path(gallery)
+            add(gallery, "the gallery")
+            for folder in (Path(os.path.abspath(gallery)).parent, gallery.resolve().parent):
+                add(folder, "the gallery's folder", given_too=False)  # a relative folder ("data") is a word too
         if model and (os.sep in model or Path(model).exists()):
             add(Path(model), "the model")
-        for folder in (Path(os.path.abspath(gallery)).parent, gallery.resolve().parent):
-            add(folder, "the gallery's folder", given_too=False)  # a relative folder ("data") is a word too
         forms = sorted(said, key=len, reverse=True)  # longest first: a file before its folder
         # a path only where it stands whole: not inside a longer name ("big.db" keeps its "g.db")
         self.pattern = re.compile("|".join(rf"(?<![\w.\-/]){re.escape(f)}(?![\w\-]|\.\w)" for f in forms))
