@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import glob
 import math
 import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +222,6 @@ def dat_writer() -> type[DatWriter]:
 def run_without_dlib(body: str) -> None:
     """Run ``body`` (Python source that prints 'ok') in a fresh interpreter where dlib and its model
     package cannot be imported, as on a plain install; fail with its stderr otherwise."""
-    import subprocess
     import sys
 
     code = "import sys; sys.modules['dlib'] = None; sys.modules['face_recognition_models'] = None\n" + body
@@ -246,7 +237,9 @@ def without_dlib():
 
 @pytest.fixture(scope="session")
 def postgres_admin() -> str:
-    """An admin URL of a real PostgreSQL server (tests/postgres_server.py says which)."""
+    """An admin URL of a real PostgreSQL server: the one .ci/run started (``FACEGALLERY_TEST_POSTGRES``),
+    else a private one (:mod:`facegallery.gallery.pgserver`); without either, the tests that need it
+    skip, and fail under ``CI=true``."""
     url = os.environ.get("FACEGALLERY_TEST_POSTGRES")
     if url:
         yield url
@@ -255,9 +248,11 @@ def postgres_admin() -> str:
         import psycopg  # noqa: F401
     except ImportError:
         need_server("psycopg is not installed (pip install '.[postgres]')")
+    from facegallery.gallery.pgserver import private_server
+
     try:
-        with private_server() as url:
-            yield url
+        with private_server() as server:
+            yield server.url
     except RuntimeError as e:
         need_server(str(e))
 
@@ -265,59 +260,9 @@ def postgres_admin() -> str:
 @pytest.fixture
 def postgres_url(postgres_admin) -> str:
     """A fresh, empty database of its own for one test."""
+    from facegallery.gallery.pgserver import new_database
+
     return new_database(postgres_admin)
-
-
-# ----- a real PostgreSQL server: the one .ci/run started (FACEGALLERY_TEST_POSTGRES, an admin URL), else a
-# private one started here from the installed binaries; without either, skipped (failed under CI=true)
-
-
-def _binaries() -> str | None:
-    found = shutil.which("initdb")
-    if found:
-        return os.path.dirname(found)
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    return dirs[-1] if dirs and os.path.exists(os.path.join(dirs[-1], "initdb")) else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def private_server() -> Iterator[str]:
-    """Start a throw-away server; yields its admin URL."""
-    bindir = _binaries()
-    if bindir is None:
-        raise RuntimeError("no PostgreSQL binaries (initdb, pg_ctl) installed")
-    root = os.geteuid() == 0
-    folder = tempfile.mkdtemp(prefix="facegallery-pg-")
-    prefix: list[str] = []
-    if root:  # the server refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chown(folder, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = os.path.join(folder, "data"), _free_port()
-    run = dict(check=True, capture_output=True, text=True)
-    try:
-        subprocess.run(
-            prefix + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-            **run,
-        )
-        opts = f"-k {folder} -p {port} -c listen_addresses='' -c fsync=off -c synchronous_commit=off"
-        subprocess.run(
-            prefix + [f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-w", "-l", f"{folder}/log", "start"], **run
-        )
-    except subprocess.CalledProcessError as e:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise RuntimeError(f"cannot start PostgreSQL: {(e.stderr or e.stdout).strip()[-300:]}") from None
-    try:
-        yield f"postgresql://postgres@/postgres?host={folder}&port={port}"
-    finally:
-        subprocess.run(prefix + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def need_server(why: str) -> None:
@@ -325,14 +270,3 @@ def need_server(why: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"PostgreSQL is needed under CI=true: {why}")
     pytest.skip(f"no PostgreSQL server: {why}")
-
-
-def new_database(admin_url: str) -> str:
-    """A fresh empty database on the server of ``admin_url``; returns its URL."""
-    import psycopg
-
-    name = f"fg_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, query = admin_url.partition("?")
-    return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")

@@ -148,11 +148,19 @@ class PostgresStore:
         return self.conn
 
     def _run(self, sql: str, args: tuple | list = ()):
-        """Execute ``sql`` with parameters; a lost server is :class:`Unavailable`, one line."""
+        """Execute ``sql`` with parameters. A connection the server dropped between two statements (a
+        restart) is reconnected and the statement tried once more, outside transactions only; a server
+        still away is :class:`Unavailable`, one line."""
         psycopg = _psycopg()
         conn = self._ok()
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         try:
             return conn.execute(sql, args)
+        except psycopg.OperationalError as e:
+            if not (idle and conn.broken):
+                raise Unavailable(f"{self.name}: the database is unavailable ({_first_line(e)})") from None
+        try:
+            return self._ok().execute(sql, args)
         except psycopg.OperationalError as e:
             raise Unavailable(f"{self.name}: the database is unavailable ({_first_line(e)})") from None
 
