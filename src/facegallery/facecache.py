@@ -33,6 +33,10 @@ FILE = "faces.sqlite"
 
 #: Part of every key: raised when the way faces are found or aligned changes for every detector.
 VERSION = 3
+#: Reading an npz header parses it with ``ast.literal_eval``, which CPython before 3.11.8 cannot run on two
+#: threads at once ("SystemError: AST constructor recursion depth mismatch", a 500 seen under load on
+#: 3.11.7): the service's workers decode cache entries one at a time (microseconds each).
+_HEADERS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -75,29 +79,30 @@ def encode(faces: list[Face], embeddings: np.ndarray) -> bytes:
 
 def decode(data: bytes) -> list[Face]:
     """The faces of an entry, each with its embedding and thumbnail and no crop."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        ends = np.cumsum(z["thumb_sizes"])
-        thumbs = z["thumbs"].tobytes()
-        faces = []
-        for i in range(len(z["boxes"])):
-            marks = z["landmarks"][i]
-            score = float(z["scores"][i])
-            faces.append(
-                Face(
-                    crop=None,
-                    box=[round(float(v), 2) for v in z["boxes"][i]],
-                    detected=bool(z["detected"][i]),
-                    landmarks=None
-                    if np.isnan(marks).any()
-                    else [[round(float(x), 2), round(float(y), 2)] for x, y in marks],
-                    detection_score=None if np.isnan(score) else round(score, 4),
-                    template=str(z["templates"][i]) or None,
-                    scheme=str(z["schemes"][i]) or None,
-                    embedding=z["embeddings"][i].copy(),
-                    jpeg=thumbs[ends[i] - z["thumb_sizes"][i] : ends[i]],
-                )
+    with _HEADERS, np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        z = {k: npz[k] for k in npz.files}
+    ends = np.cumsum(z["thumb_sizes"])
+    thumbs = z["thumbs"].tobytes()
+    faces = []
+    for i in range(len(z["boxes"])):
+        marks = z["landmarks"][i]
+        score = float(z["scores"][i])
+        faces.append(
+            Face(
+                crop=None,
+                box=[round(float(v), 2) for v in z["boxes"][i]],
+                detected=bool(z["detected"][i]),
+                landmarks=None
+                if np.isnan(marks).any()
+                else [[round(float(x), 2), round(float(y), 2)] for x, y in marks],
+                detection_score=None if np.isnan(score) else round(score, 4),
+                template=str(z["templates"][i]) or None,
+                scheme=str(z["schemes"][i]) or None,
+                embedding=z["embeddings"][i].copy(),
+                jpeg=thumbs[ends[i] - z["thumb_sizes"][i] : ends[i]],
             )
-        return faces
+        )
+    return faces
 
 
 class FaceCache:
