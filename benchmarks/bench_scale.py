@@ -30,13 +30,18 @@ import numpy as np
 
 from facegallery.gallery import Gallery
 from facegallery.gallery import index as ix
-from facegallery.gallery.gallery import _search
-from facegallery.recognition import count_factor
+from facegallery.recognition import count_factor, searchable_queries
 
 DIM = 128
 SPECTRUM = 0.8  # eigenvalue decay of between- and within-person scatter (35 effective dims)
 NOISE = 0.8  # within-person noise scale (expected squared norm of the noise vector)
 THRESHOLD = 0.613  # identification distance: a calibrated unknown threshold of the shipped model
+
+
+def _search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The index's own search of unit queries (what the gallery's LiveIndex does, without the store)."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    return index.search(searchable_queries(q), k)
 
 
 def _basis_scales(dim: int) -> np.ndarray:

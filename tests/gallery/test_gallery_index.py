@@ -1,5 +1,7 @@
 """Search: the compressed FAISS index agrees with exact search, and the gallery keeps it current."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,8 @@ from facegallery.alignment import PUBFIG83
 from facegallery.errors import UserError
 from facegallery.gallery import Gallery
 from facegallery.gallery import index as ix
+from facegallery.gallery.search import LiveIndex
+from facegallery.gallery.store import open_store
 from facegallery.recognition import centroid_distances, squared_distances, top_k
 
 
@@ -59,24 +63,38 @@ def test_padding_when_fewer_than_k():
     assert ids.tolist() == [[3, -1, -1]] * 2 and np.isinf(d[:, 1:]).all()
 
 
-def test_gallery_switches_to_compressed_and_persists_it(tmp_path, monkeypatch, fake_model):
+def _kept(location, gen) -> bool:
+    store = open_store(location)
+    try:
+        saved = store.cached_index(LiveIndex.key(gen))
+        if saved is not None:
+            saved.close()
+        return saved is not None
+    finally:
+        store.close()
+
+
+def test_gallery_switches_to_compressed_and_persists_it(location, monkeypatch, fake_model):
+    """The trained index is kept by the store (beside the file; in PostgreSQL for every replica) and read
+    back by the next process instead of retraining; a newer one replaces it."""
     monkeypatch.setattr(ix, "EXACT_MAX", 500)
     g, q = _data(2000)
-    db = tmp_path / "g.db"
-    with Gallery.open(db, model=fake_model, create=True) as gal:
+    with Gallery.open(location, model=fake_model, create=True) as gal:
         gal.enroll_embeddings([f"n{i:04d}" for i in range(2000)], g)
         ids, _ = gal.search(q, 1)
         assert gal.searcher.index.kind == "pq"
         gen = gal.store.generation()
-    side = tmp_path / f"g.db.index-v2-{gen}"
-    assert side.is_file()
-    with Gallery.open(db, model=fake_model) as gal:
+    assert _kept(location, gen)
+    with Gallery.open(location, model=fake_model) as gal:
         again, _ = gal.search(q, 1)
-        assert gal.searcher.index.kind == "pq" and (again == ids).all()
+        assert gal.searcher.index.kind == "pq" and gal.searcher._saved and (again == ids).all()  # read, not trained
         new = _data(1, seed=5)[0]
-        gal.enroll_embeddings(["zz-new"], new)  # a new person: index rebuilt, old side file stale
+        gal.enroll_embeddings(["zz-new"], new)  # a new person: index rebuilt, the kept one stale
         assert gal.identify_embeddings(new / np.linalg.norm(new), 1)[0].candidates[0].name == "zz-new"
-    assert not side.exists() and len(list(tmp_path.glob("g.db.index-*"))) == 1
+        newer = gal.store.generation()
+    assert not _kept(location, gen) and _kept(location, newer)
+    if not location.startswith("postgresql"):
+        assert len(list(Path(location).parent.glob(Path(location).name + ".index-*"))) == 1
 
 
 def test_other_process_writes_are_seen(tmp_path, fake_model):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -185,25 +185,23 @@ class CompressedIndex:
         self.ids[hit] = -1
         self.dead += int(hit.sum())
 
-    def save(self, path: Path) -> None:
-        """One ``.npz`` (FAISS's own serialisation of each part as bytes + the id map; no pickle), written
-        atomically."""
+    def save(self, f: BinaryIO) -> None:
+        """Write one ``.npz`` to the binary file ``f``: FAISS's own serialisation of each part as bytes + the
+        id map; no pickle."""
         import faiss
 
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                ids=self.ids,
-                trained_on=np.int64(self.trained_on),
-                **{f"part{i}": faiss.serialize_index(p) for i, p in enumerate(self.parts)},
-            )
-        os.replace(tmp, path)
+        np.savez(
+            f,
+            ids=self.ids,
+            trained_on=np.int64(self.trained_on),
+            **{f"part{i}": faiss.serialize_index(p) for i, p in enumerate(self.parts)},
+        )
 
     @classmethod
-    def load(cls, path: Path) -> CompressedIndex:
-        """Read a :meth:`save` file; ValueError when it is not one (the caller rebuilds). Each part is
-        streamed from the archive into FAISS, never held twice (a whole-array copy would stay resident)."""
+    def load(cls, path: BinaryIO) -> CompressedIndex:
+        """Read what :meth:`save` wrote from a binary file; ValueError when it is not one (the caller
+        rebuilds). Each part is streamed from the archive into FAISS, never held twice (a whole-array copy
+        would stay resident)."""
         import faiss
 
         try:
@@ -224,9 +222,11 @@ class CompressedIndex:
                         )(f)
                         parts.append(faiss.read_index(faiss.PyCallbackIOReader(f.read)))
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: not a search index ({e.__class__.__name__})") from None
+            raise ValueError(
+                f"{getattr(path, 'name', 'the saved index')}: not a search index ({e.__class__.__name__})"
+            ) from None
         if not parts or sum(p.ntotal for p in parts) != len(ids):
-            raise ValueError(f"{path}: index and id map disagree")
+            raise ValueError(f"{getattr(path, 'name', 'the saved index')}: index and id map disagree")
         return cls(parts, ids, trained_on)
 
 

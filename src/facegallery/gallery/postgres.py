@@ -17,13 +17,14 @@ messages: :attr:`PostgresStore.name` is the URL without it. Losing the server is
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -33,7 +34,7 @@ from facegallery.gallery.store import Centroids, Person, Photo, Table, Write, ch
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The notification channel writes announce themselves on (payload: "<generation> <pid>").
 CHANNEL = "facegallery_changes"
 #: Generations of ``changes`` kept; a replica further behind reloads everything.
@@ -73,7 +74,10 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE TABLE changes (generation BIGINT NOT NULL, identity BIGINT NOT NULL);
     CREATE INDEX changes_generation ON changes (generation);
-    INSERT INTO meta VALUES ('generation', '0'), ('schema_version', '1');
+    INSERT INTO meta VALUES ('generation', '0'), ('schema_version', '0');
+    """,
+    2: """
+    CREATE TABLE index_cache (key TEXT PRIMARY KEY, data BYTEA NOT NULL);
     """,
 }
 _MIGRATION_LOCK = 0x66616365  # pg_advisory_xact_lock key for migrations ("face")
@@ -116,8 +120,6 @@ def _blob(v: np.ndarray) -> bytes:
 
 class PostgresStore:
     """A gallery in a PostgreSQL database. Open with :meth:`open`; writes go through :meth:`transaction`."""
-
-    side_path: Path | None = None
 
     def __init__(self, url: str):
         self.url = url
@@ -308,6 +310,20 @@ class PostgresStore:
             self.conn.close()
             self._ok()
         return self._seen
+
+    # ----- the search index, in the database ----------------------------------------------------------
+    def cached_index(self, key: str) -> BinaryIO | None:
+        """The index saved under ``key`` by any replica, or None."""
+        row = self._run("SELECT data FROM index_cache WHERE key = %s", (key,)).fetchone()
+        return io.BytesIO(row[0]) if row else None
+
+    def keep_index(self, key: str, write: Callable[[BinaryIO], None]) -> None:
+        """Save the index for every replica (a restart then reads it instead of retraining)."""
+        buf = io.BytesIO()
+        write(buf)
+        with self.transaction(bump=False):
+            self._run("DELETE FROM index_cache")
+            self._run("INSERT INTO index_cache VALUES (%s, %s)", (key, buf.getvalue()))
 
     def changes_since(self, generation: int) -> list[int] | None:
         """The people changed after ``generation``, or None when the log cannot say (too far behind, or a

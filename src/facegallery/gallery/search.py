@@ -4,17 +4,19 @@ The index (:mod:`facegallery.gallery.index`: exact up to ``EXACT_MAX`` people, c
 each centroid as a :func:`~facegallery.recognition.searchable_centroids` row, whose plain L2 distance to
 a :func:`~facegallery.recognition.searchable_queries` row of a unit query is the count-aware centroid
 distance + 1. It is built from the store on first search, updated in place by this process's own
-writes, dropped when another process has written (the store's data version and generation tell), and a
-large compressed one is saved beside the gallery file so that the next process need not retrain it.
+writes, brought up to date when another process has written (the store's data version and generation
+tell; by the people changed where the store logs them, else rebuilt), and a large compressed one is kept
+by the store (beside the gallery file; in PostgreSQL, in the database for every replica) so that the
+next process need not retrain it.
 """
 
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 
+from facegallery.errors import UserError
 from facegallery.gallery import index as ix
 from facegallery.gallery.index import CompressedIndex, ExactIndex
 from facegallery.gallery.store import Centroids, GalleryStore
@@ -37,15 +39,14 @@ class LiveIndex:
         self.store = store
         self.index: ExactIndex | CompressedIndex | None = None
         self._gen = -1  # the store generation the index reflects
-        self._saved = False  # whether the side file holds this index
+        self._saved = False  # whether the store keeps this index
         self._data_version = store.data_version()
 
-    def side_file(self, generation: int) -> Path | None:
-        """Side file of the compressed index, named by :data:`INDEX_FORMAT` and the gallery generation it
-        reflects (other ones are ignored and removed): reading it back is far faster than retraining at a
-        million people. None for a store without a file to keep it beside."""
-        path = self.store.side_path
-        return None if path is None else path.with_name(f"{path.name}.index-v{INDEX_FORMAT}-{generation}")
+    @staticmethod
+    def key(generation: int) -> str:
+        """What a saved index is kept under: :data:`INDEX_FORMAT` and the generation it reflects (others are
+        ignored, and dropped at the next save)."""
+        return f"v{INDEX_FORMAT}-{generation}"
 
     def drop(self) -> None:
         """Forget the index: the next search rebuilds it from the store."""
@@ -58,18 +59,11 @@ class LiveIndex:
 
     def _save(self) -> None:
         assert isinstance(self.index, CompressedIndex)
-        target, base = self.side_file(self._gen), self.store.side_path
-        if target is None or base is None:
-            return
         try:
-            self.index.save(target)
+            self.store.keep_index(self.key(self._gen), self.index.save)
             self._saved = True
-        except (OSError, RuntimeError) as e:  # a read-only folder only costs speed next time
-            warnings.warn(f"search index not saved beside {base}: {e}", stacklevel=3)
-            return
-        for old in base.parent.glob(f"{base.name}.index-*"):
-            if old != target:
-                old.unlink(missing_ok=True)
+        except (OSError, RuntimeError, UserError) as e:  # a read-only gallery only costs speed next time
+            warnings.warn(f"search index not kept for {self.store.name}: {e}", stacklevel=3)
 
     def _load_centroids(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, :func:`index_rows` of every centroid) streamed from the store into one preallocated array
@@ -101,13 +95,14 @@ class LiveIndex:
                 self._gen = gen
                 if not self.index.stale:
                     return self.index
-        side = self.side_file(gen)
         self.index = None
-        if side is not None and side.is_file() and self.store.count("centroids") > ix.EXACT_MAX:
-            try:
-                self.index, self._saved = CompressedIndex.load(side), True
-            except ValueError as e:  # a damaged cache file only costs a rebuild
-                warnings.warn(f"{e}; rebuilding it", stacklevel=3)
+        saved = self.store.cached_index(self.key(gen))
+        if saved is not None:
+            with saved:
+                try:
+                    self.index, self._saved = CompressedIndex.load(saved), True
+                except ValueError as e:  # a damaged cache only costs a rebuild
+                    warnings.warn(f"{e}; rebuilding it", stacklevel=3)
         if self.index is None:
             ids, vectors = self._load_centroids()
             self.index = ix.build_index(ids, vectors)

@@ -15,9 +15,10 @@ import os
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -104,7 +105,6 @@ class SQLiteStore:
         self.conn = conn
         self.path = path
         self.name = str(path)
-        self.side_path: Path | None = path
         self.read_only = read_only  # why it cannot be written, or None
 
     # ----- opening --------------------------------------------------------------------------------
@@ -275,6 +275,31 @@ class SQLiteStore:
     def data_version(self) -> int:
         """Changes when another connection commits (SQLite's cheap 'has anyone else written?')."""
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # ----- the search index, beside the file ---------------------------------------------------------
+    def _index_file(self, key: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.index-{key}")
+
+    def cached_index(self, key: str) -> BinaryIO | None:
+        """The index file beside the gallery for ``key``, open, or None."""
+        try:
+            return open(self._index_file(key), "rb")
+        except OSError:
+            return None
+
+    def keep_index(self, key: str, write: Callable[[BinaryIO], None]) -> None:
+        """Write the index beside the gallery (atomically) and remove the other index files there."""
+        target = self._index_file(key)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                write(f)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        for old in self.path.parent.glob(f"{self.path.name}.index-*"):
+            if old != target:
+                old.unlink(missing_ok=True)
 
     def changes_since(self, generation: int) -> list[int] | None:
         """SQLite keeps no log of who changed: None (the index reloads; a file serves one machine)."""

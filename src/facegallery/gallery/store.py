@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, NamedTuple, Protocol
+from typing import BinaryIO, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -91,11 +90,9 @@ Table = Literal["identities", "photos", "centroids"]
 
 class GalleryStore(Protocol):
     """Storage of one gallery (see the module docstring). ``name`` is what messages call it (a file path,
-    or a database URL without its password); ``side_path`` a file path beside which caches may be kept,
-    or None."""
+    or a database URL without its password)."""
 
     name: str
-    side_path: Path | None
 
     # ----- lifecycle and transactions
     def close(self) -> None: ...
@@ -143,6 +140,15 @@ class GalleryStore(Protocol):
     def thumbnail(self, identity: int, sha256: str | None = None) -> bytes | None: ...
     def thumbnails(self, photo_ids: list[int]) -> dict[int, bytes]:
         """The face thumbnails of these photos (those that have one), by photo id."""
+        ...
+
+    def cached_index(self, key: str) -> BinaryIO | None:
+        """The search index saved under ``key`` (its format and the generation it reflects), or None."""
+        ...
+
+    def keep_index(self, key: str, write: Callable[[BinaryIO], None]) -> None:
+        """Save a search index under ``key`` (``write`` writes it to a binary file), dropping older ones,
+        so that the next process need not rebuild it; may raise ReadOnly or OSError (it only costs time)."""
         ...
 
     # ----- writing (inside a transaction)
