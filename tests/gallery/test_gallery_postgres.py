@@ -194,3 +194,12 @@ def test_a_replica_sees_another_replicas_enrolment(enrolled_pg, face_tree, tiny_
         assert b.searcher.index is index  # updated in place, not rebuilt
         a.remove("Late")
         assert b.identify(late).candidates[0].name != "Late"
+
+
+def test_a_threshold_set_through_one_replica_holds_on_the_other(enrolled_pg):
+    """Replicas answer from memory until a notification comes: a new rule (a write that changes no one)
+    is announced too."""
+    with Gallery.open(enrolled_pg) as a, Gallery.open(enrolled_pg) as b:
+        before = b.calibration().identify.threshold
+        a.set_threshold(raw=before / 2)
+        assert b.calibration().identify.threshold == before / 2 and b.calibration().source == "hand-set"

@@ -24,6 +24,7 @@ class StoredCalibration:
     def __init__(self, store: GalleryStore, search: th.Search, model_threshold: Callable[[], float | None]):
         self.store, self.search, self.model_threshold = store, search, model_threshold
         self._cal: th.Calibration | None = None
+        self._version = -1  # the store's data version when ``_cal`` was last checked
 
     def invalidate(self) -> None:
         """Forget the in-memory calibration (the gallery changed)."""
@@ -42,12 +43,17 @@ class StoredCalibration:
 
     def current(self) -> th.Calibration:
         """The current calibration, cached in memory and in meta until the gallery (or :data:`th.VERSION`)
-        changes."""
+        changes. While no one else has written (the store's data version) and we have not, the one in
+        memory is returned without a query."""
+        version = self.store.data_version()
+        if self._cal is not None and version == self._version:
+            return self._cal
         gen = self.store.generation()
         far, raw = self.settings()
         method = "raw" if raw is not None else ("eer" if far is None else f"far={far:g}")
         key = (gen, method, raw)
         if self._cal is not None and (self._cal.generation, self._cal.method, self._raw_of(self._cal)) == key:
+            self._version = version
             return self._cal
         cached = self.store.meta("calibration")
         cal = th.Calibration.from_json(json.loads(cached)) if cached else None
@@ -59,7 +65,7 @@ class StoredCalibration:
                     self.store.set_meta("calibration", json.dumps(cal.to_json()))
             except ReadOnly:
                 pass  # recomputed next time
-        self._cal = cal
+        self._cal, self._version = cal, version
         return cal
 
     def _calibrate(self, far: float | None, raw: float | None) -> th.Calibration:

@@ -7,7 +7,8 @@ meta) plus ``changes``: which people each generation touched, so that a replica 
 index up to date by reading only what changed since the generation it holds (also after a restart or a
 lost connection) instead of reloading a million centroids. Every write transaction takes the
 generation row ``FOR UPDATE`` first (writers queue as with SQLite's ``BEGIN IMMEDIATE``) and ends with
-a ``NOTIFY`` on :data:`CHANNEL` (delivered only if it commits), which tells the other replicas to look.
+a ``NOTIFY`` on :data:`CHANNEL` (delivered only if it commits), which tells the other replicas to look;
+until one comes, a replica answers from memory without asking the database whether anything changed.
 
 The schema is versioned: :data:`MIGRATIONS` are applied in order at open, under an advisory lock, each
 in its own transaction. SQL is only ever sent with parameters. The URL's password never appears in
@@ -263,7 +264,9 @@ class PostgresStore:
                         conn.execute("INSERT INTO changes VALUES (%s, -1)", (gen,))
                     if gen % 1000 == 0:
                         conn.execute("DELETE FROM changes WHERE generation <= %s", (gen - KEEP_CHANGES,))
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{gen} {conn.info.backend_pid}"))
+                # every commit is announced (a renamed person, a new threshold rule: replicas look again)
+                gen = before + 1 if bump else before
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{gen} {conn.info.backend_pid}"))
         except psycopg.errors.InsufficientPrivilege as e:
             raise ReadOnly(
                 f"{self.name}: the gallery can only be read ({_first_line(e)}); nothing was changed"
