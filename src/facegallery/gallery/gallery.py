@@ -381,12 +381,15 @@ class Gallery:
     ) -> list[Identification]:
         """Identify precomputed embeddings (one per face) against the gallery."""
         embeddings = np.atleast_2d(np.asarray(embeddings, np.float32))
-        # the index's length, not COUNT(*): that scans the table (20 ms at 100k people)
-        if not len(self.searcher.current()):
+        # the index's length, not COUNT(*): that scans the table (20 ms at 100k people); its width, not the
+        # stored dimension (a query): rows are searchable_centroids, two wider than the embeddings
+        index = self.searcher.current()
+        if not len(index):
             raise Conflict(f"{self.path}: no one is enrolled yet")
-        dim = self.store.dimension
-        if dim is not None and embeddings.shape[1] != dim:
-            raise Conflict(f"{self.path}: holds {dim}-D embeddings, these faces have {embeddings.shape[1]}-D ones")
+        if embeddings.shape[1] != index.dim - 2:
+            raise Conflict(
+                f"{self.path}: holds {index.dim - 2}-D embeddings, these faces have {embeddings.shape[1]}-D ones"
+            )
         cal = self.calibration().identify
         thr = cal.threshold if threshold is None else threshold
         ids, dist, names = self._named_search(embeddings, top_k)
@@ -408,6 +411,7 @@ class Gallery:
             names = self.store.names_of(ids)
             if all(int(i) in names for i in np.unique(ids) if i >= 0):
                 break
+            self.searcher.look_again()  # its removal may not have been announced yet
         return ids, dist, names
 
     def identify(

@@ -63,6 +63,11 @@ class ExactIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def dim(self) -> int:
+        """The width of its rows."""
+        return self.vectors.shape[1]
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if not len(self.ids):
@@ -131,6 +136,11 @@ class CompressedIndex:
 
     def __len__(self) -> int:
         return len(self.ids) - self.dead
+
+    @property
+    def dim(self) -> int:
+        """The width of its rows."""
+        return int(self.parts[0].d)
 
     @property
     def stale(self) -> bool:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 #: The notification channel writes announce themselves on (payload: "<generation> <pid>").
 CHANNEL = "facegallery_changes"
+#: Seconds after which a replica looks at the database again even without a notification.
+RECHECK = 1.0
 #: Generations of ``changes`` kept; a replica further behind reloads everything.
 KEEP_CHANGES = 100_000
 #: Schema migrations by version: the SQL that brings version n-1 to n.
@@ -124,6 +126,7 @@ class PostgresStore:
         self.path = self.name  # what messages call it
         self.conn = None
         self._seen = 0  # notifications from others seen (data_version)
+        self._checked = time.monotonic()  # when data_version last moved on its own
         self._touched: set[int] | None = None  # people changed by the open write transaction
         self._connect()
         self.read_only = self._unwritable()
@@ -297,7 +300,9 @@ class PostgresStore:
         return int(self.meta("generation", "0"))
 
     def data_version(self) -> int:
-        """Counts the other connections' commits announced since we listened (no query when none came)."""
+        """Counts the other connections' commits announced since we listened (no query when none came), and
+        moves on its own once every :data:`RECHECK` seconds, so that a notification lost on the way costs
+        at most that long before the caller looks at the database again."""
         conn = self._ok()
         if self._touched is not None:
             return self._seen
@@ -308,6 +313,10 @@ class PostgresStore:
         except _psycopg().OperationalError:
             self.conn.close()
             self._ok()
+        now = time.monotonic()
+        if now - self._checked > RECHECK:
+            self._seen += 1
+            self._checked = now
         return self._seen
 
     # ----- the search index: rebuilt, not kept ------------------------------------------------------------

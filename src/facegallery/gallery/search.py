@@ -48,6 +48,11 @@ class LiveIndex:
         ignored, and dropped at the next save)."""
         return f"v{INDEX_FORMAT}-{generation}"
 
+    def look_again(self) -> None:
+        """Check the store at the next search even if no change was announced (an answer named someone
+        the store no longer holds)."""
+        self._data_version = -1
+
     def drop(self) -> None:
         """Forget the index: the next search rebuilds it from the store."""
         self.index = None
