@@ -30,7 +30,17 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from facegallery.errors import NotFound, ReadOnly, Unavailable, UserError
-from facegallery.gallery.store import Centroids, Person, Photo, Table, Write, check_name
+from facegallery.gallery.store import (
+    Bulk,
+    Centroids,
+    Person,
+    Photo,
+    Table,
+    Write,
+    check_name,
+    vector_bytes,
+    vectors_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +115,6 @@ def _psycopg():
     except ImportError:
         raise UserError("a PostgreSQL gallery needs psycopg: pip install 'facegallery[postgres]'") from None
     return psycopg
-
-
-def _rows(blobs: list[bytes], dim: int) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, dim), np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
-
-
-def _blob(v: np.ndarray) -> bytes:
-    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
 
 
 class PostgresStore:
@@ -402,7 +402,7 @@ class PostgresStore:
         return Centroids(
             np.fromiter((r[0] for r in rows), np.int64, len(rows)),
             np.fromiter((r[1] for r in rows), np.int64, len(rows)),
-            _rows([bytes(r[2]) for r in rows], self.dimension or 0),
+            vectors_of([bytes(r[2]) for r in rows], self.dimension or 0),
         )
 
     def centroids(self, identities: list[int] | None = None) -> Centroids:
@@ -423,7 +423,7 @@ class PostgresStore:
                 yield Centroids(
                     np.fromiter((r[0] for r in rows), np.int64, len(rows)),
                     np.fromiter((r[1] for r in rows), np.int64, len(rows)),
-                    _rows([bytes(r[2]) for r in rows], dim),
+                    vectors_of([bytes(r[2]) for r in rows], dim),
                 )
 
     def embeddings(self, identities: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -435,7 +435,7 @@ class PostgresStore:
                 q + " WHERE p.identity = ANY(%s) ORDER BY p.id", ([int(i) for i in identities],)
             ).fetchall()
         labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        return labels, _rows([bytes(r[1]) for r in rows], self.dimension or 0)
+        return labels, vectors_of([bytes(r[1]) for r in rows], self.dimension or 0)
 
     def thumbnail(self, identity: int, sha256: str | None = None) -> bytes | None:
         sql = "SELECT t.jpeg FROM thumbnails t JOIN photos p ON p.id = t.photo WHERE p.identity = %s"
@@ -475,7 +475,7 @@ class PostgresStore:
                 "INSERT INTO photos (identity, source, sha256, detect, added) VALUES (%s, %s, %s, %s, %s) RETURNING id",
                 (identity, source, sha, detect, now),
             ).fetchone()
-            self._run("INSERT INTO embeddings VALUES (%s, %s, %s)", (pid, len(v), _blob(v)))
+            self._run("INSERT INTO embeddings VALUES (%s, %s, %s)", (pid, len(v), vector_bytes(v)))
             if jpeg is not None:
                 self._run("INSERT INTO thumbnails VALUES (%s, %s)", (pid, jpeg))
         self._touch(identity)
@@ -504,7 +504,7 @@ class PostgresStore:
             self._run(
                 "INSERT INTO centroids VALUES (%s, %s, %s) ON CONFLICT (identity) DO UPDATE "
                 "SET count = EXCLUDED.count, vector = EXCLUDED.vector",
-                (identity, len(emb), _blob(c)),
+                (identity, len(emb), vector_bytes(c)),
             )
         else:
             self._run("DELETE FROM centroids WHERE identity = %s", (identity,))
@@ -515,69 +515,45 @@ class PostgresStore:
         with conn.cursor() as cur:
             cur.executemany(
                 "UPDATE embeddings SET dim = %s, vector = %s WHERE photo = %s",
-                [(len(v), _blob(v), int(p)) for p, v in zip(photo_ids, vectors)],
+                [(len(v), vector_bytes(v), int(p)) for p, v in zip(photo_ids, vectors)],
             )
         self._touched = None if self._touched is None else self._touched | {-1}
 
     def bulk_insert(self, names: list[str], vectors: np.ndarray) -> int:
         """Many precomputed embeddings of new people at once, by ``COPY`` (rows sharing a name are one
         person's photos). Names must all be new. Returns the number of people added."""
-        import hashlib
-
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        names = [unicodedata.normalize("NFC", str(n)) for n in names]
-        uniq, inverse = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
-        for n in uniq:
-            check_name(str(n))
-        taken = self._run(
-            "SELECT name FROM identities WHERE name = ANY(%s) LIMIT 3", ([str(n) for n in uniq],)
-        ).fetchall()
+        bulk = Bulk.of(names, vectors)
+        taken = self._run("SELECT name FROM identities WHERE name = ANY(%s) LIMIT 3", (bulk.names,)).fetchall()
         if taken:
             raise UserError(
                 f"already enrolled in {self.name}: {', '.join(r[0] for r in taken)} "
                 "(bulk enrolment adds new people only)"
             )
-        dim = vectors.shape[1]
-        raw = vectors.tobytes()
-        blobs = [raw[i * dim * 4 : (i + 1) * dim * 4] for i in range(len(vectors))]
-        hashes = [hashlib.sha256(b).hexdigest() for b in blobs]
-        seen: set[tuple[int, str]] = set()
-        keep = [i for i, key in enumerate(zip(inverse.tolist(), hashes)) if not (key in seen or seen.add(key))]
-        blobs, hashes, vectors, inverse = (
-            [blobs[i] for i in keep],
-            [hashes[i] for i in keep],
-            vectors[keep],
-            inverse[keep],
-        )
-        conn = self._ok()
-        (first,) = self._run(
-            "SELECT nextval(pg_get_serial_sequence('identities', 'id')) FROM generate_series(1, 1)"
-        ).fetchone()
-        self._run("SELECT setval(pg_get_serial_sequence('identities', 'id'), %s)", (first + len(uniq) - 1,))
-        (first_photo,) = self._run(
-            "SELECT nextval(pg_get_serial_sequence('photos', 'id')) FROM generate_series(1, 1)"
-        ).fetchone()
-        self._run("SELECT setval(pg_get_serial_sequence('photos', 'id'), %s)", (first_photo + len(blobs) - 1,))
-        now = time.time()
-        counts = np.bincount(inverse, minlength=len(uniq))
-        sums = np.zeros((len(uniq), dim), np.float64)
-        np.add.at(sums, inverse, vectors)
-        cents = (sums / counts[:, None]).astype(np.float32)
-        with conn.cursor() as cur:
+        first = self._reserve("identities", len(bulk.names))
+        first_photo = self._reserve("photos", len(bulk.blobs))
+        dim, now = bulk.centroids.shape[1], time.time()
+        with self._ok().cursor() as cur:
             with cur.copy("COPY identities (id, name, metadata, created) FROM STDIN") as copy:
-                for i, n in enumerate(uniq):
-                    copy.write_row((first + i, str(n), None, now))
+                for i, n in enumerate(bulk.names):
+                    copy.write_row((first + i, n, None, now))
             with cur.copy("COPY photos (id, identity, source, sha256, detect, added) FROM STDIN") as copy:
-                for i, (label, h) in enumerate(zip(inverse, hashes)):
-                    copy.write_row((first_photo + i, first + int(label), None, h, "off", now))
+                for i, (o, h) in enumerate(zip(bulk.owner, bulk.hashes)):
+                    copy.write_row((first_photo + i, first + int(o), None, h, "off", now))
             with cur.copy("COPY embeddings (photo, dim, vector) FROM STDIN") as copy:
-                for i, b in enumerate(blobs):
+                for i, b in enumerate(bulk.blobs):
                     copy.write_row((first_photo + i, dim, b))
             with cur.copy("COPY centroids (identity, count, vector) FROM STDIN") as copy:
-                for i in range(len(uniq)):
-                    copy.write_row((first + i, int(counts[i]), cents[i].tobytes()))
+                for i, (c, v) in enumerate(zip(bulk.counts, bulk.centroids)):
+                    copy.write_row((first + i, int(c), v.tobytes()))
         self._touched = None if self._touched is None else self._touched | {-1}
-        return len(uniq)
+        return len(bulk.names)
+
+    def _reserve(self, table: str, n: int) -> int:
+        """The first of ``n`` consecutive ids taken from ``table``'s sequence (inside the write lock)."""
+        seq = {"identities": "identities_id_seq", "photos": "photos_id_seq"}[table]
+        (first,) = self._run("SELECT nextval(%s)", (seq,)).fetchone()
+        self._run("SELECT setval(%s, %s)", (seq, first + max(n, 1) - 1))
+        return int(first)
 
 
 def _first_line(e: BaseException) -> str:

@@ -9,7 +9,6 @@ with :class:`~facegallery.errors.ReadOnly`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -23,7 +22,17 @@ from typing import BinaryIO
 import numpy as np
 
 from facegallery.errors import NotFound, ReadOnly, UserError
-from facegallery.gallery.store import Centroids, Person, Photo, Table, Write, check_name
+from facegallery.gallery.store import (
+    Bulk,
+    Centroids,
+    Person,
+    Photo,
+    Table,
+    Write,
+    check_name,
+    vector_bytes,
+    vectors_of,
+)
 
 SCHEMA_VERSION = 1
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -61,17 +70,6 @@ _THUMBNAILS = """CREATE TABLE IF NOT EXISTS thumbnails (
     photo INTEGER PRIMARY KEY REFERENCES photos(id) ON DELETE CASCADE,
     jpeg BLOB NOT NULL
 )"""
-
-
-def _blob(v: np.ndarray) -> bytes:
-    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
-
-
-def _rows(blobs: list[bytes], dim: int) -> np.ndarray:
-    """Float32 BLOBs -> (N, dim) array in one copy."""
-    if not blobs:
-        return np.zeros((0, dim), np.float32)
-    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -364,7 +362,7 @@ class SQLiteStore:
         return Centroids(
             np.fromiter((r[0] for r in rows), np.int64, len(rows)),
             np.fromiter((r[1] for r in rows), np.int64, len(rows)),
-            _rows([r[2] for r in rows], self.dimension or 0),
+            vectors_of([r[2] for r in rows], self.dimension or 0),
         )
 
     def centroids(self, identities: list[int] | None = None) -> Centroids:
@@ -397,7 +395,7 @@ class SQLiteStore:
                     q + f" WHERE p.identity IN ({','.join('?' * len(chunk))}) ORDER BY p.id", chunk
                 ).fetchall()
         labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        return labels, _rows([r[1] for r in rows], self.dimension or 0)
+        return labels, vectors_of([r[1] for r in rows], self.dimension or 0)
 
     # ----- writing (inside a transaction) ---------------------------------------------------------
     def add_identity(self, name: str, metadata: dict | None = None) -> int:
@@ -422,7 +420,7 @@ class SQLiteStore:
                 "INSERT INTO photos (identity, source, sha256, detect, added) VALUES (?, ?, ?, ?, ?)",
                 (identity, source, sha, detect, now),
             )
-            self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), _blob(v)))
+            self.conn.execute("INSERT INTO embeddings VALUES (?, ?, ?)", (cur.lastrowid, len(v), vector_bytes(v)))
             if jpeg is not None:
                 self.conn.execute("INSERT INTO thumbnails VALUES (?, ?)", (cur.lastrowid, jpeg))
 
@@ -462,64 +460,46 @@ class SQLiteStore:
         _, emb = self.embeddings([identity])
         if len(emb):
             c = emb.astype(np.float64).mean(0).astype(np.float32)
-            self.conn.execute("INSERT OR REPLACE INTO centroids VALUES (?, ?, ?)", (identity, len(emb), _blob(c)))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO centroids VALUES (?, ?, ?)", (identity, len(emb), vector_bytes(c))
+            )
         else:
             self.conn.execute("DELETE FROM centroids WHERE identity=?", (identity,))
 
     def replace_embeddings(self, photo_ids: list[int], vectors: np.ndarray) -> None:
         self.conn.executemany(
             "UPDATE embeddings SET dim=?, vector=? WHERE photo=?",
-            [(len(v), _blob(v), int(p)) for p, v in zip(photo_ids, vectors)],
+            [(len(v), vector_bytes(v), int(p)) for p, v in zip(photo_ids, vectors)],
         )
 
     def bulk_insert(self, names: list[str], vectors: np.ndarray) -> int:
         """Many precomputed embeddings at once (rows sharing a name are one person's photos), in the
         caller's transaction, with ``executemany`` and ids assigned here. Names must all be new.
         Returns the number of identities added."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        names = [unicodedata.normalize("NFC", str(n)) for n in names]
-        uniq, inverse = np.unique(np.asarray(names, dtype=object).astype(str), return_inverse=True)
-        for n in uniq:
-            check_name(str(n))
+        bulk = Bulk.of(names, vectors)
         first = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM identities").fetchone()[0]) + 1
         now = time.time()
         try:
             self.conn.executemany(
                 "INSERT INTO identities (id, name, metadata, created) VALUES (?, ?, NULL, ?)",
-                ((first + i, str(n), now) for i, n in enumerate(uniq)),
+                ((first + i, n, now) for i, n in enumerate(bulk.names)),
             )
         except sqlite3.IntegrityError:
-            taken = [str(n) for n in uniq if self.identity_id(str(n)) is not None][:3]
+            taken = [n for n in bulk.names if self.identity_id(n) is not None][:3]
             raise UserError(
                 f"already enrolled in {self.path}: {', '.join(taken)} (bulk enrolment adds new people only)"
             ) from None
-        dim = vectors.shape[1]
-        raw = vectors.tobytes()
-        blobs = [raw[i * dim * 4 : (i + 1) * dim * 4] for i in range(len(vectors))]
-        hashes = [hashlib.sha256(b).hexdigest() for b in blobs]
-        seen: set[tuple[int, str]] = set()
-        keep = [i for i, key in enumerate(zip(inverse.tolist(), hashes)) if not (key in seen or seen.add(key))]
-        if len(keep) < len(blobs):  # the same vector twice for one person is one photo
-            blobs, hashes = [blobs[i] for i in keep], [hashes[i] for i in keep]
-            vectors, inverse = vectors[keep], inverse[keep]
         first_photo = int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM photos").fetchone()[0]) + 1
         self.conn.executemany(
             "INSERT INTO photos (id, identity, source, sha256, detect, added) VALUES (?, ?, NULL, ?, 'off', ?)",
-            ((first_photo + i, first + int(l), h, now) for i, (l, h) in enumerate(zip(inverse, hashes))),
+            ((first_photo + i, first + int(o), h, now) for i, (o, h) in enumerate(zip(bulk.owner, bulk.hashes))),
         )
+        dim = bulk.centroids.shape[1]
         self.conn.executemany(
-            "INSERT INTO embeddings VALUES (?, ?, ?)", ((first_photo + i, dim, b) for i, b in enumerate(blobs))
+            "INSERT INTO embeddings VALUES (?, ?, ?)", ((first_photo + i, dim, b) for i, b in enumerate(bulk.blobs))
         )
-        counts = np.bincount(inverse, minlength=len(uniq))
-        if (counts == 1).all():  # one row per person: the centroid is that row
-            cents = np.empty_like(vectors)
-            cents[inverse] = vectors
-        else:
-            sums = np.zeros((len(uniq), dim), np.float64)
-            np.add.at(sums, inverse, vectors)
-            cents = (sums / counts[:, None]).astype(np.float32)
         self.conn.executemany(
             "INSERT INTO centroids VALUES (?, ?, ?)",
-            ((first + i, int(counts[i]), cents[i].tobytes()) for i in range(len(uniq))),
+            ((first + i, int(c), v.tobytes()) for i, (c, v) in enumerate(zip(bulk.counts, bulk.centroids))),
         )
-        return len(uniq)
+        return len(bulk.names)

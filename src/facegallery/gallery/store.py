@@ -15,6 +15,7 @@ the embedded backend, PostgreSQL (:mod:`facegallery.gallery.postgres`) the one f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -45,6 +46,57 @@ def check_name(name: str) -> str:
     if len(name) > MAX_NAME:
         raise InvalidInput(f"{name[:40]!r}...: a person's name is limited to {MAX_NAME} characters")
     return name
+
+
+def vector_bytes(v: np.ndarray) -> bytes:
+    """An embedding as stored: float32 bytes."""
+    return np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
+
+def vectors_of(blobs: list[bytes], dim: int) -> np.ndarray:
+    """Stored float32 bytes -> (N, dim) array in one copy."""
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+
+
+@dataclass
+class Bulk:
+    """Rows of a bulk enrolment, ready for any backend: new ``names`` (NFC, checked, sorted), per photo
+    the index of its person (``owner``), its vector's bytes and their sha256 (the same vector twice for one
+    person is one photo), and per person the photo count and centroid."""
+
+    names: list[str]
+    owner: np.ndarray
+    blobs: list[bytes]
+    hashes: list[str]
+    counts: np.ndarray
+    centroids: np.ndarray
+
+    @classmethod
+    def of(cls, names: list[str], vectors: np.ndarray) -> Bulk:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        nfc = [unicodedata.normalize("NFC", str(n)) for n in names]
+        uniq, owner = np.unique(np.asarray(nfc, dtype=object).astype(str), return_inverse=True)
+        people = [check_name(str(n)) for n in uniq]
+        dim = vectors.shape[1]
+        raw = vectors.tobytes()
+        blobs = [raw[i * dim * 4 : (i + 1) * dim * 4] for i in range(len(vectors))]
+        hashes = [hashlib.sha256(b).hexdigest() for b in blobs]
+        seen: set[tuple[int, str]] = set()
+        keep = [i for i, key in enumerate(zip(owner.tolist(), hashes)) if not (key in seen or seen.add(key))]
+        if len(keep) < len(blobs):
+            blobs, hashes = [blobs[i] for i in keep], [hashes[i] for i in keep]
+            vectors, owner = vectors[keep], owner[keep]
+        counts = np.bincount(owner, minlength=len(people))
+        if (counts == 1).all():  # one row per person: the centroid is that row
+            cents = np.empty_like(vectors)
+            cents[owner] = vectors
+        else:
+            sums = np.zeros((len(people), dim), np.float64)
+            np.add.at(sums, owner, vectors)
+            cents = (sums / counts[:, None]).astype(np.float32)
+        return cls(people, owner, blobs, hashes, counts, cents)
 
 
 @dataclass
