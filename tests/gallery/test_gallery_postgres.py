@@ -3,6 +3,7 @@ users who may only read, and passwords that never show."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -216,3 +217,10 @@ def test_a_threshold_set_through_one_replica_holds_on_the_other(enrolled_pg):
         a.set_threshold(raw=before / 2)
         assert _soon(lambda: b.calibration().identify.threshold == before / 2)
         assert b.calibration().source == "hand-set"
+
+
+def test_the_cli_identifies_against_a_postgresql_gallery(enrolled_pg, face_tree):
+    runner = CliRunner()
+    r = runner.invoke(main, ["identify", "--gallery", enrolled_pg, "--json", str(face_tree / "Person 3" / "2.jpg")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["faces"][0]["name"] == "Person 3"

@@ -121,7 +121,7 @@ def show_answers(results: list[dict], as_json: bool, annotate: str | None) -> No
 
 @main.command("identify")
 @click.option("--library", type=click.Path(file_okay=False), help="Folder with one subfolder per person.")
-@click.option("--gallery", type=FilePath(), help="Gallery file made by `facegallery enroll`.")
+@click.option("--gallery", type=FilePath(), help="A gallery made by `facegallery enroll` (a file or postgresql://...).")
 @model_option
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(1), help="Candidates per face.")
 @threshold_option
