@@ -52,6 +52,7 @@ def test_kill_9_mid_enrolment_keeps_people_whole(face_tree, tiny_model_dir, loca
     finally:
         child.kill()
         child.wait(30)
+        child.stdout.close()
     with Gallery.open(db) as g:
         if not str(db).startswith("postgresql"):
             assert g.store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
