@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 import httpx
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from facegallery.cli import main
 
@@ -42,6 +44,7 @@ def test_serve_answers_over_http(tmp_path, tiny_model_dir):
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "facegallery", "serve", "--gallery", str(tmp_path / "g.db"), "--create"]
     cmd += ["--model", str(tiny_model_dir), "--port", str(port), "--api-key-file", str(tmp_path / "k.txt")]
+    cmd += ["--max-request-megapixels", "0.02"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
     try:
         url = f"http://127.0.0.1:{port}"
@@ -53,6 +56,11 @@ def test_serve_answers_over_http(tmp_path, tiny_model_dir):
                 time.sleep(0.1)
         assert httpx.get(f"{url}/v1/people", headers={"X-API-Key": key}).json() == {"people": []}
         assert httpx.get(f"{url}/v1/people").status_code == 401
+        big = io.BytesIO()
+        Image.new("RGB", (200, 200)).save(big, format="PNG")
+        files = [("photos", ("big.png", big.getvalue(), "image/png"))]
+        r = httpx.post(f"{url}/v1/identify", files=files, headers={"X-API-Key": key})
+        assert r.status_code == 413 and "pixels per request" in r.json()["error"]
     finally:
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()

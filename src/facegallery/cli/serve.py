@@ -42,6 +42,13 @@ def key_cmd(path, label) -> None:
 @click.option("--max-photos", default=16, show_default=True, type=click.IntRange(1), help="Photos per request.")
 @click.option("--max-megapixels", default=25.0, show_default=True, type=click.FloatRange(0.01, 40), help="Per photo.")
 @click.option(
+    "--max-request-megapixels",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(0.01),
+    help="All photos of one request together (read from their headers before decoding): bounds a request's work.",
+)
+@click.option(
     "--batch",
     default=64,
     show_default=True,
@@ -57,7 +64,7 @@ def key_cmd(path, label) -> None:
 )
 def serve_cmd(
     gallery, create, model, host, port, api_key_file, open_reads, max_upload_mb, max_request_mb, max_photos,
-    max_megapixels, batch, detector, min_face, detect_workers,
+    max_megapixels, max_request_megapixels, batch, detector, min_face, detect_workers,
 ) -> None:  # fmt: skip
     """Serve a gallery over HTTP (API under /v1, docs at /docs, a web page at /)."""
     from pathlib import Path
@@ -83,6 +90,7 @@ def serve_cmd(
         max_request_bytes=int(max_request_mb * 1e6),
         max_photos=max_photos,
         max_pixels=int(max_megapixels * 1e6),
+        max_request_pixels=int(max_request_megapixels * 1e6),
         max_batch=batch,
         create=create,
         detector=chosen_detector(detector, min_face),
