@@ -30,7 +30,7 @@ from facegallery.gallery import reembed as reembedding
 from facegallery.gallery import threshold as th
 from facegallery.gallery.binding import ModelBinding, embedder_module
 from facegallery.gallery.calibrated import StoredCalibration
-from facegallery.gallery.enrolment import EnrollResult, Prepared, photo_source
+from facegallery.gallery.enrolment import EnrollResult, Prepared
 from facegallery.gallery.reembed import ReembedReport
 from facegallery.gallery.search import LiveIndex
 from facegallery.gallery.store import GalleryStore, Person, check_name, open_store
@@ -42,7 +42,7 @@ from facegallery.pipeline import Photo as ImageLike
 if TYPE_CHECKING:  # the embedder (PyTorch) loads on first use: `facegallery people` needs none of it
     from facegallery.embedder import Embedder
 
-__all__ = ["EnrollResult", "Gallery", "Prepared", "ReembedReport", "Verification", "photo_source"]
+__all__ = ["EnrollResult", "Gallery", "Prepared", "ReembedReport", "Verification"]
 
 
 @dataclass

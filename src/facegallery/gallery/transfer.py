@@ -10,7 +10,6 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -133,7 +132,7 @@ def read_export(path: str | os.PathLike) -> Export:
 
 
 def import_into(
-    store: GalleryStore, export: Export, where: str, model_dimension: Any = None
+    store: GalleryStore, export: Export, where: str, model_dimension: int | None = None
 ) -> tuple[list[EnrollResult], int, list[int]]:
     """Merge a checked export in one transaction (people by name; photos already stored are skipped, so
     importing twice changes nothing). The gallery's model and dimension are read under the write lock:
