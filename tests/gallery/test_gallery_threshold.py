@@ -234,3 +234,26 @@ def test_names_and_scores_agree(tmp_path, fake_model):
             g.set_threshold(**rule)
             for a in g.identify_embeddings(np.concatenate([emb[::3], strangers])):
                 assert (a.name is not None) == (a.score >= 0.5), (rule, a)
+
+
+def test_an_unmeasurable_target_is_extrapolated_from_the_impostors():
+    """Issue 27.4: 12 people of 3 photos give 36 nearest-stranger distances, too few to measure 1%: the
+    threshold is kept under the 1% quantile of a normal fitted to them, and no more strangers get a name."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(4)
+    emb, labels, _ = _people(rng, 12, 3)
+    cal, search = _calibrate(emb, labels, 0.01)
+    gen, imp = th.identification_distances(emb, labels, *_own(emb, labels), search)
+    assert len(imp) * 0.01 < 1 and cal.warning and "extrapolated" in cal.warning
+    plain = th.choose_threshold(gen, imp, 0.01, extrapolate=False)
+    assert cal.identify.threshold == pytest.approx(min(plain, imp.mean() + norm.ppf(0.01) * imp.std(ddof=1)))
+    strangers, _, _ = _people(rng, 2000, 1)
+    nearest = search(strangers, 1)[1][:, 0]
+    assert (nearest <= cal.identify.threshold).mean() <= min((nearest <= plain).mean(), 0.02)
+    # 36 distances spread evenly over 0.9-1.1: "under the nearest seen" says < 0.9; the normal's 1% point
+    # (1.0 - 2.33 x 0.059) is lower, and that is the threshold; a measurable target is left alone
+    even = np.linspace(0.9, 1.1, 36)
+    assert th.choose_threshold(gen, even, 0.01, extrapolate=False) == pytest.approx(0.9)
+    assert th.choose_threshold(gen, even, 0.01) == pytest.approx(1.0 - 2.3263 * even.std(ddof=1), abs=1e-4)
+    assert th.choose_threshold(gen, even, 0.05) == th.choose_threshold(gen, even, 0.05, extrapolate=False)

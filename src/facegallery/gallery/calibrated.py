@@ -103,10 +103,11 @@ class StoredCalibration:
             raise InvalidInput(f"{raw}: a squared distance between unit vectors lies in [0, 4]")
         self.store.check_writable()
         seen = self.current().identify.impostors
-        if far is not None and seen and far < th.far_floor(seen):
+        if far is not None and seen and far < th.far_floor(seen) / th.EXTRAPOLATE_MAX:
             raise InvalidInput(
                 f"{far:g}: a target FAR this small cannot be told from zero with the gallery's {seen} impostor "
-                f"distances (the smallest it can measure is {th.far_floor(seen):.2g}); choose a larger one"
+                f"distances (the smallest it can measure is {th.far_floor(seen):.2g}, extrapolated "
+                f"{th.EXTRAPOLATE_MAX:g}x below at most); choose a larger one"
             )
         with self.store.transaction(bump=False):
             self.store.set_meta("threshold_mode", "eer" if eer else ("raw" if raw is not None else "far"))
