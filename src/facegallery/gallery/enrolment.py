@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from facegallery.errors import Conflict, InvalidInput, UserError
 from facegallery.faces import Face
 from facegallery.gallery.binding import ModelBinding
 from facegallery.gallery.store import GalleryStore, check_name
+from facegallery.images import MAX_PIXELS
 from facegallery.pipeline import Embed, Finder, Photo, Progress, ReadPhoto, embed_photos
 from facegallery.recognition import count_factor
 
@@ -87,7 +89,7 @@ def prepare(
     embed: Embed,
     detector: dict | None,
     metadata: dict[str, dict] | None = None,
-    max_pixels: int | None = None,
+    max_pixels: int = MAX_PIXELS,
     progress: Progress | None = None,
     choose: Choose | None = None,
     skip_known: bool = True,
@@ -101,24 +103,13 @@ def prepare(
     known = {name: _known(store, name) if skip_known else set() for name, _ in people}
     one_face = "only" if choose is None else None
     flat = [(name, photo) for name, photos in people for photo in photos]
-    extra = {} if max_pixels is None else {"max_pixels": max_pixels}
-    got = list(
-        embed_photos(
-            [p for _, p in flat],
-            finder,
-            embed,
-            one_face,
-            with_hash=True,
-            known=set().union(*known.values()),
-            progress=progress,
-            **extra,
-        )
-    )
+    photos = [p for _, p in flat]
+    read = partial(embed_photos, finder=finder, embed=embed, one_face=one_face, with_hash=True, max_pixels=max_pixels)
+    got = list(read(photos, known=set().union(*known.values()), progress=progress))
     # a photo stored for someone else in this batch came back unread: read it now
     again = [i for i, (name, _) in enumerate(flat) if _unread(got[i]) and got[i].sha256 not in known[name]]
-    if again:
-        for i, r in zip(again, embed_photos([flat[i][1] for i in again], finder, embed, one_face, with_hash=True)):
-            got[i] = r
+    for i, r in zip(again, read([photos[i] for i in again])):
+        got[i] = r
     by_person: dict[str, list[ReadPhoto | Skipped]] = {name: [] for name, _ in people}
     for (name, _), r in zip(flat, got):
         by_person[name].append(r)

@@ -224,7 +224,7 @@ class Gallery:
         metadata: dict[str, dict] | None = None,
         progress: Progress | None = None,
         embed: Embed | None = None,
-        max_pixels: int | None = None,
+        max_pixels: int = MAX_PIXELS,
         choose: enrolment.Choose | None = None,
         skip_known: bool = True,
     ) -> list[Prepared]:

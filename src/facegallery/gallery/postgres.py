@@ -123,7 +123,6 @@ class PostgresStore:
     def __init__(self, url: str):
         self.url = url
         self.name = public_url(url)
-        self.path = self.name  # what messages call it
         self.conn = None
         self._seen = 0  # notifications from others seen (data_version)
         self._checked = time.monotonic()  # when data_version last moved on its own
